@@ -1,0 +1,71 @@
+"""Score n-best records: the bridge between the record format and the pure metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import jiwer
+
+from rescore.metrics import NORMALIZERS, ErrorRate, error_rate, normalize, oracle_curve
+from rescore.records import NBest
+
+
+@dataclass
+class ScoreReport:
+    """Everything ``rescore score`` prints, as data."""
+
+    stage: str
+    utterances: int
+    scored: int
+    failed: list[str]
+    missing_reference: list[str]
+    wer: list[ErrorRate]
+    cer: list[ErrorRate]
+    oracle: list[float] = field(default_factory=list)  # WER at k = 1..N, Whisper normalizer
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["wer"] = {e.normalizer: e.to_dict() for e in self.wer}
+        d["cer"] = {e.normalizer: e.to_dict() for e in self.cer}
+        d["oracle"] = {str(k): v for k, v in enumerate(self.oracle, 1)}
+        return d
+
+
+def attach_references(records: Iterable[NBest], references: dict[str, str] | None) -> list[NBest]:
+    """Fill ``reference`` from a manifest's id -> text map (the map wins over what the record holds)."""
+    out = []
+    for r in records:
+        if references and r.id in references:
+            r.reference = references[r.id]
+        out.append(r)
+    return out
+
+
+def score_records(
+    records: Sequence[NBest], *, stage: str = "auto", normalizers: Sequence[str] = tuple(NORMALIZERS)
+) -> ScoreReport:
+    """Corpus WER/CER per normalizer and the n-best oracle curve of the records that have a reference.
+
+    Failed records (``error`` set) are not scored and are listed, so a figure never hides them.
+    """
+    failed = [r.id for r in records if not r.ok]
+    missing = [r.id for r in records if r.ok and r.reference is None]
+    scored = [r for r in records if r.ok and r.reference is not None]
+    refs = [r.reference or "" for r in scored]
+    hyps = [r.text(stage) for r in scored]
+    wer = [error_rate(refs, hyps, n) for n in normalizers] if scored else []
+    cer = [error_rate(refs, hyps, n, chars=True) for n in normalizers] if scored else []
+    oracle = oracle_curve(refs, [[h.text for h in r.hypotheses] for r in scored]) if scored else []
+    return ScoreReport(stage, len(records), len(scored), failed, missing, wer, cer, oracle)
+
+
+def alignment_text(record: NBest, stage: str = "auto", normalizer: str = "whisper") -> str:
+    """jiwer's visual alignment of one record's output against its reference."""
+    ref = normalize(record.reference or "", normalizer)
+    hyp = normalize(record.text(stage), normalizer)
+    if not ref:
+        return f"REF: (empty)\nHYP: {hyp}"
+    out = jiwer.process_words(ref, hyp)
+    text = jiwer.visualize_alignment(out, show_measures=False, skip_correct=False)
+    return text.replace("=== SENTENCE 1 ===", "").strip("\n")

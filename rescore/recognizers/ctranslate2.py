@@ -1,0 +1,205 @@
+"""Whisper through CTranslate2: batched beam search that keeps the n best hypotheses with their scores.
+
+CTranslate2 ranks hypotheses by log-probability divided by their token count (``length_penalty=1``); the
+record keeps that (``am_norm``), the summed log-probability (``am``) and the count (``am_tokens``) so that
+later stages can apply their own length terms.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
+from rescore.datasets import Utterance
+from rescore.models import resolve_model
+from rescore.recognizers.base import combine_windows
+from rescore.records import Hypothesis, NBest, Window
+
+N_FRAMES = 3000  # Whisper's 30 s input
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when CTranslate2 sees a GPU, else ``cpu``."""
+    import ctranslate2
+
+    if device == "auto":
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if device not in {"cpu", "cuda"}:
+        raise ValueError(f"unknown device {device!r}: expected auto, cpu or cuda")
+    return device
+
+
+@dataclass
+class _Prepared:
+    """An utterance decoded and cut into windows with their features, or the reason it failed."""
+
+    utt: Utterance
+    duration: float = 0.0
+    spans: list[tuple[float, float]] | None = None
+    features: list[np.ndarray] | None = None
+    error: str | None = None
+
+
+class CT2WhisperRecognizer:
+    """Whisper n-best recognition with CTranslate2 (int8 on CPU, float16 on CUDA by default).
+
+    ``batch_size`` windows are decoded together; audio decoding and feature extraction of the next batch
+    run in a background thread while the current one decodes.
+    """
+
+    def __init__(
+        self,
+        model: str = "whisper-tiny.en",
+        *,
+        device: str = "auto",
+        compute_type: str = "auto",
+        beam_size: int = 8,
+        nbest: int = 8,
+        batch_size: int = 8,
+        language: str = "en",
+        cpu_threads: int = 0,
+        max_length: int = 448,
+    ) -> None:
+        import ctranslate2
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        if nbest < 1 or beam_size < 1 or batch_size < 1:
+            raise ValueError("nbest, beam_size and batch_size must be at least 1")
+        self.model_name = model
+        self.path = resolve_model(model, kind="whisper-ct2")
+        if not (Path(self.path) / "model.bin").exists():
+            raise ValueError(f"{self.path}: not a CTranslate2 Whisper folder (no model.bin)")
+        self.device = resolve_device(device)
+        if compute_type == "auto":
+            compute_type = "float16" if self.device == "cuda" else "int8"
+        self.compute_type = compute_type
+        self.beam_size = max(beam_size, nbest)
+        self.nbest = nbest
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.model = ctranslate2.models.Whisper(
+            str(self.path),
+            device=self.device,
+            compute_type=compute_type,
+            intra_threads=cpu_threads or (os.cpu_count() or 1),
+        )
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(Path(self.path) / "tokenizer.json"))
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        self.eot = self._token("<|endoftext|>")
+        self.language = language
+        if self.model.is_multilingual and language != "auto" and self.tokenizer.token_to_id(f"<|{language}|>") is None:
+            raise ValueError(f"unknown language code {language!r} for {model}")
+        self.info: dict[str, Any] = {
+            "backend": "ctranslate2",
+            "model": model,
+            "device": self.device,
+            "compute_type": compute_type,
+            "beam_size": self.beam_size,
+            "nbest": nbest,
+            "language": language if self.model.is_multilingual else "en",
+        }
+
+    def _token(self, text: str) -> int:
+        tid = self.tokenizer.token_to_id(text)
+        if tid is None:
+            raise ValueError(f"{self.path}: tokenizer lacks {text}")
+        return tid
+
+    def _prompt(self, language: str | None) -> list[int]:
+        prompt = [self._token("<|startoftranscript|>")]
+        if self.model.is_multilingual:
+            prompt += [self._token(f"<|{language or 'en'}|>"), self._token("<|transcribe|>")]
+        return prompt + [self._token("<|notimestamps|>")]
+
+    def _prepare(self, utt: Utterance) -> _Prepared:
+        try:
+            audio = load_audio(utt.audio, utt.start, utt.end)
+        except AudioError as e:
+            return _Prepared(utt, error=str(e))
+        spans, feats = [], []
+        for w in split_windows(audio):
+            mel = self.features(audio[w.start : w.end], padding=N_FRAMES * 160)[:, :N_FRAMES]
+            feats.append(np.ascontiguousarray(mel, dtype=np.float32))
+            spans.append(w.seconds)
+        return _Prepared(utt, duration=len(audio) / SAMPLE_RATE, spans=spans, features=feats)
+
+    def _decode(self, features: list[np.ndarray]) -> list[list[Hypothesis]]:
+        import ctranslate2
+
+        batch = ctranslate2.StorageView.from_array(np.stack(features))
+        if self.model.is_multilingual and self.language == "auto":
+            langs = [r[0][0].strip("<|>") for r in self.model.detect_language(batch)]
+        else:
+            langs = [self.language] * len(features)
+        results = self.model.generate(
+            batch,
+            [self._prompt(lang) for lang in langs],
+            beam_size=self.beam_size,
+            num_hypotheses=self.nbest,
+            return_scores=True,
+            length_penalty=1.0,
+            max_length=self.max_length,
+        )
+        out = []
+        for r in results:
+            hyps = []
+            for ids, score in zip(r.sequences_ids, r.scores, strict=True):
+                ids = [t for t in ids if t < self.eot]
+                n = max(len(ids), 1)
+                text = self.tokenizer.decode(ids).strip()
+                hyps.append(Hypothesis(text, ids, {"am": score * n, "am_tokens": float(n), "am_norm": score}))
+            out.append(hyps)
+        return out
+
+    def _run_batch(self, prepared: list[_Prepared]) -> Iterator[NBest]:
+        good = [p for p in prepared if p.error is None]
+        feats = [f for p in good for f in p.features]  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        decoded: list[list[Hypothesis]] = []
+        for i in range(0, len(feats), self.batch_size):
+            decoded += self._decode(feats[i : i + self.batch_size])
+        elapsed = time.perf_counter() - t0
+        pos = 0
+        for p in prepared:
+            u = p.utt
+            rec = NBest(id=u.id, audio=u.audio, reference=u.reference, recognizer=dict(self.info))
+            if p.error is not None:
+                rec.error = p.error
+                yield rec
+                continue
+            n = len(p.features)  # type: ignore[arg-type]
+            windows = [Window(s, e, h) for (s, e), h in zip(p.spans, decoded[pos : pos + n], strict=True)]  # type: ignore[arg-type]
+            pos += n
+            rec.duration = round(p.duration, 3)
+            rec.hypotheses = combine_windows(windows, self.nbest)
+            if len(windows) > 1:
+                rec.windows = windows
+            rec.timing = {"transcribe": round(elapsed * n / max(len(feats), 1), 4)}
+            yield rec
+
+    def recognize(self, utterances: Iterable[Utterance]) -> Iterator[NBest]:
+        """Yield one n-best record per utterance, in input order."""
+        utts = list(utterances)
+        groups = [utts[i : i + self.batch_size] for i in range(0, len(utts), self.batch_size)]
+        if not groups:
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def submit(group: list[Utterance]) -> Future[list[_Prepared]]:
+                return pool.submit(lambda: [self._prepare(u) for u in group])
+
+            pending = submit(groups[0])
+            for k in range(len(groups)):
+                prepared = pending.result()
+                if k + 1 < len(groups):
+                    pending = submit(groups[k + 1])
+                yield from self._run_batch(prepared)

