@@ -248,6 +248,11 @@ def models() -> None:
     out.print(table)
 
 
+# Commands of the later stages live in their own modules and register themselves on ``app``.
+# One import line per module; keep them here, in this order.
+# (none yet)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -7,6 +7,10 @@ PIP="${PIP:-python3 -m pip}"
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
 
+# torch first, pinned, so that nothing pulls the CUDA build; llama.cpp compiled without its tools.
+$PIP install --disable-pip-version-check -q torch==2.13.0
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF}"
+
 # The package and its Python dependencies.
 $PIP install --disable-pip-version-check -q -e ".${extras}"
 

@@ -1,0 +1,38 @@
+"""Write one benchmark's section of eval/RESULTS.md, leaving the other sections as they are.
+
+Each benchmark owns the text between ``<!-- begin NAME -->`` and ``<!-- end NAME -->``; a section that
+is not there yet is appended. Benchmarks call :func:`update_section` with markdown that includes the
+command that made the figures.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = """# Benchmark results
+
+Every figure here was written by a script in eval/ together with the command that reproduces it.
+Timings come from the project's 2-core CPU machine, which is shared and noisy: compare the ratios
+measured within one run, not absolute numbers across sections. Accuracy figures use the sets in
+../shared/data; tuning sets and reported sets are named in each section.
+"""
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    stamp = f"_written {time.strftime('%Y-%m-%d %H:%M')} on {machine()}_\n\n"
+    block = f"{begin}\n{stamp}{markdown.strip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -1,0 +1,115 @@
+"""Whisper encoder states of utterances, computed with CTranslate2 and cached on disk.
+
+The CTC head and the deep-fusion bridge both train on frozen encoder states: computing them once per
+utterance and model and keeping them in the cache folder turns every later epoch into a disk read.
+States are trimmed to the audio's length (50 frames per second) and stored as float16 ``.npy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from rescore.audio import SAMPLE_RATE, load_audio, split_windows
+from rescore.datasets import Utterance
+from rescore.models import cache_dir, resolve_model
+
+FRAMES_PER_SECOND = 50  # Whisper encoder: 3000 mel frames (30 s) -> 1500 states
+N_MEL_FRAMES = 3000
+
+
+class WhisperEncoder:
+    """Frozen Whisper encoder (CTranslate2) with an on-disk cache of its outputs per utterance."""
+
+    def __init__(
+        self,
+        model: str = "whisper-tiny.en",
+        *,
+        device: str = "cpu",
+        compute_type: str = "auto",
+        batch_size: int = 8,
+        cache: Path | None = None,
+    ) -> None:
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        from rescore.recognizers.ctranslate2 import resolve_device
+
+        self.model_name = model
+        self.path = resolve_model(model, kind="whisper-ct2")
+        self.device = resolve_device(device)
+        if compute_type == "auto":
+            compute_type = "float16" if self.device == "cuda" else "int8"
+        self.model = ctranslate2.models.Whisper(
+            str(self.path), device=self.device, compute_type=compute_type, intra_threads=os.cpu_count() or 1
+        )
+        self.features = FeatureExtractor(feature_size=self.model.n_mels)
+        self.batch_size = batch_size
+        tag = f"{Path(model).name}-{compute_type}"
+        self.cache = cache or cache_dir() / "encoder" / tag
+
+    def _key(self, utt: Utterance) -> Path:
+        src = Path(utt.audio)
+        stamp = f"{src.resolve()}:{src.stat().st_mtime_ns}" if src.exists() else utt.audio
+        h = hashlib.sha1(f"{stamp}|{utt.start}|{utt.end}".encode()).hexdigest()[:20]
+        return self.cache / h[:2] / f"{h}.npy"
+
+    def encode_audio(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Encoder states [frames, dim] (float32) of each 16 kHz waveform; long audio is windowed."""
+        import ctranslate2
+
+        mels, owners, lengths = [], [], []
+        for i, audio in enumerate(audios):
+            for w in split_windows(audio):
+                seg = audio[w.start : w.end]
+                mel = self.features(seg, padding=N_MEL_FRAMES * 160)[:, :N_MEL_FRAMES]
+                mels.append(np.ascontiguousarray(mel, dtype=np.float32))
+                owners.append(i)
+                lengths.append(max(1, int(np.ceil(len(seg) / SAMPLE_RATE * FRAMES_PER_SECOND))))
+        states: list[np.ndarray] = []
+        for s in range(0, len(mels), self.batch_size):
+            batch = ctranslate2.StorageView.from_array(np.stack(mels[s : s + self.batch_size]))
+            out = np.asarray(self.model.encode(batch, to_cpu=True), dtype=np.float32)
+            states.extend(out[j, : lengths[s + j]] for j in range(out.shape[0]))
+        result: list[list[np.ndarray]] = [[] for _ in audios]
+        for owner, st in zip(owners, states, strict=True):
+            result[owner].append(st)
+        return [np.concatenate(r, 0) for r in result]
+
+    def states(self, utterances: Iterable[Utterance]) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
+        """Yield ``(utterance, states, error)``: cached states are read, missing ones computed and stored."""
+        pending: list[tuple[Utterance, np.ndarray, Path]] = []
+
+        def flush() -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
+            encoded = self.encode_audio([a for _, a, _ in pending])
+            for (u, _, key), st in zip(pending, encoded, strict=True):
+                key.parent.mkdir(parents=True, exist_ok=True)
+                tmp = key.with_name(key.name + f".{os.getpid()}.tmp.npy")
+                np.save(tmp, st.astype(np.float16))
+                os.replace(tmp, key)
+                yield u, st, None
+            pending.clear()
+
+        for utt in utterances:
+            try:
+                key = self._key(utt)
+            except OSError as e:
+                yield utt, None, str(e)
+                continue
+            if key.exists():
+                yield utt, np.load(key).astype(np.float32), None
+                continue
+            try:
+                audio = load_audio(utt.audio, utt.start, utt.end)
+            except Exception as e:  # AudioError and anything odd: name the item, go on
+                yield utt, None, str(e)
+                continue
+            pending.append((utt, audio, key))
+            if len(pending) >= self.batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
