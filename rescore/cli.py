@@ -250,7 +250,7 @@ def models() -> None:
 
 # Commands of the later stages live in their own modules and register themselves on ``app``.
 # One import line per module; keep them here, in this order.
-# (none yet)
+from rescore import cli_run  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover
