@@ -173,6 +173,18 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.2f}"
 
 
+def _rerank_comparison(records: list, stage: str):
+    """Before/after figures when a reranker chose among the hypotheses (see ``rescore rerank``)."""
+    if stage not in {"auto", "rerank"} or not any(r.ok and r.chosen is not None for r in records):
+        return None
+    from rescore.evaluate import rerank_comparison
+
+    try:
+        return rerank_comparison(records)
+    except ValueError:
+        return None
+
+
 @app.command()
 def score(
     file: Annotated[Path, typer.Argument(help="n-best JSONL.")],
@@ -187,6 +199,7 @@ def score(
     records = _load_records(file, reference)
     try:
         report = score_records(records, stage=stage)
+        rerank_cmp = _rerank_comparison(records, stage)
     except ValueError as e:
         raise fail(str(e)) from None
     if report.failed:
@@ -197,6 +210,8 @@ def score(
         d = report.to_dict()
         if align:
             d["alignments"] = {r.id: alignment_text(r, stage) for r in records if r.ok and r.reference is not None}
+        if rerank_cmp is not None:
+            d["rerank"] = rerank_cmp.to_dict()
         out.print_json(json.dumps(d))
         return
     if not report.scored:
@@ -228,6 +243,10 @@ def score(
             ot.add_column(f"k={k}", justify="right")
         ot.add_row(*[_pct(x) for x in report.oracle])
         out.print(ot)
+    if rerank_cmp is not None:
+        from rescore.cli_rerank import comparison_table
+
+        out.print(comparison_table("rerank vs the recognizer's first hypothesis (whisper normalizer)", rerank_cmp))
 
 
 @app.command()
@@ -251,6 +270,7 @@ def models() -> None:
 # Commands of the later stages live in their own modules and register themselves on ``app``.
 # One import line per module; keep them here, in this order.
 from rescore import cli_run  # noqa: E402,F401
+from rescore import cli_rerank  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover

@@ -69,3 +69,54 @@ def alignment_text(record: NBest, stage: str = "auto", normalizer: str = "whispe
     out = jiwer.process_words(ref, hyp)
     text = jiwer.visualize_alignment(out, show_measures=False, skip_correct=False)
     return text.replace("=== SENTENCE 1 ===", "").strip("\n")
+
+
+@dataclass
+class RerankComparison:
+    """First pass vs reranked output on the same utterances: WERs, share of the oracle gap, per-utterance."""
+
+    utterances: int
+    before: ErrorRate
+    after: ErrorRate
+    oracle: float
+    gap_closed: float  # (before - after) / (before - oracle); nan when the oracle is the 1-best
+    better: int
+    worse: int
+    unchanged: int
+    p_value: float  # paired bootstrap: share of resamples in which the reranked output is not better
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rerank_comparison(records: Sequence[NBest], *, normalizer: str = "whisper") -> RerankComparison:
+    """Compare the recognizer's first hypothesis with the chosen one, for records with a reference."""
+    from rescore.metrics import bootstrap_ci, edit_counts, paired_bootstrap
+
+    scored = [r for r in records if r.ok and r.hypotheses and r.reference is not None]
+    if not scored:
+        raise ValueError("no reranked record with a reference to compare")
+    refs = [normalize(r.reference or "", normalizer) for r in scored]
+    a = edit_counts(refs, [normalize(r.text("first-pass"), normalizer) for r in scored])
+    b = edit_counts(refs, [normalize(r.text("rerank"), normalizer) for r in scored])
+
+    def rate(c) -> ErrorRate:
+        lo, hi = bootstrap_ci(c.errors, c.ref)
+        return ErrorRate(normalizer, "word", c.rate(), *(int(x.sum()) for x in (c.sub, c.dele, c.ins, c.ref)), lo, hi)
+
+    oracle = oracle_curve(
+        [r.reference or "" for r in scored], [[h.text for h in r.hypotheses] for r in scored], normalizer
+    )
+    before, after = rate(a), rate(b)
+    gap = before.rate - oracle[-1]
+    return RerankComparison(
+        utterances=len(scored),
+        before=before,
+        after=after,
+        oracle=oracle[-1],
+        gap_closed=(before.rate - after.rate) / gap if gap > 0 else float("nan"),
+        better=int((b.errors < a.errors).sum()),
+        worse=int((b.errors > a.errors).sum()),
+        unchanged=int((b.errors == a.errors).sum()),
+        p_value=paired_bootstrap(a.errors, b.errors, a.ref),
+    )

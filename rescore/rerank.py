@@ -1,0 +1,437 @@
+"""Shallow fusion on n-best lists: LM scores, a weighted ranker, and weights tuned on a dev set.
+
+A hypothesis's total is ``sum_k(w_k * score_k) + b * words`` over named scores: ``am`` (the recognizer's
+summed log-prob, weight 1), one ``lm:<name>`` per language model (weight ``w_i``) and a per-word length
+bonus ``b``, which offsets the bias of summed log-probabilities towards short hypotheses. ``tune`` picks
+the weights that minimise corpus WER on a dev set (grid, then pattern-search refinement), and
+``cross_validate`` reports what those weights are worth on utterances they were not tuned on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rescore.evaluate import RerankComparison, rerank_comparison
+from rescore.lm import LMScorer
+from rescore.metrics import edit_counts, normalize
+from rescore.records import NBest
+
+LM_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+LENGTH_GRID = tuple(float(x) for x in np.arange(-1.0, 4.01, 0.25))
+# Used by `rerank` without a config: close to what `tune` found on librispeech-dev with smollm2-135m.
+DEFAULT_LM_WEIGHT = 0.2
+DEFAULT_LENGTH_BONUS = 1.0
+CONTEXT_KEY = "lm_context"  # record.extra[CONTEXT_KEY][score key] = the context the LM score was taken after
+
+
+class MissingScoreError(ValueError):
+    """A hypothesis lacks a score the weights need (names the record, hypothesis and key)."""
+
+
+def lm_key(name: str) -> str:
+    return f"lm:{name}"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def score_nbest(
+    records: Sequence[NBest],
+    scorer: LMScorer,
+    *,
+    context: str = "",
+    contexts: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> list[NBest]:
+    """Add ``lm:<scorer.name>`` to every hypothesis: log P(text | context), all records in one batch.
+
+    ``contexts`` gives one context per record (e.g. with previous transcripts) instead of ``context``.
+    Scores already taken after the same context are kept unless ``overwrite``. Failed records pass.
+    """
+    key = lm_key(scorer.name)
+    pairs: list[tuple[str, str]] = []
+    where: list[tuple[NBest, int]] = []
+    for i, r in enumerate(records):
+        ctx = contexts[i] if contexts is not None else context
+        if not r.ok or not r.hypotheses:
+            continue
+        done = r.extra.get(CONTEXT_KEY, {}).get(key) == ctx
+        for j, h in enumerate(r.hypotheses):
+            if overwrite or not done or key not in h.scores:
+                pairs.append((ctx, h.text))
+                where.append((r, j))
+        r.extra.setdefault(CONTEXT_KEY, {})[key] = ctx
+    for (r, j), s in zip(where, scorer.score_pairs(pairs), strict=True):
+        r.hypotheses[j].scores[key] = s.logprob
+    return list(records)
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+
+
+@dataclass
+class Weights:
+    """Weights of named scores plus a per-word length bonus."""
+
+    scores: dict[str, float] = field(default_factory=lambda: {"am": 1.0})
+    length_bonus: float = 0.0
+
+    def total(self, scores: dict[str, float], text: str) -> float:
+        return sum(w * scores[k] for k, w in self.scores.items() if w) + self.length_bonus * words(text)
+
+    def describe(self) -> str:
+        terms = " + ".join(f"{w:g}*{k}" for k, w in self.scores.items())
+        return f"{terms} + {self.length_bonus:g}*words"
+
+
+class Ranker:
+    """Sets ``total`` on every hypothesis and ``chosen`` to the best (the earlier one on ties)."""
+
+    def __init__(self, weights: Weights) -> None:
+        self.weights = weights
+
+    def rank(self, nbest: NBest) -> NBest:
+        if not nbest.ok or not nbest.hypotheses:
+            return nbest
+        totals = []
+        for j, h in enumerate(nbest.hypotheses):
+            missing = [k for k, w in self.weights.scores.items() if w and k not in h.scores]
+            if missing:
+                raise MissingScoreError(f"{nbest.id}: hypothesis {j} has no {', '.join(missing)} score")
+            totals.append(self.weights.total(h.scores, h.text))
+        for h, t in zip(nbest.hypotheses, totals, strict=True):
+            h.scores["total"] = t
+        nbest.chosen = int(np.argmax(totals))
+        return nbest
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class LMSpec:
+    name: str
+    backend: str = "hf"
+
+
+@dataclass
+class RerankConfig:
+    """What ``tune`` writes and ``rerank --config`` reads: the LMs, their context and the weights."""
+
+    weights: Weights
+    lms: list[LMSpec] = field(default_factory=list)
+    context: str = ""
+    previous: int = 0
+    tuning: dict[str, Any] = field(default_factory=dict)  # provenance and cross-validated figures
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RerankConfig:
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            w = d["weights"]
+            return cls(
+                weights=Weights({k: float(v) for k, v in w["scores"].items()}, float(w.get("length_bonus", 0.0))),
+                lms=[LMSpec(**x) for x in d.get("lms", [])],
+                context=d.get("context", ""),
+                previous=int(d.get("previous", 0)),
+                tuning=d.get("tuning", {}),
+            )
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: not a rerank config ({type(e).__name__}: {e})") from e
+
+
+# ---------------------------------------------------------------------------------------------- rerank
+
+
+def recording_of(record: NBest) -> str:
+    """The recording an utterance belongs to: ``extra['recording']``, else its id less the last segment."""
+    rec = record.extra.get("recording")
+    if isinstance(rec, str) and rec:
+        return rec
+    parts = re.split(r"[-_]", record.id)
+    return record.id[: -len(parts[-1]) - 1] if len(parts) > 1 else record.id
+
+
+def join_context(prompt: str, previous: Sequence[str]) -> str:
+    prev = " ".join(t.strip() for t in previous if t.strip())
+    if prompt and prev:
+        return f"{prompt.rstrip()}\n{prev}"
+    return prompt or prev
+
+
+def rerank_iter(
+    records: Iterable[NBest],
+    scorers: Sequence[LMScorer],
+    weights: Weights,
+    *,
+    context: str = "",
+    previous: int = 0,
+    chunk: int = 32,
+) -> Iterator[NBest]:
+    """Score and rank records, yielding each when done; a per-record failure is set as its ``error``.
+
+    Without ``previous`` records are handled in chunks, in order. With ``previous`` N, the context of an
+    utterance includes the N transcripts chosen before it in the same recording (:func:`recording_of`),
+    so records go in rounds: the k-th utterance of every recording together, after the (k-1)-th.
+    """
+    ranker = Ranker(weights)
+    records = list(records)
+    if previous <= 0:
+        for start in range(0, len(records), chunk):
+            yield from _score_and_rank(records[start : start + chunk], scorers, ranker, [context] * chunk)
+        return
+    groups: dict[str, list[NBest]] = {}
+    for r in records:
+        groups.setdefault(recording_of(r), []).append(r)
+    chosen: dict[str, list[str]] = {g: [] for g in groups}
+    for k in range(max(len(g) for g in groups.values())):
+        rnd = [(g, rs[k]) for g, rs in groups.items() if k < len(rs)]
+        ctxs = [join_context(context, chosen[g][-previous:]) for g, _ in rnd]
+        for start in range(0, len(rnd), chunk):
+            part = rnd[start : start + chunk]
+            done = list(_score_and_rank([r for _, r in part], scorers, ranker, ctxs[start : start + chunk]))
+            for (g, _), r in zip(part, done, strict=True):
+                chosen[g].append(r.text("rerank") if r.ok else "")
+            yield from done
+
+
+def _score_and_rank(records: list[NBest], scorers: Sequence[LMScorer], ranker: Ranker, contexts: list[str]):
+    live = [i for i, r in enumerate(records) if r.ok and r.hypotheses]
+    try:
+        for s in scorers:
+            score_nbest([records[i] for i in live], s, contexts=[contexts[i] for i in live])
+    except Exception as e:  # noqa: BLE001 - a failing batch is recorded on its records, the run goes on
+        for i in live:
+            records[i].error = f"rerank: LM scoring failed: {type(e).__name__}: {e}"
+        live = []
+    for i in live:
+        try:
+            ranker.rank(records[i])
+        except MissingScoreError as e:
+            records[i].error = f"rerank: {e}"
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- tuning
+
+
+@dataclass
+class _Problem:
+    """Dense arrays for fast search: fixed part of the total, free features, per-hypothesis errors."""
+
+    ids: list[str]
+    base: np.ndarray  # [U, K] fixed-weight part of the total (-inf where no hypothesis)
+    feats: np.ndarray  # [U, K, F] scores whose weights are searched (LM keys..., words)
+    errors: np.ndarray  # [U, K] word errors of each hypothesis (Whisper normalizer)
+    ref_len: np.ndarray  # [U]
+
+    def evaluate(self, w: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """Total errors and soft (expected under softmax) errors for each weight row of ``w`` [C, F]."""
+        errs, soft = [], []
+        for s in range(0, len(w), chunk):
+            t = self.base[:, :, None] + np.einsum("ukf,cf->ukc", self.feats, w[s : s + chunk])  # [U, K, C]
+            pick = np.argmax(t, axis=1)  # [U, C]
+            errs.append(np.take_along_axis(self.errors, pick, axis=1).sum(0))
+            z = t - t.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            soft.append((p * self.errors[:, :, None]).sum((0, 1)))
+        return np.concatenate(errs), np.concatenate(soft)
+
+    def choose(self, w: np.ndarray) -> np.ndarray:
+        return np.argmax(self.base + self.feats @ w, axis=1)
+
+    def subset(self, idx: np.ndarray) -> _Problem:
+        return _Problem(
+            [self.ids[i] for i in idx], self.base[idx], self.feats[idx], self.errors[idx], self.ref_len[idx]
+        )
+
+
+def _build(records: Sequence[NBest], keys: Sequence[str], fixed: dict[str, float], normalizer: str) -> _Problem:
+    recs = [r for r in records if r.ok and r.hypotheses and r.reference is not None]
+    if not recs:
+        raise ValueError("no record with hypotheses and a reference to tune on")
+    k_max = max(len(r.hypotheses) for r in recs)
+    u = len(recs)
+    base = np.full((u, k_max), -np.inf)
+    feats = np.zeros((u, k_max, len(keys) + 1))
+    errors = np.zeros((u, k_max))
+    for i, r in enumerate(recs):
+        for j, h in enumerate(r.hypotheses):
+            missing = [k for k in (*fixed, *keys) if k not in h.scores]
+            if missing:
+                raise MissingScoreError(f"{r.id}: hypothesis {j} has no {', '.join(missing)} score")
+            base[i, j] = sum(w * h.scores[k] for k, w in fixed.items())
+            feats[i, j] = [*(h.scores[k] for k in keys), words(h.text)]
+    refs = [normalize(r.reference or "", normalizer) for r in recs]
+    ref_len = np.zeros(u)
+    for j in range(k_max):
+        hyps = [normalize(r.hypotheses[j].text, normalizer) if j < len(r.hypotheses) else "" for r in recs]
+        c = edit_counts(refs, hyps)
+        errors[:, j] = c.errors
+        ref_len = c.ref.astype(float)
+    return _Problem([r.id for r in recs], base, feats, errors, ref_len)
+
+
+@dataclass
+class TunedWeights:
+    """The weights found, their in-sample WER and, when asked, the cross-validated comparison."""
+
+    weights: Weights
+    wer: float
+    evaluated: int
+    cv: CVReport | None = None
+
+
+@dataclass
+class CVReport:
+    """k-fold cross-validation: every utterance ranked with weights tuned on the other folds."""
+
+    folds: int
+    seed: int
+    chosen: dict[str, int]
+    fold_weights: list[Weights]
+    comparison: RerankComparison
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folds": self.folds,
+            "seed": self.seed,
+            "fold_weights": [asdict(w) for w in self.fold_weights],
+            **self.comparison.to_dict(),
+        }
+
+
+def _search(
+    p: _Problem, lm_grid: Sequence[float], length_grid: Sequence[float], rounds: int = 8
+) -> tuple[np.ndarray, int]:
+    """Grid over all free weights, then pattern search (one coordinate at a time, shrinking steps)."""
+    n_lm = p.feats.shape[2] - 1
+    axes = [np.asarray(lm_grid, float)] * n_lm + [np.asarray(length_grid, float)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    errs, soft = p.evaluate(grid)
+    evaluated = len(grid)
+    best = int(np.lexsort((soft, errs))[0])
+    w, key = grid[best].copy(), (errs[best], soft[best])
+    steps = np.array([0.5 * float(np.min(np.diff(a))) if len(a) > 1 else 0.1 for a in axes])
+    for _ in range(rounds):
+        improved = True
+        while improved:
+            improved = False
+            cand = []
+            for d in range(len(w)):
+                for sign in (-1, 1):
+                    c = w.copy()
+                    c[d] += sign * steps[d]
+                    if d < n_lm and c[d] < 0:
+                        continue
+                    cand.append(c)
+            if not cand:
+                break
+            cand_arr = np.stack(cand)
+            e, s = p.evaluate(cand_arr)
+            evaluated += len(cand_arr)
+            i = int(np.lexsort((s, e))[0])
+            if (e[i], s[i]) < key:
+                w, key, improved = cand_arr[i], (e[i], s[i]), True
+        steps /= 2
+    return w, evaluated
+
+
+def tune(
+    records: Sequence[NBest],
+    scorers: Sequence[LMScorer] = (),
+    *,
+    keys: Sequence[str] | None = None,
+    context: str = "",
+    fixed: dict[str, float] | None = None,
+    normalizer: str = "whisper",
+    lm_grid: Sequence[float] = LM_GRID,
+    length_grid: Sequence[float] = LENGTH_GRID,
+    folds: int = 0,
+    seed: int = 0,
+) -> TunedWeights:
+    """Weights of the LM scores and the length bonus minimising corpus WER on ``records``.
+
+    The LM scores are taken with ``scorers`` (after ``context``) where missing; ``keys`` names score keys
+    already in the records instead. ``fixed`` weights are not searched (default ``am``: 1). With
+    ``folds`` >= 2 the result also carries a k-fold cross-validated report.
+    """
+    for s in scorers:
+        score_nbest(records, s, context=context)
+    keys = list(keys) if keys is not None else [lm_key(s.name) for s in scorers]
+    fixed = dict(fixed) if fixed is not None else {"am": 1.0}
+    p = _build(records, keys, fixed, normalizer)
+    w, evaluated = _search(p, lm_grid, length_grid)
+    errs, _ = p.evaluate(w[None])
+    weights = _weights(fixed, keys, w)
+    result = TunedWeights(weights, float(errs[0] / p.ref_len.sum()), evaluated)
+    if folds >= 2:
+        result.cv = _cross_validate(records, p, fixed, keys, folds, seed, lm_grid, length_grid, normalizer)
+    return result
+
+
+def _weights(fixed: dict[str, float], keys: Sequence[str], w: np.ndarray) -> Weights:
+    return Weights(
+        {**fixed, **{k: round(float(x), 6) for k, x in zip(keys, w[:-1], strict=True)}}, round(float(w[-1]), 6)
+    )
+
+
+def _cross_validate(
+    records: Sequence[NBest],
+    p: _Problem,
+    fixed: dict[str, float],
+    keys: Sequence[str],
+    folds: int,
+    seed: int,
+    lm_grid: Sequence[float],
+    length_grid: Sequence[float],
+    normalizer: str,
+) -> CVReport:
+    u = len(p.ids)
+    folds = min(folds, u)
+    order = np.random.default_rng(seed).permutation(u)
+    chosen: dict[str, int] = {}
+    fold_weights = []
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        w, _ = _search(p.subset(train), lm_grid, length_grid)
+        fold_weights.append(_weights(fixed, keys, w))
+        picks = p.subset(test).choose(w)
+        chosen.update({p.ids[i]: int(c) for i, c in zip(test, picks, strict=True)})
+    by_id = {r.id: r for r in records}
+    held_out = []
+    for rid in p.ids:
+        r = by_id[rid]
+        held_out.append(NBest(id=r.id, reference=r.reference, hypotheses=r.hypotheses, chosen=chosen[rid]))
+    return CVReport(folds, seed, chosen, fold_weights, rerank_comparison(held_out, normalizer=normalizer))
+
+
+def cross_validate(
+    records: Sequence[NBest],
+    keys: Sequence[str],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    fixed: dict[str, float] | None = None,
+    normalizer: str = "whisper",
+) -> CVReport:
+    """k-fold cross-validated rerank of records that already carry the ``keys`` scores."""
+    fixed = dict(fixed) if fixed is not None else {"am": 1.0}
+    p = _build(records, keys, fixed, normalizer)
+    return _cross_validate(records, p, fixed, keys, folds, seed, LM_GRID, LENGTH_GRID, normalizer)
