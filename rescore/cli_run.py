@@ -15,7 +15,7 @@ from rescore.cli import app, console, fail, out, progress_bar
 def _stage_table(summary) -> Table:
     table = Table(title=f"run {summary.name}: {summary.scored} utterances, {summary.audio_seconds / 60:.1f} min audio")
     for col in ("stage", "WER %", "95 % CI", "better", "worse", "gap closed %", "p vs first", "seconds"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=col == "stage")
     for s in summary.stages:
         table.add_row(
             s.stage,

@@ -3,6 +3,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev || exit 1
+# Debian's Chromium renders the HTML report in a test (headless screenshot).
+if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || exit 1
+fi
 python3 -m ruff check rescore tests eval || exit 1
 python3 -m pytest -q "$@"
 rc=$?

@@ -1,0 +1,118 @@
+"""``rescore run``: config validation, stage caching by hash, reports rendered in a real browser, Ray engine."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rescore.cli import app
+from rescore.pipeline import ConfigError, load_config, run_pipeline
+from rescore.records import read_nbest
+
+runner = CliRunner()
+
+
+def test_config_rejects_unknown_keys_and_presets(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('input = "data/tiny"\n[transcribe]\nmodle = "whisper-base"\n')
+    with pytest.raises(ConfigError, match="transcribe.modle"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(input="data/tiny", preset="nope")
+    with pytest.raises(ConfigError, match="nbest"):
+        load_config(input="data/tiny", overrides={"transcribe": {"nbest": 0}})
+    c = load_config(input="data/tiny", preset="first-pass", overrides={"transcribe": {"nbest": 4}})
+    assert not c.rerank.enabled and c.transcribe.nbest == 4 and c.run_name == "tiny"
+
+
+@pytest.mark.slow
+def test_run_caches_stages_and_writes_reports(tiny_manifest, tmp_path):
+    over = {"output": str(tmp_path), "name": "t", "limit": 3, "transcribe": {"nbest": 4}}
+    cfg = load_config(input=str(tiny_manifest), preset="first-pass", overrides=over)
+    results, summary = run_pipeline(cfg)
+    assert not results[0].cached and summary.scored == 3 and summary.stages[0].wer < 0.2
+    results, _ = run_pipeline(cfg)
+    assert results[0].cached
+    over["transcribe"] = {"nbest": 2}
+    results, _ = run_pipeline(load_config(input=str(tiny_manifest), preset="first-pass", overrides=over))
+    assert not results[0].cached and len(list(tmp_path.glob("t/01-transcribe.*.jsonl"))) == 2
+    d = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert d["stages"][0]["stage"] == "transcribe" and len(d["oracle"]) == 2
+    assert "| transcribe |" in (tmp_path / "t" / "report.md").read_text()
+    assert 'input = "' in (tmp_path / "t" / "config.toml").read_text()
+
+
+@pytest.mark.slow
+def test_html_report_renders_in_chromium(tiny_manifest, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian chromium is installed by scripts/test.sh"
+    cfg = load_config(
+        input=str(tiny_manifest), preset="first-pass", overrides={"output": str(tmp_path), "name": "r", "limit": 2}
+    )
+    run_pipeline(cfg)
+    page = tmp_path / "r" / "report.html"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1400", page.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 1000 and float(np.std(pixels[..., :3])) > 0.05  # not a blank page
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "<table" in dom and "transcribe" in dom and dom.count("<img") == 4
+
+
+@pytest.mark.slow
+def test_cli_run_and_compare(tiny_manifest, tmp_path):
+    args = ["run", str(tiny_manifest), "--preset", "first-pass", "--output", str(tmp_path), "--limit", "2"]
+    res = runner.invoke(app, [*args, "--name", "a"])
+    assert res.exit_code == 0, res.output
+    assert "transcribe" in res.stdout and "WER %" in res.stdout
+    runner.invoke(app, [*args, "--name", "b"])
+    res = runner.invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c.html")])
+    assert res.exit_code == 0, res.output
+    assert "runs compared" in res.stdout and (tmp_path / "c.html").stat().st_size > 10_000
+    res = runner.invoke(app, ["run", str(tmp_path / "missing.toml")])
+    assert res.exit_code == 2 and "missing.toml" in res.output
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_local(tiny_manifest, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    over = {"output": str(tmp_path), "limit": 4, "transcribe": {"nbest": 3, "device": "cpu"}}
+    local = load_config(input=str(tiny_manifest), preset="first-pass", overrides={**over, "name": "local"})
+    dist = load_config(
+        input=str(tiny_manifest), preset="first-pass", overrides={**over, "name": "ray", "engine": "ray"}
+    )
+    try:
+        (r_local,), _ = run_pipeline(local)
+        (r_ray,), _ = run_pipeline(dist)
+    finally:
+        ray.shutdown()
+
+    def strip(path):
+        return [{k: v for k, v in r.to_dict().items() if k != "timing"} for r in read_nbest(path)]
+
+    assert strip(r_ray.path) == strip(r_local.path)
