@@ -10,6 +10,7 @@ load affects both alike; the ratio of their summed times is reported.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-write", action="store_true", help="print only, do not update eval/RESULTS.md")
     args = p.parse_args(argv)
 
+    load0 = os.getloadavg()[0]
     ds = load_dataset(args.set)
     utts = ds.utterances
     batched = make_recognizer(
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
 
     w = wer["whisper"]
     lines = [
-        f"Command: `python -m eval.bench_transcribe --set {Path(args.set).as_posix()} --model {args.model} "
+        f"Command: `python -m eval.bench_transcribe --set {os.path.relpath(args.set, REPO)} --model {args.model} "
         f"--nbest {args.nbest} --batch-size {args.batch_size} --speed-subset {args.speed_subset} "
         f"--rounds {args.rounds}`",
         "",
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- Batching speed-up, batch {args.batch_size} vs 1, first {len(sub)} utterances ({sub_audio:.0f} s audio), "
         f"{args.rounds} alternating rounds: batched {t_batched:.1f} s, one at a time {t_single:.1f} s, "
         f"**{speedup:.2f}x** (target 1.3x).",
+        f"- Machine load (1-min load average on 2 cores) at start / end: {load0:.1f} / {os.getloadavg()[0]:.1f}; "
+        "with other jobs on the machine both real-time factor and speed-up are pessimistic.",
     ]
     text = "\n".join(lines)
     print(text)

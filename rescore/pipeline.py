@@ -69,6 +69,14 @@ class DeepOptions(_Strict):
     checkpoint: str | None = None
 
 
+class RayOptions(_Strict):
+    """``engine = "ray"``: model actors per stage, records per batch, GPUs per actor (0 on CPU clusters)."""
+
+    actors: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
 class RunConfig(_Strict):
     """A whole run. Unknown keys anywhere are errors, so a typo never silently falls back to a default."""
 
@@ -82,6 +90,7 @@ class RunConfig(_Strict):
     rerank: RerankOptions = RerankOptions()
     correct: CorrectOptions = CorrectOptions()
     deep: DeepOptions = DeepOptions()
+    ray: RayOptions = RayOptions()
 
     @property
     def run_name(self) -> str:
@@ -162,9 +171,15 @@ def _transcribe(cfg: RunConfig, dataset: Dataset, todo: list[NBest]) -> Iterator
     wanted = {r.id for r in todo}
     utts = [u for u in dataset.utterances if u.id in wanted]
     if cfg.engine == "ray":
-        from rescore.scale import ray_transcribe
+        from rescore.scale import TranscribeFactory, ray_map, utterance_records
 
-        yield from ray_transcribe(utts, backend, opts)
+        yield from ray_map(
+            utterance_records(utts),
+            TranscribeFactory(backend, opts),
+            actors=cfg.ray.actors,
+            batch_size=cfg.ray.batch_size,
+            num_gpus=cfg.ray.gpus_per_actor,
+        )
     else:
         yield from make_recognizer(backend, **opts).recognize(utts)
 

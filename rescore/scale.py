@@ -93,17 +93,3 @@ class TranscribeFactory:
             return list(recognizer.recognize([Utterance(**r.extra["_utt"]) for r in records]))
 
         return run
-
-
-def ray_transcribe(
-    utts: list[Utterance], backend: str, options: dict[str, Any], *, actors: int = 1, batch_size: int = 8
-) -> Iterator[NBest]:
-    """The first pass on Ray: one recognizer per actor (a GPU each when the options ask for CUDA)."""
-    gpus = 1.0 if options.get("device") == "cuda" else 0.0
-    yield from ray_map(
-        utterance_records(utts),
-        TranscribeFactory(backend, options),
-        actors=actors,
-        batch_size=batch_size,
-        num_gpus=gpus,
-    )
