@@ -14,8 +14,8 @@ from rescore.cli import app, console, fail, out, progress_bar
 
 def _stage_table(summary) -> Table:
     table = Table(title=f"run {summary.name}: {summary.scored} utterances, {summary.audio_seconds / 60:.1f} min audio")
-    for col in ("stage", "WER %", "95 % CI", "better", "worse", "gap closed %", "p vs first", "seconds"):
-        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=col == "stage")
+    for col in ("stage", "WER %", "95 % CI", "better", "worse", "gap %", "p", "seconds"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for s in summary.stages:
         table.add_row(
             s.stage,
@@ -27,8 +27,13 @@ def _stage_table(summary) -> Table:
             "" if s.p_vs_first is None else f"{s.p_vs_first:.3f}",
             f"{s.seconds:.1f}",
         )
-    if summary.oracle:
-        table.caption = f"n-best oracle WER at k={len(summary.oracle)}: {100 * summary.oracle[-1]:.2f} %"
+    oracle = (
+        f"n-best oracle WER at k={len(summary.oracle)}: {100 * summary.oracle[-1]:.2f} %; " if summary.oracle else ""
+    )
+    table.caption = (
+        f"{oracle}gap %: share of the first-pass-to-oracle gap closed; "
+        "p: paired bootstrap, share of resamples where the stage is not better than the first pass"
+    )
     return table
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from rescore.datasets import Utterance
 from rescore.records import NBest
 
-BatchFn = Callable[[list[NBest]], list[NBest]]
+BatchFn = Callable[[list[NBest]], Iterable[NBest]]
 
 
 def ensure_ray(num_cpus: int | None = None) -> Any:

@@ -1,3 +1,87 @@
-"""The later pipeline stages (rerank, correct, deep fusion), registered on :mod:`rescore.pipeline`."""
+"""The later pipeline stages (rerank, correct), registered on :mod:`rescore.pipeline`.
+
+Each stage is the same library call the stage's own command makes (``rescore rerank``, ``rescore correct``),
+wrapped as a runner over records. Under ``engine = "ray"`` the model-loading part becomes a picklable
+factory that Ray actors call once, and records stream through them in order.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rescore.datasets import Dataset
+from rescore.pipeline import RunConfig, register_stage
+from rescore.records import NBest
+
+
+def _timed(records: Iterator[NBest], stage: str) -> Iterator[NBest]:
+    """Attribute the time between yields to each record's ``timing[stage]`` (chunks: the first carries it)."""
+    t = time.perf_counter()
+    for r in records:
+        now = time.perf_counter()
+        r.timing[stage] = round(now - t, 4)
+        t = now
+        yield r
+
+
+# ---------------------------------------------------------------------------------------------- rerank
+
+
+def rerank_weights(cfg: RunConfig) -> Any:
+    """Weights from the configured ``rescore tune`` file, else the library's defaults for these LMs."""
+    from rescore.lm import short_name
+    from rescore.rerank import DEFAULT_LENGTH_BONUS, DEFAULT_LM_WEIGHT, RerankConfig, Weights, lm_key
+
+    if cfg.rerank.weights:
+        return RerankConfig.load(cfg.rerank.weights).weights
+    scores = {"am": 1.0} | {lm_key(short_name(n)): DEFAULT_LM_WEIGHT for n in cfg.rerank.lm}
+    return Weights(scores, DEFAULT_LENGTH_BONUS)
+
+
+class RerankFactory:
+    """Loads the LM scorers once (per process or Ray actor); returns a function streaming reranked records."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self):
+        from rescore.lm import make_scorer
+        from rescore.rerank import rerank_iter
+
+        opts = self.cfg.rerank
+        scorers = [make_scorer(name, opts.backend) for name in opts.lm]
+        weights = rerank_weights(self.cfg)
+
+        def run(records: list[NBest]) -> Iterator[NBest]:
+            it = rerank_iter(records, scorers, weights, context=opts.context or "", previous=opts.previous)
+            return _timed(it, "rerank")
+
+        return run
+
+
+def _rerank(cfg: RunConfig, dataset: Dataset, todo: list[NBest]) -> Iterator[NBest]:
+    # --previous conditions each utterance on the ones chosen before it: that order only holds in one process
+    if cfg.engine == "ray" and cfg.rerank.previous == 0:
+        from rescore.scale import ray_map
+
+        yield from ray_map(todo, RerankFactory(cfg), actors=cfg.ray.actors, batch_size=cfg.ray.batch_size)
+    else:
+        yield from RerankFactory(cfg)()(todo)
+
+
+def _file_digest(path: str | None) -> str | None:
+    if not path:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+register_stage(
+    "rerank",
+    _rerank,
+    lambda c: c.rerank.enabled,
+    lambda c: c.rerank.model_dump() | {"weights_digest": _file_digest(c.rerank.weights)},
+)
