@@ -116,3 +116,16 @@ def test_ray_engine_matches_local(tiny_manifest, tmp_path):
         return [{k: v for k, v in r.to_dict().items() if k != "timing"} for r in read_nbest(path)]
 
     assert strip(r_ray.path) == strip(r_local.path)
+
+
+@pytest.mark.slow
+def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
+    over = {"output": str(tmp_path), "name": "s", "limit": 2, "transcribe": {"nbest": 4}}
+    results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="fast", overrides=over))
+    assert [(r.name, r.cached) for r in results] == [("transcribe", False), ("rerank", False)]
+    rec = results[1].records[0]
+    assert rec.chosen is not None and "lm:smollm2-135m" in rec.hypotheses[0].scores and rec.timing["rerank"] >= 0
+    assert [s.stage for s in summary.stages] == ["transcribe", "rerank"]
+    over["rerank"] = {"context": "A passage from a novel."}
+    results, _ = run_pipeline(load_config(input=str(tiny_manifest), preset="fast", overrides=over))
+    assert [r.cached for r in results] == [True, False]
