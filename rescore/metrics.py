@@ -41,9 +41,15 @@ NORMALIZERS: dict[str, Callable[[], Normalizer]] = {
 }
 
 
+_TYPOGRAPHIC = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"})
+
+
 def normalize(text: str, normalizer: str = "whisper") -> str:
+    """Apply a normalizer; typographic quotes and dashes become ASCII first (Whisper's rules expect ASCII)."""
     if normalizer not in NORMALIZERS:
         raise ValueError(f"unknown normalizer {normalizer!r}: expected one of {', '.join(NORMALIZERS)}")
+    if normalizer != "none":
+        text = text.translate(_TYPOGRAPHIC)
     return " ".join(NORMALIZERS[normalizer]()(text).split())
 
 

@@ -22,6 +22,7 @@ def test_normalizers_differ():
     assert error_rate([ref], [hyp], "whisper").rate == 0.0
     with pytest.raises(ValueError):
         normalize("x", "nope")
+    assert normalize("beauty\u2019s rose", "whisper") == normalize("beauty's rose", "whisper")
 
 
 def test_cer():
