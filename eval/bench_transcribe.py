@@ -61,14 +61,22 @@ def main(argv: list[str] | None = None) -> None:
     wer = {e.normalizer: e for e in report.wer}
     print(f"{ds.name}: {report.scored} utterances, {audio / 60:.1f} min, {elapsed:.1f} s, RTF {elapsed / audio:.3f}")
 
-    sub = utts[: args.speed_subset]
-    t_batched = t_single = 0.0
-    for _ in range(args.rounds):
-        t_batched += timed_pass(batched, sub)[0]
-        t_single += timed_pass(single, sub)[0]
-    sub_audio = sum(r.duration or 0 for r in records[: len(sub)] if r.ok)
-    speedup = t_single / t_batched
-    print(f"batched {t_batched:.1f} s vs one at a time {t_single:.1f} s over {args.rounds} rounds: {speedup:.2f}x")
+    speed_line = "- Batching speed-up: not measured in this run (--speed-subset 0)."
+    if args.speed_subset > 0:
+        sub = utts[: args.speed_subset]
+        t_batched = t_single = 0.0
+        for _ in range(args.rounds):
+            t_batched += timed_pass(batched, sub)[0]
+            t_single += timed_pass(single, sub)[0]
+        sub_audio = sum(r.duration or 0 for r in records[: len(sub)] if r.ok)
+        speedup = t_single / t_batched
+        print(f"batched {t_batched:.1f} s vs one at a time {t_single:.1f} s over {args.rounds} rounds: {speedup:.2f}x")
+        speed_line = (
+            f"- Batching speed-up, batch {args.batch_size} vs 1, first {len(sub)} utterances "
+            f"({sub_audio:.0f} s audio), "
+            f"{args.rounds} alternating rounds: batched {t_batched:.1f} s, one at a time {t_single:.1f} s, "
+            f"**{speedup:.2f}x** (target 1.3x)."
+        )
 
     w = wer["whisper"]
     lines = [
@@ -98,9 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- 1-best WER {100 * w.rate:.2f} %, oracle at {len(report.oracle)} {100 * report.oracle[-1]:.2f} %.",
         f"- Real-time factor (batched, whole set, features + decoding): **{elapsed / audio:.3f}** "
         f"({elapsed:.1f} s for {audio:.0f} s of audio).",
-        f"- Batching speed-up, batch {args.batch_size} vs 1, first {len(sub)} utterances ({sub_audio:.0f} s audio), "
-        f"{args.rounds} alternating rounds: batched {t_batched:.1f} s, one at a time {t_single:.1f} s, "
-        f"**{speedup:.2f}x** (target 1.3x).",
+        speed_line,
         f"- Machine load (1-min load average on 2 cores) at start / end: {load0:.1f} / {os.getloadavg()[0]:.1f}; "
         "with other jobs on the machine both real-time factor and speed-up are pessimistic.",
     ]
