@@ -1,0 +1,193 @@
+"""LoRA fine-tuning of the corrector on (n-best, reference) pairs from training sets.
+
+The prompt is the same template the adapter will be used with (stored beside the adapter), the target is
+the reference transcript, and only the answer's tokens carry loss. Training is time-boxed so it fits a
+shared CPU; on a GPU the same code runs in bfloat16. The adapter is a peft folder that
+``rescore correct --adapter`` loads on the transformers backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rescore.correct.guards import GuardConfig, prepare_input
+from rescore.correct.prompts import load_template
+from rescore.records import NBest
+
+INFO = "rescore-lora.json"
+
+
+@dataclass
+class LoraConfig:
+    """What is trained, on what, for how long."""
+
+    llm: str = "smollm2-135m"
+    template: str = "nbest"
+    domain: str | None = None
+    max_hypotheses: int = 8
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    lr: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 8
+    max_minutes: float = 20.0
+    max_length: int = 768  # prompt + answer tokens; longer pairs are skipped
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 0
+
+
+def read_adapter_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training config saved with an adapter (model, template, domain), or an error naming the folder."""
+    p = Path(path)
+    if not (p / "adapter_config.json").exists():
+        raise ValueError(
+            f"{p}: not a LoRA adapter folder (no adapter_config.json); make one with `rescore correct train`"
+        )
+    info = p / INFO
+    return json.loads(info.read_text(encoding="utf-8")) if info.exists() else {}
+
+
+def training_messages(record: NBest, cfg: LoraConfig, template: Any) -> list[dict[str, str]]:
+    """The chat messages of one training pair: the same rendering as at correction time."""
+    texts = [h.text for h in record.hypotheses[: cfg.max_hypotheses]]
+    chosen = record.chosen or 0
+    if chosen >= len(texts):
+        texts.append(record.hypotheses[chosen].text)
+        chosen = len(texts) - 1
+    q = prepare_input(texts, chosen, GuardConfig())
+    return template.render(
+        {
+            "best": q.best,
+            "hypotheses": q.hypotheses,
+            "others": q.others,
+            "domain": cfg.domain,
+            "entities": [],
+            "examples": [],
+        }
+    )
+
+
+def encode_pairs(records: Sequence[NBest], tokenizer: Any, cfg: LoraConfig) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per record; labels are -100 on the prompt so only the answer is learned."""
+    template = load_template(cfg.template)
+    pairs = []
+    for r in records:
+        messages = training_messages(r, cfg, template)
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": r.reference}], tokenize=False)
+        if not full.startswith(prompt):  # a template that renders the answer turn differently
+            full = prompt + (r.reference or "") + (tokenizer.eos_token or "")
+        p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = tokenizer(full, add_special_tokens=False).input_ids
+        if len(ids) > cfg.max_length or ids[: len(p_ids)] != p_ids:
+            continue
+        pairs.append((ids, [-100] * len(p_ids) + ids[len(p_ids) :]))
+    return pairs
+
+
+def train_lora(
+    records: Sequence[NBest],
+    out_dir: str | os.PathLike[str],
+    cfg: LoraConfig,
+    *,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train a LoRA adapter and save it (with its config) to ``out_dir``; returns a summary.
+
+    Stops at the end of ``epochs`` or when ``max_minutes`` is spent, whichever comes first, and saves what
+    it has: the time box is part of the recipe on a shared CPU.
+    """
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rescore.lm.convert import ensure_hf_model
+
+    t0 = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    folder = ensure_hf_model(cfg.llm)
+    tok = AutoTokenizer.from_pretrained(folder)
+    pairs = encode_pairs(records, tok, cfg)
+    if not pairs:
+        raise ValueError("no training pair fits max_length")
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(dev)
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, peft_cfg)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * max(0.1, 1 - s / total))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    order: list[int] = []
+    losses: list[float] = []
+    step = 0
+    deadline = t0 + 60 * cfg.max_minutes
+    while step < total and time.perf_counter() < deadline:
+        if len(order) < cfg.batch_size:
+            more = list(range(len(pairs)))
+            random.shuffle(more)
+            order += more
+        batch = [pairs[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+        # shortest-first padding on the right; one forward for the batch
+        width = max(len(ids) for ids, _ in batch)
+        x = torch.full((len(batch), width), pad, dtype=torch.long)
+        y = torch.full((len(batch), width), -100, dtype=torch.long)
+        m = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (ids, labels) in enumerate(batch):
+            x[i, : len(ids)] = torch.tensor(ids)
+            y[i, : len(ids)] = torch.tensor(labels)
+            m[i, : len(ids)] = 1
+        loss = model(input_ids=x.to(dev), attention_mask=m.to(dev), labels=y.to(dev)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(loss.detach().item())
+        if on_step:
+            on_step(step, total, sum(losses[-10:]) / len(losses[-10:]))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    seconds = time.perf_counter() - t0
+    summary = {
+        "llm": cfg.llm,
+        "template": cfg.template,
+        "domain": cfg.domain,
+        "config": asdict(cfg),
+        "pairs": len(pairs),
+        "steps": step,
+        "planned_steps": total,
+        "time_boxed": step < total,
+        "first_loss": sum(losses[:10]) / max(1, len(losses[:10])),
+        "last_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "seconds": seconds,
+        "device": dev,
+    }
+    (out / INFO).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

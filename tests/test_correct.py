@@ -1,0 +1,187 @@
+"""The corrector: templates, the spelled view, entity retrieval, the CLI, and real small models end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rescore.cli import app
+from rescore.correct import examples_from_records
+from rescore.correct.entities import EntityRetriever, load_entities
+from rescore.correct.prompts import VARIABLES, TemplateError, list_templates, load_template, spelled
+from rescore.records import Hypothesis, NBest, read_nbest, write_nbest
+
+runner = CliRunner()
+SHIPPED = {"1best", "nbest", "domain", "entities", "fewshot", "spelling"}
+
+
+def test_shipped_templates_document_their_variables():
+    templates = {t.name: t for t in list_templates()}
+    assert set(templates) >= SHIPPED
+    for name in SHIPPED:
+        t = templates[name]
+        assert t.path.stem == name and t.description
+        assert set(t.variables) <= set(VARIABLES), name
+        assert t.used_variables() <= set(t.variables), f"{name} uses undocumented variables"
+
+
+def test_render_fills_system_and_user():
+    t = load_template("entities")
+    msgs = t.render(
+        {"best": '"a b"', "hypotheses": ['"a b"', '"a c"'], "others": ['"a c"'], "entities": ["Zed"], "domain": None}
+    )
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "Zed" in msgs[1]["content"] and '"a c"' in msgs[1]["content"] and "Domain" not in msgs[0]["content"]
+    with pytest.raises(TemplateError, match="unknown template variable"):
+        t.render({"bset": "x"})
+
+
+def test_user_template_file_and_errors(tmp_path):
+    f = tmp_path / "mine.j2"
+    f.write_text(
+        "{#- name: mine\ndescription: test\nvariables:\n  best: the text\n-#}"
+        "{% block system %}S{% endblock %}{% block user %}U {{ best }}{% endblock %}"
+    )
+    assert load_template(str(f)).render({"best": "x"})[1]["content"] == "U x"
+    bad = tmp_path / "bad.j2"
+    bad.write_text("{% block system %}S{% endblock %}")
+    with pytest.raises(TemplateError, match="block user"):
+        load_template(str(bad))
+    with pytest.raises(TemplateError, match="unknown prompt template"):
+        load_template("no-such-template")
+
+
+@pytest.mark.parametrize(
+    ("text", "view"),
+    [
+        ("Rubout GMEF39", "RUBOUT G M E F THREE NINE"),
+        ("C-I-N-D-Y.", "C I N D Y"),
+        ("655-8740", "SIX FIVE FIVE EIGHT SEVEN FOUR ZERO"),
+        ("Rub out gmef39", "RUB OUT G M E F THREE NINE"),
+        ("I don't know.", "I DON'T KNOW"),
+        ('"Go!"', '"GO"'),
+    ],
+)
+def test_spelled_view(text, view):
+    assert spelled(text) == view
+
+
+def test_entity_retrieval_fuzzy_and_phonetic(tmp_path):
+    f = tmp_path / "e.txt"
+    f.write_text("# people\nSiobhan O'Neill\nPeter Pan\n\nPeter Pan\nKubernetes\nTinker Bell\n")
+    entities = load_entities(f)
+    assert entities == ["Siobhan O'Neill", "Peter Pan", "Kubernetes", "Tinker Bell"]
+    r = EntityRetriever(entities, k=2)
+    got = [m.entity for m in r.retrieve(["i met shivon oneal", "we deployed it on cooper netties"])]
+    assert set(got) == {"Siobhan O'Neill", "Kubernetes"}
+    assert r.retrieve(["completely unrelated words"]) == []
+    with pytest.raises(ValueError, match="cannot read"):
+        load_entities(tmp_path / "missing.txt")
+
+
+def test_examples_prefer_errors():
+    recs = [
+        NBest(id=f"u{i}", hypotheses=[Hypothesis(h)], reference=ref)
+        for i, (h, ref) in enumerate([("GMEF39", "G M E F THREE NINE"), ("yes", "YES"), ("CQ7", "C Q SEVEN")])
+    ]
+    ex = examples_from_records(recs, k=2)
+    assert [e["output"] for e in ex] == ["G M E F THREE NINE", "C Q SEVEN"]
+    assert ex[0]["hypotheses"] == ['"GMEF39"']
+
+
+def test_cli_prompts_and_dispatch(tmp_path):
+    res = runner.invoke(app, ["prompts", "list"])
+    assert res.exit_code == 0 and "spelling" in res.output
+    res = runner.invoke(app, ["prompts", "show", "nbest"])
+    assert res.exit_code == 0 and "block system" in res.output
+    res = runner.invoke(app, ["correct", "train", "--help"])
+    assert res.exit_code == 0 and "LoRA" in res.output
+    res = runner.invoke(app, ["correct", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and "missing.jsonl" in res.output
+    nb = tmp_path / "n.jsonl"
+    write_nbest(nb, [NBest(id="a", hypotheses=[Hypothesis("x")])])
+    res = runner.invoke(app, ["correct", str(nb), "-o", str(tmp_path / "o.jsonl"), "--prompt", "nope"])
+    assert res.exit_code == 2 and "unknown prompt template" in res.output
+
+
+# ------------------------------------------------------------------------------------------ real models
+
+
+@pytest.fixture(scope="module")
+def tiny_nbest(tmp_path_factory, tiny_manifest):
+    """Real 8-best lists of two tiny-set utterances from Whisper tiny.en, plus a failed record."""
+    from rescore.datasets import load_dataset
+    from rescore.recognizers import make_recognizer
+
+    utts = [u for u in load_dataset(tiny_manifest).utterances if u.id.endswith(("0880", "jfk"))]
+    rec = make_recognizer("ctranslate2", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8)
+    records = list(rec.recognize(utts))
+    records.append(NBest(id="broken", error="cannot decode"))
+    path = tmp_path_factory.mktemp("nbest") / "tiny.jsonl"
+    write_nbest(path, records)
+    return path
+
+
+@pytest.mark.slow
+def test_real_correction_llama_cpp_end_to_end(tiny_nbest, tmp_path):
+    out = tmp_path / "c.jsonl"
+    args = ["correct", str(tiny_nbest), "-o", str(out), "--llm", "smollm2-135m", "--prompt", "nbest", "--threads", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output  # the failed input record is named and counted
+    assert "broken" in res.output and "corrected 2 records" in res.output
+    recs = {r.id: r for r in read_nbest(out)}
+    assert set(recs) == {r.id for r in read_nbest(tiny_nbest)}
+    for r in recs.values():
+        if not r.ok:
+            continue
+        c = r.correction
+        assert r.corrected and c["model"] == "smollm2-135m" and c["template"] == "nbest"
+        assert c["backend"] == "llama-cpp" and c["prompt_tokens"] > 50 and c["new_tokens"] >= 1
+        assert c["guards"]["quoted"] is True and "edit_budget" in c["guards"] or not c["accepted"]
+        if not c["accepted"]:
+            assert r.corrected == r.text("rerank")
+        assert r.timing["correct"] > 0
+    # the second record reuses the KV cache of the fixed prefix
+    assert max(r.correction["reused_tokens"] for r in recs.values() if r.ok) > 50
+    res = runner.invoke(app, args)  # rerun: done ids are skipped, only the failed one is retried
+    assert "resuming: 2 of 3" in res.output
+
+
+@pytest.mark.slow
+def test_real_lora_train_and_transformers_backend(tiny_nbest, tmp_path):
+    adapter = tmp_path / "adapter"
+    res = runner.invoke(
+        app,
+        [
+            "correct",
+            "train",
+            str(tiny_nbest),
+            "-o",
+            str(adapter),
+            "--llm",
+            "smollm2-135m",
+            "--prompt",
+            "1best",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-hypotheses",
+            "2",
+            "--threads",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads((adapter / "rescore-lora.json").read_text())
+    assert info["steps"] == 2 and info["pairs"] == 2 and info["template"] == "1best"
+    assert (adapter / "adapter_config.json").exists()
+    out = tmp_path / "c.jsonl"
+    res = runner.invoke(app, ["correct", str(tiny_nbest), "-o", str(out), "--adapter", str(adapter), "--limit", "1"])
+    assert res.exit_code == 0, res.output
+    (r,) = list(read_nbest(out))
+    c = r.correction
+    assert c["backend"] == "transformers" and c["template"] == "1best" and c["adapter"] == str(adapter)
+    assert r.corrected and c["new_tokens"] >= 1
