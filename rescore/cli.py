@@ -271,6 +271,7 @@ def models() -> None:
 # One import line per module; keep them here, in this order.
 from rescore import cli_run  # noqa: E402,F401
 from rescore import cli_rerank  # noqa: E402,F401
+from rescore import cli_correct  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover
