@@ -21,7 +21,7 @@ import numpy as np
 from rescore.evaluate import RerankComparison, rerank_comparison
 from rescore.lm import LMScorer
 from rescore.metrics import edit_counts, normalize
-from rescore.records import NBest
+from rescore.records import Hypothesis, NBest
 
 LM_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 LENGTH_GRID = tuple(float(x) for x in np.arange(-1.0, 4.01, 0.25))
@@ -186,7 +186,8 @@ def rerank_iter(
 
     Without ``previous`` records are handled in chunks, in order. With ``previous`` N, the context of an
     utterance includes the N transcripts chosen before it in the same recording (:func:`recording_of`),
-    so records go in rounds: the k-th utterance of every recording together, after the (k-1)-th.
+    so records go in rounds: the k-th utterance of every recording together, after the (k-1)-th. A long
+    recording cut into ``windows`` is reranked window by window, each after the N windows chosen before.
     """
     ranker = Ranker(weights)
     records = list(records)
@@ -196,7 +197,12 @@ def rerank_iter(
         return
     groups: dict[str, list[NBest]] = {}
     for r in records:
+        if r.ok and len(r.windows) > 1:  # one long recording cut into windows: condition window by window
+            yield _rerank_windows(r, scorers, ranker, context, previous)
+            continue
         groups.setdefault(recording_of(r), []).append(r)
+    if not groups:
+        return
     chosen: dict[str, list[str]] = {g: [] for g in groups}
     for k in range(max(len(g) for g in groups.values())):
         rnd = [(g, rs[k]) for g, rs in groups.items() if k < len(rs)]
@@ -207,6 +213,40 @@ def rerank_iter(
             for (g, _), r in zip(part, done, strict=True):
                 chosen[g].append(r.text("rerank") if r.ok else "")
             yield from done
+
+
+def _rerank_windows(record: NBest, scorers: Sequence[LMScorer], ranker: Ranker, prompt: str, previous: int) -> NBest:
+    """Choose in each window of a long recording after the previous N windows' choices; join them.
+
+    The joined choice becomes ``chosen``: an existing whole-recording hypothesis with the same text, or a
+    new one appended with the chosen windows' scores summed (as the recognizer combines windows).
+    """
+    picked: list[Hypothesis] = []
+    for k, w in enumerate(record.windows):
+        if not w.hypotheses:
+            continue
+        part = NBest(id=f"{record.id}#window{k}", hypotheses=w.hypotheses)
+        ctx = join_context(prompt, [h.text for h in picked][-previous:])
+        try:
+            _score_and_rank([part], scorers, ranker, [ctx])
+        except Exception as e:  # noqa: BLE001 - recorded on the record, the run goes on
+            part.error = str(e)
+        if not part.ok:
+            record.error = part.error
+            return record
+        picked.append(w.hypotheses[part.chosen or 0])
+    text = " ".join(h.text.strip() for h in picked if h.text.strip())
+    for j, h in enumerate(record.hypotheses):
+        if h.text == text:
+            record.chosen = j
+            return record
+    scores: dict[str, float] = {}
+    for h in picked:
+        for key, v in h.scores.items():
+            scores[key] = scores.get(key, 0.0) + v
+    record.hypotheses.append(Hypothesis(text, [t for h in picked for t in h.tokens], scores))
+    record.chosen = len(record.hypotheses) - 1
+    return record
 
 
 def _score_and_rank(records: list[NBest], scorers: Sequence[LMScorer], ranker: Ranker, contexts: list[str]):

@@ -101,6 +101,21 @@ def test_rerank_iter_previous_uses_chosen_transcripts_of_the_same_recording() ->
     assert recording_of(records[0]) == "rec1"
 
 
+def test_rerank_iter_previous_on_long_form_windows() -> None:
+    from rescore.records import Window
+
+    w1 = rec("x", ["one", "won"], am=[0.0, -1.0]).hypotheses
+    w2 = rec("x", ["two longer", "too"], am=[0.0, -1.0]).hypotheses
+    whole = rec("long-1", ["one two longer", "won two longer"], am=[0.0, -1.0])
+    whole.windows = [Window(0.0, 30.0, w1), Window(30.0, 60.0, w2)]
+    s = CountingScorer()
+    # the fake LM prefers short texts: window 2 picks "too", a join absent from the whole-recording list
+    (out,) = rerank_iter([whole], [s], Weights({"am": 1.0, "lm:fake": 1.0}), context="P", previous=2)
+    assert out.ok and out.text("rerank") == "one too"
+    assert out.hypotheses[out.chosen].scores["am"] == pytest.approx(-1.0)  # summed over the chosen windows
+    assert ("P\none", "too") in s.calls and ("P", "one") in s.calls
+
+
 def test_rerank_iter_records_missing_scores_as_errors_and_goes_on() -> None:
     good = rec("g", ["a", "b"], am=[-1.0, 0.0])
     bad = NBest(id="b", hypotheses=[Hypothesis("no scores")])
