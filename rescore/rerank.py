@@ -27,7 +27,7 @@ LM_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 LENGTH_GRID = tuple(float(x) for x in np.arange(-1.0, 4.01, 0.25))
 # Used by `rerank` without a config: close to what `tune` found on librispeech-dev with smollm2-135m.
 DEFAULT_LM_WEIGHT = 0.2
-DEFAULT_LENGTH_BONUS = 1.0
+DEFAULT_LENGTH_BONUS = 1.5
 CONTEXT_KEY = "lm_context"  # record.extra[CONTEXT_KEY][score key] = the context the LM score was taken after
 
 
