@@ -85,3 +85,64 @@ register_stage(
     lambda c: c.rerank.enabled,
     lambda c: c.rerank.model_dump() | {"weights_digest": _file_digest(c.rerank.weights)},
 )
+
+
+# ---------------------------------------------------------------------------------------------- correct
+
+
+class CorrectFactory:
+    """Loads the corrector LLM once (per process or Ray actor); returns a function correcting records."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self):
+        from rescore.correct import CorrectorConfig, LLMCorrector
+
+        o = self.cfg.correct
+        corrector = LLMCorrector(
+            CorrectorConfig(
+                llm=o.llm, backend=o.backend, template=o.prompt, adapter=o.adapter, domain=o.domain, entities=o.entities
+            )
+        )
+
+        def run(records: list[NBest]) -> Iterator[NBest]:
+            for r in records:
+                try:
+                    corrector.correct(r)
+                except (ValueError, RuntimeError) as e:  # one bad record: recorded, the run goes on
+                    r.error = f"correct: {e}"
+                yield r
+
+        return run
+
+
+def _correct(cfg: RunConfig, dataset: Dataset, todo: list[NBest]) -> Iterator[NBest]:
+    if cfg.engine == "ray":
+        from rescore.scale import ray_map
+
+        yield from ray_map(todo, CorrectFactory(cfg), actors=cfg.ray.actors, batch_size=cfg.ray.batch_size)
+    else:
+        yield from CorrectFactory(cfg)()(todo)
+
+
+register_stage(
+    "correct",
+    _correct,
+    lambda c: c.correct.enabled,
+    lambda c: (
+        c.correct.model_dump()
+        | {"entities_digest": _file_digest(c.correct.entities), "adapter_digest": _adapter_digest(c.correct.adapter)}
+    ),
+)
+
+
+def _adapter_digest(path: str | None) -> str | None:
+    """A LoRA adapter folder changes when retrained: hash its weight files' sizes and times."""
+    if not path or not Path(path).is_dir():
+        return _file_digest(path) if path and Path(path).is_file() else None
+    h = hashlib.sha256()
+    for f in sorted(Path(path).rglob("*")):
+        if f.is_file():
+            h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]

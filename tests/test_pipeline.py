@@ -129,3 +129,14 @@ def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
     over["rerank"] = {"context": "A passage from a novel."}
     results, _ = run_pipeline(load_config(input=str(tiny_manifest), preset="fast", overrides=over))
     assert [r.cached for r in results] == [True, False]
+
+
+@pytest.mark.slow
+def test_default_preset_runs_every_stage(tiny_manifest, tmp_path):
+    over = {"output": str(tmp_path), "name": "d", "limit": 1, "transcribe": {"nbest": 4}}
+    results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="default", overrides=over))
+    assert [r.name for r in results] == ["transcribe", "rerank", "correct"]
+    (rec,) = results[-1].records
+    assert rec.corrected and rec.correction["llm"] == "qwen2.5-0.5b" and "accepted" in rec.correction
+    assert rec.chosen is not None and rec.timing["correct"] > 0
+    assert [s.stage for s in summary.stages] == ["transcribe", "rerank", "correct"]
