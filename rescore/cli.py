@@ -66,7 +66,13 @@ def transcribe(
     model: Annotated[
         str, typer.Option(help="whisper-tiny.en, whisper-base, or a CTranslate2 model folder.")
     ] = "whisper-tiny.en",
-    backend: Annotated[str, typer.Option(help="First-pass recognizer.")] = "ctranslate2",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="First-pass recognizer: ctranslate2, openai-whisper (same Whisper model), ctc (the head trained"
+            " with `rescore ctc train`; --model: its checkpoint, default the cached one) or pocketsphinx."
+        ),
+    ] = "ctranslate2",
     nbest: Annotated[int, typer.Option(help="Hypotheses kept per utterance.")] = 8,
     beam_size: Annotated[int, typer.Option(help="Beam width (at least --nbest).")] = 8,
     batch_size: Annotated[int, typer.Option(help="30 s windows decoded together.")] = 8,
@@ -269,6 +275,7 @@ def models() -> None:
 
 # Commands of the later stages live in their own modules and register themselves on ``app``.
 # One import line per module; keep them here, in this order.
+from rescore import cli_ctc  # noqa: E402,F401
 from rescore import cli_run  # noqa: E402,F401
 from rescore import cli_rerank  # noqa: E402,F401
 from rescore import cli_correct  # noqa: E402,F401

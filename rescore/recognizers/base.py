@@ -60,10 +60,25 @@ def combine_windows(windows: list[Window], nbest: int, rank_key: str = "am_norm"
     return out
 
 
+BACKENDS = ("ctranslate2", "ctc", "openai-whisper", "pocketsphinx")
+
+
 def make_recognizer(backend: str = "ctranslate2", **options: Any) -> Recognizer:
     """Build a recognizer by backend name."""
     if backend == "ctranslate2":
         from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
 
         return CT2WhisperRecognizer(**options)
-    raise ValueError(f"unknown backend {backend!r}: expected one of ctranslate2")
+    if backend == "ctc":
+        from rescore.recognizers.ctc import CTCRecognizer
+
+        return CTCRecognizer(**options)
+    if backend == "openai-whisper":
+        from rescore.recognizers.openai_whisper import OpenAIWhisperRecognizer
+
+        return OpenAIWhisperRecognizer(**options)
+    if backend == "pocketsphinx":
+        from rescore.recognizers.pocketsphinx import PocketSphinxRecognizer
+
+        return PocketSphinxRecognizer(**options)
+    raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")

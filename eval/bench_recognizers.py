@@ -1,0 +1,204 @@
+"""First-pass backends side by side: WER and oracle-at-8 per backend, openai-whisper vs CTranslate2.
+
+    python -m eval.bench_recognizers [--set ../shared/data/librispeech-dev] [--backends ctranslate2,ctc,...]
+                                     [--limit-slow 40] [--compare-set ../shared/data/tiny]
+
+1. Accuracy: each backend transcribes the set into an n-best file in the cache (resumable, so an
+   interrupted run goes on where it stopped); WER (Whisper normaliser) and oracle WER of the 8-best are
+   computed on the utterances every listed backend finished (``--limit-slow`` caps the slow
+   openai-whisper backend: then CTranslate2's WER on the same subset is shown beside it).
+2. openai-whisper vs CTranslate2 on the same model, beam and audio (the tiny set): how many 1-best
+   transcripts are the same, and the speed ratio, timed alternately (ABAB) in this one process.
+The CTC head is the one ``rescore ctc train`` saved (its training summary is printed with it); the
+evaluation set is never used to train or pick it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from eval.results import update_section
+from rescore.datasets import load_dataset
+from rescore.evaluate import score_records
+from rescore.metrics import error_rate, normalize, oracle_curve
+from rescore.models import cache_dir
+from rescore.recognizers import make_recognizer
+from rescore.records import NBestWriter, read_nbest
+
+REPO = Path(__file__).resolve().parents[1]
+SLOW = {"openai-whisper"}
+
+
+def transcribe(backend: str, utts, out: Path, batch_size: int) -> tuple[list, float, float]:
+    """n-best records of ``utts`` (resuming ``out``) and the wall/audio seconds of the new part."""
+    writer = NBestWriter(out, resume=True)
+    todo = [u for u in utts if u.id not in writer.done]
+    t0 = time.perf_counter()
+    audio = 0.0
+    if todo:
+        rec = make_recognizer(backend, model=_model(backend), device="cpu", nbest=8, beam_size=8, batch_size=batch_size)
+        with writer:
+            for i, r in enumerate(rec.recognize(todo), 1):
+                writer.write(r)
+                audio += r.duration or 0.0
+                if i % 10 == 0:
+                    print(f"  {backend}: {i}/{len(todo)}", file=sys.stderr, flush=True)
+    else:
+        writer.close()
+    by_id = {r.id: r for r in read_nbest(out)}
+    return [by_id[u.id] for u in utts if u.id in by_id], time.perf_counter() - t0, audio
+
+
+def _model(backend: str) -> str:
+    return "default" if backend == "ctc" else "whisper-tiny.en"
+
+
+def accuracy(records) -> tuple[float, float, int, int]:
+    ok = [r for r in records if r.ok and r.reference is not None]
+    refs = [r.reference for r in ok]
+    wer = error_rate(refs, [r.hypotheses[0].text if r.hypotheses else "" for r in ok]).rate
+    oracle = oracle_curve(refs, [[h.text for h in r.hypotheses[:8]] or [""] for r in ok])
+    return wer, oracle[-1] if oracle else float("nan"), len(ok), len(records) - len(ok)
+
+
+def compare_whisper(compare_set: str, rounds: int, batch_size: int) -> dict:
+    """1-best agreement and ABAB timing of CTranslate2 (int8) vs openai-whisper (float32) on one set."""
+    utts = load_dataset(compare_set).utterances
+    ct2 = make_recognizer(
+        "ctranslate2", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8, batch_size=batch_size
+    )
+    ow = make_recognizer(
+        "openai-whisper", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8, batch_size=batch_size
+    )
+    list(ct2.recognize(utts[:1]))  # warm-up: first-call allocations are not part of the comparison
+    list(ow.recognize(utts[:1]))
+    times = {"ctranslate2": [0.0, 0.0], "openai-whisper": [0.0, 0.0]}
+    outputs = {}
+    for _ in range(rounds):
+        for name, rec in (("ctranslate2", ct2), ("openai-whisper", ow)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            outputs[name] = list(rec.recognize(utts))
+            times[name][0] += time.perf_counter() - t0
+            times[name][1] += time.process_time() - c0
+    a = [r.hypotheses[0].text if r.hypotheses else "" for r in outputs["ctranslate2"]]
+    b = [r.hypotheses[0].text if r.hypotheses else "" for r in outputs["openai-whisper"]]
+    exact = sum(x.strip() == y.strip() for x, y in zip(a, b, strict=True))
+    normalized = sum(normalize(x) == normalize(y) for x, y in zip(a, b, strict=True))
+    diffs = [(u.id, x, y) for u, x, y in zip(utts, a, b, strict=True) if x.strip() != y.strip()]
+    return {
+        "n": len(utts),
+        "exact": exact,
+        "normalized": normalized,
+        "diffs": diffs,
+        "wall": times,
+        "wall_ratio": times["openai-whisper"][0] / times["ctranslate2"][0],
+        "cpu_ratio": times["openai-whisper"][1] / times["ctranslate2"][1],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", default=str(REPO.parent / "shared" / "data" / "librispeech-dev"))
+    p.add_argument("--backends", default="ctranslate2,ctc,pocketsphinx,openai-whisper")
+    p.add_argument("--limit-slow", type=int, default=0, help="only the first N utterances for openai-whisper")
+    p.add_argument("--compare-set", default=str(REPO.parent / "shared" / "data" / "tiny"))
+    p.add_argument("--rounds", type=int, default=2, help="ABAB rounds of the openai-whisper vs CTranslate2 timing")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--skip-compare", action="store_true")
+    p.add_argument("--out-dir", default=str(cache_dir() / "bench_recognizers"))
+    p.add_argument("--no-write", action="store_true", help="print only, do not update eval/RESULTS.md")
+    args = p.parse_args(argv)
+    cmd = "python -m eval.bench_recognizers " + shlex.join(argv if argv is not None else sys.argv[1:])
+    load0 = os.getloadavg()[0]
+
+    ds = load_dataset(args.set)
+    set_name = Path(args.set).name
+    out_dir = Path(args.out_dir)
+    results: dict[str, dict] = {}
+    all_records: dict[str, list] = {}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        utts = ds.utterances[: args.limit_slow] if backend in SLOW and args.limit_slow else ds.utterances
+        print(f"{backend}: {len(utts)} utterances of {set_name}", file=sys.stderr, flush=True)
+        records, wall, audio = transcribe(backend, utts, out_dir / f"{set_name}.{backend}.jsonl", args.batch_size)
+        all_records[backend] = records
+        wer, oracle, n, failed = accuracy(records)
+        results[backend] = {"wer": wer, "oracle8": oracle, "n": n, "failed": failed}
+        if audio:
+            results[backend]["rtf"] = wall / audio
+        report = score_records(records)
+        results[backend]["oracle_curve"] = report.oracle
+        print(f"  WER {100 * wer:.2f} %, oracle@8 {100 * oracle:.2f} % on {n} utterances", file=sys.stderr)
+    if "ctranslate2" in all_records:  # the reference system on each backend's subset
+        ct2 = {r.id: r for r in all_records["ctranslate2"]}
+        for backend, recs in all_records.items():
+            results[backend]["ct2_same_subset"] = accuracy([ct2[r.id] for r in recs if r.id in ct2])[0]
+
+    ctc_meta = {}
+    if "ctc" in results:
+        from rescore.recognizers.ctc import load_ctc_head
+
+        head = load_ctc_head("default")
+        ctc_meta = {k: v for k, v in head.meta.items() if k != "history"}
+
+    compare = None if args.skip_compare else compare_whisper(args.compare_set, args.rounds, args.batch_size)
+
+    lines = [
+        f"Command: `{cmd}`",
+        "",
+        f"Set: {set_name} ({len(ds.utterances)} utterances). WER with the Whisper normaliser, 1-best as each "
+        "recognizer ranked it; oracle@8: best of the first 8 hypotheses. Load average at start "
+        f"{load0:.1f} on a shared 2-core CPU (real-time factors are indicative only).",
+        "",
+        "| backend | utterances | WER | oracle@8 | CTranslate2 WER, same utterances | real-time factor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backend, r in results.items():
+        rtf = f"{r['rtf']:.2f}" if "rtf" in r else "(cached)"
+        same = f"{100 * r['ct2_same_subset']:.2f} %" if "ct2_same_subset" in r else ""
+        failed = f" ({r['failed']} failed)" if r["failed"] else ""
+        lines.append(
+            f"| {backend} | {r['n']}{failed} | {100 * r['wer']:.2f} % | {100 * r['oracle8']:.2f} % | {same} | {rtf} |"
+        )
+    if ctc_meta:
+        best = ctc_meta.get("best", {})
+        tr = ctc_meta.get("train", {})
+        lines += [
+            "",
+            f"CTC head: {ctc_meta.get('params', 0) / 1e6:.2f} M parameters over frozen whisper-tiny.en encoder states "
+            f"(int8, cached), characters, trained {tr.get('minutes')} min wall-clock budget on "
+            f"{ctc_meta.get('train_utterances')} utterances ({ctc_meta.get('train_hours')} h of "
+            f"{', '.join(Path(s).name for s in tr.get('sets', []))}); checkpoint of epoch {best.get('epoch')} picked "
+            f"on {ctc_meta.get('heldout_utterances')} held-out training utterances (greedy CER "
+            f"{100 * best.get('cer', float('nan')):.1f} %). No language model: prefix beam search over characters.",
+        ]
+    if compare:
+        ct2_w, ow_w = compare["wall"]["ctranslate2"], compare["wall"]["openai-whisper"]
+        lines += [
+            "",
+            f"openai-whisper (float32 PyTorch, weights converted from the CTranslate2 model) vs CTranslate2 (int8), "
+            f"whisper-tiny.en, beam 8, batch {args.batch_size}, on {Path(args.compare_set).name} ({compare['n']} "
+            f"utterances), {args.rounds} alternating rounds:",
+            "",
+            f"- same 1-best: {compare['exact']} of {compare['n']} exactly, {compare['normalized']} of {compare['n']} "
+            "after the Whisper normaliser",
+            f"- time: CTranslate2 {ct2_w[0]:.1f} s wall / {ct2_w[1]:.1f} s CPU, openai-whisper {ow_w[0]:.1f} s wall "
+            f"/ {ow_w[1]:.1f} s CPU: openai-whisper takes {compare['wall_ratio']:.2f}x the wall time "
+            f"({compare['cpu_ratio']:.2f}x the CPU time) of CTranslate2",
+        ]
+        for uid, x, y in compare["diffs"]:
+            lines.append(f"- differs on {uid}: CTranslate2 `{x}` / openai-whisper `{y}`")
+    md = "\n".join(lines)
+    print(md)
+    print(json.dumps({"results": results, "compare": compare}, default=str)[:2000], file=sys.stderr)
+    if not args.no_write:
+        update_section("recognizers", md)
+
+
+if __name__ == "__main__":
+    main()

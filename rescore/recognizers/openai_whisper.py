@@ -1,0 +1,334 @@
+"""Whisper through openai-whisper (PyTorch), with the n-best taken from its beam search.
+
+openai-whisper's beam search keeps up to ``beam_size`` finished candidates per audio and a
+``SequenceRanker`` picks one; :class:`KeepAllRanker` records every candidate with its summed
+log-probability before delegating the pick, so the record holds the whole n-best.
+
+The weights come from the installed CTranslate2 model (no hub download): :func:`convert_ct2_to_openai`
+reads CTranslate2's ``model.bin`` (spec version 6: a flat list of named arrays, then an alias table) with
+numpy, splits the fused query/key/value projections, and saves an openai-whisper checkpoint once into
+the cache folder. A user's own openai-whisper ``.pt`` file is accepted as the model too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
+from rescore.datasets import Utterance
+from rescore.models import cache_dir, file_digest, resolve_model
+from rescore.recognizers.base import combine_windows
+from rescore.records import Hypothesis, NBest, Window
+
+# CTranslate2 DataType codes
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2_model(path: Path) -> dict[str, np.ndarray]:
+    """All named arrays of a CTranslate2 ``model.bin`` (aliases resolved)."""
+    with open(path, "rb") as f:
+
+        def u(fmt: str) -> Any:
+            size = struct.calcsize(fmt)
+            return struct.unpack("<" + fmt, f.read(size))
+
+        def string() -> str:
+            (n,) = u("H")
+            return f.read(n).decode().rstrip("\0")
+
+        (version,) = u("I")
+        if version < 5:
+            raise ValueError(f"{path}: CTranslate2 model spec version {version} is not supported (need 5 or 6)")
+        string()  # spec name
+        u("I")  # spec revision
+        (n_vars,) = u("I")
+        arrays: dict[str, np.ndarray] = {}
+        for _ in range(n_vars):
+            name = string()
+            (rank,) = u("B")
+            shape = u("I" * rank) if rank else ()
+            (dtype_id,) = u("B")
+            (n_bytes,) = u("I")
+            if dtype_id not in _CT2_DTYPES:
+                raise ValueError(f"{path}: {name} has a data type ({dtype_id}) this reader does not handle")
+            arrays[name] = np.frombuffer(f.read(n_bytes), dtype=_CT2_DTYPES[dtype_id]).reshape(shape)
+        (n_alias,) = u("I")
+        for _ in range(n_alias):
+            alias, target = string(), string()
+            arrays[alias] = arrays[target]
+    return arrays
+
+
+def _split(a: np.ndarray, n: int) -> list[np.ndarray]:
+    return list(np.split(a, n, axis=0))
+
+
+def ct2_to_openai_state_dict(arrays: dict[str, np.ndarray], n_mels: int) -> tuple[dict[str, np.ndarray], dict]:
+    """openai-whisper ``model_state_dict`` and ``dims`` from CTranslate2 Whisper arrays."""
+    sd: dict[str, np.ndarray] = {}
+
+    def attn(dst: str, src: str, fused_qkv: bool) -> None:
+        if fused_qkv:  # self-attention: linear_0 = [q; k; v], linear_1 = out
+            qw, kw, vw = _split(arrays[f"{src}/linear_0/weight"], 3)
+            qb, _, vb = _split(arrays[f"{src}/linear_0/bias"], 3)  # Whisper's key has no bias
+            out = "linear_1"
+        else:  # cross-attention: linear_0 = q, linear_1 = [k; v], linear_2 = out
+            qw, qb = arrays[f"{src}/linear_0/weight"], arrays[f"{src}/linear_0/bias"]
+            kw, vw = _split(arrays[f"{src}/linear_1/weight"], 2)
+            _, vb = _split(arrays[f"{src}/linear_1/bias"], 2)
+            out = "linear_2"
+        sd.update({f"{dst}.query.weight": qw, f"{dst}.query.bias": qb, f"{dst}.key.weight": kw})
+        sd.update({f"{dst}.value.weight": vw, f"{dst}.value.bias": vb})
+        sd.update({f"{dst}.out.weight": arrays[f"{src}/{out}/weight"], f"{dst}.out.bias": arrays[f"{src}/{out}/bias"]})
+
+    def ln(dst: str, src: str) -> None:
+        sd[f"{dst}.weight"] = arrays[f"{src}/gamma"]
+        sd[f"{dst}.bias"] = arrays[f"{src}/beta"]
+
+    def mlp(dst: str, src: str) -> None:
+        for i, j in ((0, 0), (2, 1)):
+            sd[f"{dst}.{i}.weight"] = arrays[f"{src}/linear_{j}/weight"]
+            sd[f"{dst}.{i}.bias"] = arrays[f"{src}/linear_{j}/bias"]
+
+    n_enc = len({k.split("/")[1] for k in arrays if re.match(r"encoder/layer_\d+/", k)})
+    n_dec = len({k.split("/")[1] for k in arrays if re.match(r"decoder/layer_\d+/", k)})
+    for c in ("conv1", "conv2"):
+        sd[f"encoder.{c}.weight"] = arrays[f"encoder/{c}/weight"]
+        sd[f"encoder.{c}.bias"] = arrays[f"encoder/{c}/bias"]
+    sd["encoder.positional_embedding"] = arrays["encoder/position_encodings/encodings"]
+    for i in range(n_enc):
+        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+        attn(f"{dst}.attn", f"{src}/self_attention", True)
+        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        mlp(f"{dst}.mlp", f"{src}/ffn")
+        ln(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+    ln("encoder.ln_post", "encoder/layer_norm")
+    sd["decoder.token_embedding.weight"] = arrays["decoder/embeddings/weight"]
+    sd["decoder.positional_embedding"] = arrays["decoder/position_encodings/encodings"]
+    for i in range(n_dec):
+        src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
+        attn(f"{dst}.attn", f"{src}/self_attention", True)
+        ln(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        attn(f"{dst}.cross_attn", f"{src}/attention", False)
+        ln(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
+        mlp(f"{dst}.mlp", f"{src}/ffn")
+        ln(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+    ln("decoder.ln", "decoder/layer_norm")
+    vocab, state = arrays["decoder/embeddings/weight"].shape
+    dims = {
+        "n_mels": n_mels,
+        "n_audio_ctx": int(arrays["encoder/position_encodings/encodings"].shape[0]),
+        "n_audio_state": int(state),
+        "n_audio_head": int(arrays["encoder/num_heads"]),
+        "n_audio_layer": n_enc,
+        "n_vocab": int(vocab),
+        "n_text_ctx": int(arrays["decoder/position_encodings/encodings"].shape[0]),
+        "n_text_state": int(state),
+        "n_text_head": int(arrays["decoder/num_heads"]),
+        "n_text_layer": n_dec,
+    }
+    return sd, dims
+
+
+def convert_ct2_to_openai(model: str = "whisper-tiny.en", output: Path | None = None) -> Path:
+    """Convert a CTranslate2 Whisper folder into an openai-whisper ``.pt`` checkpoint, once (cached).
+
+    The cache file name carries a fingerprint of ``model.bin``, so a changed model is converted again.
+    """
+    import torch
+
+    folder = resolve_model(model, kind="whisper-ct2")
+    src = Path(folder) / "model.bin"
+    if not src.exists():
+        raise ValueError(f"{folder}: not a CTranslate2 Whisper folder (no model.bin)")
+    if output is None:
+        output = cache_dir() / "openai-whisper" / f"{Path(model).name}-{file_digest(src)}.pt"
+    if output.exists():
+        return output
+    n_mels = 80
+    cfg = Path(folder) / "preprocessor_config.json"
+    if cfg.exists():
+        n_mels = int(json.loads(cfg.read_text()).get("feature_size", 80))
+    arrays = read_ct2_model(src)
+    if "encoder/conv1/weight" in arrays:
+        n_mels = int(arrays["encoder/conv1/weight"].shape[1])
+    sd, dims = ct2_to_openai_state_dict(arrays, n_mels)
+    state = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in sd.items()}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
+    torch.save({"dims": dims, "model_state_dict": state}, tmp)
+    os.replace(tmp, output)
+    return output
+
+
+class KeepAllRanker:
+    """A ``SequenceRanker`` that remembers every candidate and its summed log-probability, then lets the
+    wrapped ranker (openai-whisper's ``MaximumLikelihoodRanker``) pick as usual."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.candidates: list[list[tuple[list[int], float]]] = []
+
+    def rank(self, tokens: list[list[Any]], sum_logprobs: list[list[float]]) -> list[int]:
+        self.candidates = [
+            [(t.tolist(), float(lp)) for t, lp in zip(ts, lps, strict=True)]
+            for ts, lps in zip(tokens, sum_logprobs, strict=True)
+        ]
+        return self.inner.rank(tokens, sum_logprobs)
+
+
+def _task_class() -> type:
+    """openai-whisper's ``DecodingTask`` made to beam-search several audios at once.
+
+    Upstream (20250625) keeps one copy of the audio features per audio while the beams are
+    ``n_audio * beam_size`` rows: cross-attention only broadcasts when ``n_audio`` is 1. Repeating the
+    features per beam (and detecting the language on one copy each) makes batches work.
+    """
+    from whisper.decoding import DecodingTask
+
+    class BatchedBeamTask(DecodingTask):
+        def _get_audio_features(self, mel: Any) -> Any:
+            return super()._get_audio_features(mel).repeat_interleave(self.n_group, dim=0)
+
+        def _detect_language(self, audio_features: Any, tokens: Any) -> Any:
+            return super()._detect_language(audio_features[:: self.n_group], tokens)
+
+    return BatchedBeamTask
+
+
+class OpenAIWhisperRecognizer:
+    """n-best recognition with openai-whisper's own beam search (float32 PyTorch on CPU)."""
+
+    def __init__(
+        self,
+        model: str = "whisper-tiny.en",
+        *,
+        device: str = "auto",
+        beam_size: int = 8,
+        nbest: int = 8,
+        batch_size: int = 8,
+        language: str = "en",
+        cpu_threads: int = 0,
+        **_: Any,
+    ) -> None:
+        import torch
+        import whisper
+
+        if nbest < 1 or beam_size < 1 or batch_size < 1:
+            raise ValueError("nbest, beam_size and batch_size must be at least 1")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        p = Path(model).expanduser()
+        ckpt = p if p.is_file() and p.suffix == ".pt" else convert_ct2_to_openai(model)
+        self.model = whisper.load_model(str(ckpt), device=device)
+        self.device = device
+        self.beam_size = max(beam_size, nbest)
+        self.nbest = nbest
+        self.batch_size = batch_size
+        self.language = language if self.model.is_multilingual else "en"
+        self.tokenizer = whisper.tokenizer.get_tokenizer(
+            self.model.is_multilingual,
+            num_languages=self.model.num_languages,
+            language=self.language,
+            task="transcribe",
+        )
+        self.info: dict[str, Any] = {
+            "backend": "openai-whisper",
+            "model": model,
+            "checkpoint": str(ckpt),
+            "device": device,
+            "beam_size": self.beam_size,
+            "nbest": nbest,
+            "language": self.language,
+        }
+
+    def _decode(self, mels: list[Any]) -> list[list[Hypothesis]]:
+        import torch
+        from whisper.decoding import DecodingOptions
+
+        options = DecodingOptions(
+            language=self.language,
+            beam_size=self.beam_size,
+            without_timestamps=True,
+            fp16=self.device == "cuda",
+        )
+        task = _task_class()(self.model, options)
+        ranker = KeepAllRanker(task.sequence_ranker)
+        task.sequence_ranker = ranker
+        task.run(torch.stack(mels).to(self.device))
+        out = []
+        for cands in ranker.candidates:
+            hyps = []
+            for ids, lp in cands:
+                ids = [t for t in ids if t < self.tokenizer.eot]
+                n = max(len(ids), 1)
+                text = self.tokenizer.decode(ids).strip()
+                hyps.append(Hypothesis(text, ids, {"am": lp, "am_tokens": float(n), "am_norm": lp / n}))
+            hyps.sort(key=lambda h: h.scores["am_norm"], reverse=True)  # the ranker's order
+            out.append(hyps[: self.nbest])
+        return out
+
+    def _prepare(self, utt: Utterance) -> tuple[float, list[tuple[float, float]], list[Any]]:
+        import torch
+        import whisper
+
+        audio = load_audio(utt.audio, utt.start, utt.end)
+        spans, mels = [], []
+        for w in split_windows(audio):
+            seg = whisper.pad_or_trim(torch.from_numpy(np.ascontiguousarray(audio[w.start : w.end])))
+            mels.append(whisper.log_mel_spectrogram(seg, n_mels=self.model.dims.n_mels))
+            spans.append(w.seconds)
+        return len(audio) / SAMPLE_RATE, spans, mels
+
+    def _batch(self, utts: list[Utterance]) -> Iterator[NBest]:
+        prepared: list[tuple[Utterance, Any, str | None]] = []
+        for u in utts:
+            try:
+                prepared.append((u, self._prepare(u), None))
+            except (AudioError, RuntimeError, ValueError) as e:
+                prepared.append((u, None, str(e)))
+        mels = [m for _, p, _ in prepared if p is not None for m in p[2]]
+        t0 = time.perf_counter()
+        decoded: list[list[Hypothesis]] = []
+        for i in range(0, len(mels), self.batch_size):
+            decoded += self._decode(mels[i : i + self.batch_size])
+        elapsed = time.perf_counter() - t0
+        pos = 0
+        for u, p, err in prepared:
+            rec = NBest(id=u.id, audio=u.audio, reference=u.reference, recognizer=dict(self.info))
+            if p is None:
+                rec.error = err
+                yield rec
+                continue
+            duration, spans, ms = p
+            n = len(ms)
+            windows = [Window(s, e, h) for (s, e), h in zip(spans, decoded[pos : pos + n], strict=True)]
+            pos += n
+            rec.duration = round(duration, 3)
+            rec.hypotheses = combine_windows(windows, self.nbest)
+            if n > 1:
+                rec.windows = windows
+            rec.timing = {"transcribe": round(elapsed * n / max(len(mels), 1), 4)}
+            yield rec
+
+    def recognize(self, utterances: Iterable[Utterance]) -> Iterator[NBest]:
+        """Yield one n-best record per utterance, in input order."""
+        batch: list[Utterance] = []
+        for u in utterances:
+            batch.append(u)
+            if len(batch) >= self.batch_size:
+                yield from self._batch(batch)
+                batch = []
+        if batch:
+            yield from self._batch(batch)

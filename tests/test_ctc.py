@@ -1,0 +1,144 @@
+"""CTC prefix beam search against brute-force enumeration; the head's shapes, saving and a training step."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from rescore.recognizers.ctc import (
+    BLANK,
+    CharVocab,
+    CTCHeadConfig,
+    build_ctc_head,
+    ctc_greedy,
+    ctc_prefix_beam_search,
+    load_ctc_head,
+    save_ctc_head,
+)
+
+
+def _collapse(path: tuple[int, ...], blank: int = BLANK) -> tuple[int, ...]:
+    out, prev = [], None
+    for c in path:
+        if c != blank and c != prev:
+            out.append(c)
+        prev = c
+    return tuple(out)
+
+
+def brute_force(log_probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """Log-probability of every label sequence: the sum over all V^T frame paths that collapse to it."""
+    t, v = log_probs.shape
+    probs: dict[tuple[int, ...], float] = defaultdict(float)
+    for path in itertools.product(range(v), repeat=t):
+        probs[_collapse(path)] += math.exp(sum(log_probs[i, c] for i, c in enumerate(path)))
+    return {k: math.log(p) for k, p in probs.items()}
+
+
+def random_posteriors(rng: np.random.Generator, t: int, v: int, sharpness: float = 2.0) -> np.ndarray:
+    logits = rng.normal(size=(t, v)) * sharpness
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefix_beam_search_exact_with_full_beam(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t, v = (5, 3) if seed % 2 else (4, 4)
+    lp = random_posteriors(rng, t, v)
+    exact = brute_force(lp)
+    assert math.isclose(sum(math.exp(x) for x in exact.values()), 1.0, rel_tol=1e-9)
+    got = ctc_prefix_beam_search(lp, beam_size=10_000, nbest=len(exact), prune=-math.inf)
+    assert {p for p, _ in got} == set(exact)
+    for labels, score in got:
+        assert score == pytest.approx(exact[labels], abs=1e-9)
+    ranked = sorted(exact.items(), key=lambda kv: kv[1], reverse=True)
+    assert [s for _, s in got[:5]] == pytest.approx([s for _, s in ranked[:5]], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prefix_beam_search_small_beam_scores_are_exact(seed: int) -> None:
+    """A pruned search may miss sequences, but the probabilities it reports are lower bounds that match
+    brute force exactly whenever the prefix's paths all survived: here, for the best one on peaked inputs."""
+    rng = np.random.default_rng(100 + seed)
+    lp = random_posteriors(rng, 6, 3, sharpness=4.0)
+    exact = brute_force(lp)
+    got = ctc_prefix_beam_search(lp, beam_size=4, nbest=4)
+    for labels, score in got:
+        assert score <= exact[labels] + 1e-9
+    best = max(exact.items(), key=lambda kv: kv[1])
+    assert got[0][0] == best[0]
+    assert got[0][1] == pytest.approx(best[1], abs=1e-3)
+
+
+def test_repeated_label_needs_blank() -> None:
+    # frames: a a  -> "a"; a _ a -> "a a"
+    lp = np.log(np.array([[0.01, 0.99], [0.01, 0.99], [0.99, 0.01], [0.01, 0.99]]))
+    best = ctc_prefix_beam_search(lp, beam_size=8, nbest=1)[0][0]
+    assert best == (1, 1)
+    assert ctc_greedy(lp) == [1, 1]
+
+
+def test_vocab_round_trip() -> None:
+    v = CharVocab()
+    assert v.normalize("Not at this case, Tom, apologized \u2018Whittemore\u2019!") == (
+        "not at this case tom apologized whittemore"
+    )
+    assert v.normalize("it's O'Brien's 'quote'") == "it's o'brien's quote"
+    assert v.decode(v.encode("Hello  World")) == "hello world"
+    assert v.size == 29
+
+
+def test_head_shapes_save_load_and_learns(tmp_path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    cfg = CTCHeadConfig(input_dim=16, dim=32, layers=1, heads=2, ff_dim=64, dropout=0.0)
+    head = build_ctc_head(cfg)
+    x = torch.randn(2, 11, 16)
+    lengths = torch.tensor([11, 7])
+    head.eval()
+    with torch.inference_mode():
+        lp, out_len = head(x, lengths)
+        lp_short, _ = head(x[1:, :7], lengths[1:])
+    assert lp.shape == (2, 6, 29) and out_len.tolist() == [6, 4]
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(2, 6), atol=1e-5)
+    # padding (here: random frames after the end) does not change the shorter item's output
+    assert torch.allclose(lp[1, :4], lp_short[0, :4], atol=1e-5)
+    head.train()
+    # a few steps of CTC training lower the loss on a fixed batch
+    targets = torch.tensor([3, 4, 5, 6, 7])
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        lp, out_len = head(x, lengths)
+        loss = torch.nn.functional.ctc_loss(lp.transpose(0, 1), targets, out_len, torch.tensor([3, 2]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    path = tmp_path / "head.pt"
+    save_ctc_head(head, path, {"note": "test"})
+    loaded = load_ctc_head(path)
+    assert loaded.meta == {"note": "test"} and loaded.blank == 0 and loaded.stride == 2
+    head.eval()
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x, lengths)[0], head(x, lengths)[0])
+    with pytest.raises(FileNotFoundError):
+        load_ctc_head(tmp_path / "missing.pt")
+
+
+def test_sequence_log_probs_match_brute_force() -> None:
+    from rescore.recognizers.ctc import ctc_sequence_log_probs
+
+    rng = np.random.default_rng(7)
+    lp = random_posteriors(rng, 5, 3)
+    exact = brute_force(lp)
+    seqs = [list(s) for s in exact]
+    got = ctc_sequence_log_probs(lp, seqs)
+    assert got == pytest.approx([exact[tuple(s)] for s in seqs], abs=1e-5)
+    assert ctc_sequence_log_probs(lp, [[1, 1, 1, 2, 2, 2]]) == [-math.inf]  # cannot fit in 5 frames
