@@ -299,8 +299,16 @@ class CTCRecognizer:
             raise ValueError("nbest, beam_size and batch_size must be at least 1")
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
-        self.path = default_checkpoint() if model in ("default", "", None) else Path(model)
-        self.head = load_ctc_head(self.path)
+        from rescore.models import MODELS
+
+        # a Whisper model name (the CLI's default --model) means the default head over that encoder
+        self.path = default_checkpoint() if model in ("default", "", None) or model in MODELS else Path(model)
+        try:
+            self.head = load_ctc_head(self.path)
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+        if model in MODELS and self.head.config.encoder != model:
+            raise ValueError(f"the default CTC head reads {self.head.config.encoder} states, not {model}")
         cfg = self.head.config
         self.encoder = WhisperEncoder(cfg.encoder, compute_type=cfg.encoder_compute_type, batch_size=batch_size)
         self.beam_size = max(beam_size, nbest)
