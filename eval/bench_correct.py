@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> None:
         domain=DOMAINS.get(args.domain, args.domain) if args.domain else None,
         entities=str(training_vocabulary(args.vocab)) if args.vocab else None,
         n_threads=args.threads,
+        max_hypotheses=args.max_hypotheses,
         guards=GuardConfig(),
         examples=examples,
     )
@@ -144,7 +145,7 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
     rer_e, _ = errors(refs, rer)
     lines = [
         f"Set: {args.set} ({len(recs)} utterances{', the first ' + str(args.limit) if args.limit else ''}), "
-        f"tiny.en 8-best; corrector {cfg.llm} ({cfg.backend}{', LoRA ' + str(cfg.adapter) if cfg.adapter else ''}), "
+        f"tiny.en 8-best ({cfg.max_hypotheses} shown to the LLM); corrector {cfg.llm} ({cfg.backend}{', LoRA ' + str(cfg.adapter) if cfg.adapter else ''}), "
         f"template `{cfg.template}`, {len(cfg.examples)} few-shot examples"
         f"{' from ' + args.examples if args.examples else ''}, domain: {cfg.domain or 'none'}; "
         f"context vocabulary for the guard: {args.vocab or 'none'}; reranked: {reranked}.",
@@ -190,6 +191,18 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
         f"{new_t / max(gen_s, 1e-9):.1f} new tokens/s over the whole generate call (prompt included); "
         f"{prompt_t / len(cs):.0f} prompt tokens per utterance, {100 * reused / max(prompt_t, 1):.0f} % of them "
         f"reused from the KV cache of the fixed prefix; {wall:.0f} s wall for this invocation.",
+    ]
+    if cfg.adapter:
+        info = json.loads((Path(cfg.adapter) / "rescore-lora.json").read_text())
+        state = "time-boxed" if info["time_boxed"] else "complete"
+        lines += [
+            "",
+            f"LoRA adapter: {info['llm']}, template `{info['template']}`, {info['pairs']} training pairs, "
+            f"{info['steps']} of {info['planned_steps']} planned steps ({state}), {info['seconds'] / 60:.1f} min on "
+            f"{info['device']}, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}; "
+            f"made by `{info.get('command', '?')}`.",
+        ]
+    lines += [
         "",
         f"Command: `python -m eval.bench_correct {' '.join(shlex.quote(a) for a in sys.argv[1:])}`",
     ]
@@ -238,6 +251,7 @@ def main() -> None:
     ap.add_argument("--vocab", default=None, help="training set whose reference words are the guard's context list")
     ap.add_argument("--rerank", default=None, help="reranked n-best file of the same set (rescore rerank)")
     ap.add_argument("--rerank-cv", default=None, help="n-best with lm: scores (rescore rerank); 5-fold CV choices")
+    ap.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed", type=int, default=0, help="only compare prefix reuse on/off on this many utterances")

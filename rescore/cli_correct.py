@@ -6,6 +6,9 @@ default command (``run``) is taken when the first argument is not a subcommand n
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -236,6 +239,10 @@ def correct_train(
             summary = train_lora(usable, output, cfg, on_step=on_step)
         except (ValueError, OSError, RuntimeError) as e:
             raise fail(str(e)) from None
+    info_path = output / "rescore-lora.json"  # how to make it again
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["command"] = "rescore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
     console.print(
         f"saved the adapter to {output}: {summary['steps']} steps, {summary['pairs']} pairs, "
         f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['seconds'] / 60:.1f} min"

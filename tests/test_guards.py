@@ -143,6 +143,16 @@ def test_respacing_is_cheap_and_supported():
     assert res.accepted and res.char_distance == 0 and res.novel_words == []
 
 
+def test_spelling_out_a_word_is_not_runaway():
+    letters = vocabulary(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))  # the domain's context list
+    res = check_output("W I L L E T T", ["WILETT"], "WILETT", GuardConfig(), vocab=letters)
+    assert res.accepted, res
+    res = check_output(
+        "W I L L E T T S O N A N D S O N S A N D C O", ["WILETT"], "WILETT", GuardConfig(), vocab=letters
+    )
+    assert not res.accepted and "runaway" in res.reason
+
+
 def test_edit_budget_scales_with_length():
     cfg = GuardConfig()
     hyp = "she walked slowly along the river bank to see the old mill"

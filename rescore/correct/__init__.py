@@ -98,6 +98,7 @@ class LLMCorrector:
     def metadata(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self.config).items() if k not in {"examples", "guards"} and v is not None}
         d["template"] = self.template.name
+        d["guard_config"] = asdict(self.config.guards)
         d["n_examples"] = len(self.config.examples)
         d.update({k: v for k, v in self.llm.info.items() if k not in d})
         return d

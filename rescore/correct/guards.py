@@ -226,9 +226,12 @@ def check_output(
     if not out:
         return GuardResult(False, "empty output")
     longest = max((len(h) for h in hyps), default=0)
+    longest_chars = max((len("".join(h)) for h in hyps), default=0)
     if truncated:
         return GuardResult(False, "runaway output (hit the token cap)", changed=changed)
-    if config.max_length_ratio is not None and len(out) > config.max_length_ratio * longest + 3:
+    ratio = config.max_length_ratio
+    # too long in words and in letters: spelling a word out letter by letter multiplies words, not letters
+    if ratio is not None and len(out) > ratio * longest + 3 and len("".join(out)) > ratio * longest_chars + 6:
         return GuardResult(False, f"runaway output ({len(out)} words, longest hypothesis {longest})", changed=changed)
     result = GuardResult(True, "ok", changed=changed)
     if hyps:
