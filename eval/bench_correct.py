@@ -143,9 +143,10 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
     corr = [r.corrected or r.text("rerank") for r in recs]
     base, ref_len = errors(refs, first)
     rer_e, _ = errors(refs, rer)
+    lora = f", LoRA {cfg.adapter}" if cfg.adapter else ""
     lines = [
         f"Set: {args.set} ({len(recs)} utterances{', the first ' + str(args.limit) if args.limit else ''}), "
-        f"tiny.en 8-best ({cfg.max_hypotheses} shown to the LLM); corrector {cfg.llm} ({cfg.backend}{', LoRA ' + str(cfg.adapter) if cfg.adapter else ''}), "
+        f"tiny.en 8-best ({cfg.max_hypotheses} shown to the LLM); corrector {cfg.llm} ({cfg.backend}{lora}), "
         f"template `{cfg.template}`, {len(cfg.examples)} few-shot examples"
         f"{' from ' + args.examples if args.examples else ''}, domain: {cfg.domain or 'none'}; "
         f"context vocabulary for the guard: {args.vocab or 'none'}; reranked: {reranked}.",
