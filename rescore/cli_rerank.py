@@ -125,16 +125,16 @@ def rerank(
         task = bar.add_task("rerank", total=len(todo))
         try:
             for r in rerank_iter(todo, scorers, weights, context=ctx, previous=prev):
-                was_ok = r.ok
                 if r.ok:
                     n_hyp += len(r.hypotheses)
-                    r.timing["rerank"] = round(time.perf_counter() - t0, 3)
                 r.extra["rerank"] = {"weights": weights.describe(), "backend": backend, "previous": prev}
                 writer.write(r)
                 if not r.ok:
                     failures.append(f"{r.id}: {r.error}")
-                    if was_ok or (r.error or "").startswith("rerank"):
+                    if (r.error or "").startswith("rerank"):
                         console.print(f"[red]failed[/] {r.id}: {r.error}", highlight=False)
+                    else:
+                        warn(f"{r.id}: failed upstream, passed on unchanged: {r.error}")
                 bar.update(task, advance=1)
         except KeyboardInterrupt:
             interrupted = True

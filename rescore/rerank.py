@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,9 +72,11 @@ def score_nbest(
             if overwrite or not done or key not in h.scores:
                 pairs.append((ctx, h.text))
                 where.append((r, j))
-        r.extra.setdefault(CONTEXT_KEY, {})[key] = ctx
     for (r, j), s in zip(where, scorer.score_pairs(pairs), strict=True):
         r.hypotheses[j].scores[key] = s.logprob
+    for i, r in enumerate(records):  # only once every score is in: a failed batch leaves no false claim
+        if r.ok and r.hypotheses:
+            r.extra.setdefault(CONTEXT_KEY, {})[key] = contexts[i] if contexts is not None else context
     return list(records)
 
 
@@ -250,6 +253,7 @@ def _rerank_windows(record: NBest, scorers: Sequence[LMScorer], ranker: Ranker, 
 
 
 def _score_and_rank(records: list[NBest], scorers: Sequence[LMScorer], ranker: Ranker, contexts: list[str]):
+    t0 = time.perf_counter()
     live = [i for i, r in enumerate(records) if r.ok and r.hypotheses]
     try:
         for s in scorers:
@@ -263,6 +267,8 @@ def _score_and_rank(records: list[NBest], scorers: Sequence[LMScorer], ranker: R
             ranker.rank(records[i])
         except MissingScoreError as e:
             records[i].error = f"rerank: {e}"
+    for i in live:  # the chunk's time, shared by its records
+        records[i].timing["rerank"] = round((time.perf_counter() - t0) / max(1, len(live)), 4)
     return records
 
 

@@ -43,10 +43,13 @@ def test_batched_scores_equal_one_at_a_time(hf) -> None:
         "Yes.",
         "A much longer sentence, with commas, that pads the batch quite a bit more.",
     ]
+    texts += ["He was not an ill", "He was not"]  # shared beginnings: nodes of the prefix tree
     for ctx in ("", "A transcript of an English audiobook."):
-        batched = hf.score(texts, context=ctx)
         naive = hf.score_unbatched([hf.encode(ctx, t) for t in texts])
-        assert batched == pytest.approx(naive, abs=2e-3)
+        for tree in (True, False):
+            hf.tree = tree
+            assert hf.score(texts, context=ctx) == pytest.approx(naive, abs=2e-3)
+    hf.tree = True
 
 
 def test_context_conditions_the_score(hf) -> None:
