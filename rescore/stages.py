@@ -8,7 +8,6 @@ factory that Ray actors call once, and records stream through them in order.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,6 @@ from typing import Any
 from rescore.datasets import Dataset
 from rescore.pipeline import RunConfig, register_stage
 from rescore.records import NBest
-
-
-def _timed(records: Iterator[NBest], stage: str) -> Iterator[NBest]:
-    """Attribute the time between yields to each record's ``timing[stage]`` (chunks: the first carries it)."""
-    t = time.perf_counter()
-    for r in records:
-        now = time.perf_counter()
-        r.timing[stage] = round(now - t, 4)
-        t = now
-        yield r
-
 
 # ---------------------------------------------------------------------------------------------- rerank
 
@@ -57,8 +45,7 @@ class RerankFactory:
         weights = rerank_weights(self.cfg)
 
         def run(records: list[NBest]) -> Iterator[NBest]:
-            it = rerank_iter(records, scorers, weights, context=opts.context or "", previous=opts.previous)
-            return _timed(it, "rerank")
+            return rerank_iter(records, scorers, weights, context=opts.context or "", previous=opts.previous)
 
         return run
 
