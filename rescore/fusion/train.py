@@ -1,0 +1,319 @@
+"""Train the bridge (and optional LoRA adapters) of a speech-LLM on cached Whisper encoder states.
+
+The LM stays frozen; the loss is on transcript tokens only. AdamW with linear warm-up and cosine decay
+over whichever runs out first, ``max_steps`` or the time budget, so a time-boxed run still anneals.
+Checkpoints (weights, optimizer, step, position in the epoch, elapsed time) are written atomically every
+``save_every`` steps; rerunning the same command resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rescore.fusion.model import Batch, SpeechLLM, SpeechLLMConfig, build_model, collate, save_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class Example:
+    id: str
+    states: np.ndarray  # [T, D] float16
+    text: str
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (saved beside the model, so the run is documented and resumable)."""
+
+    train: list[str] = field(default_factory=list)  # manifests / dataset folders
+    dev: str | None = None
+    out: str = "deep-model"
+    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 2000
+    budget_minutes: float = 0.0  # 0: no time limit
+    limit: int = 0  # first N utterances of each training set (0: all)
+    dev_limit: int = 40  # dev utterances for the dev loss and WER (0: all)
+    eval_every: int = 100  # steps between dev-loss evaluations (0: only at the end)
+    wer_every: int = 0  # steps between dev WER evaluations (greedy; 0: never during training)
+    stop_wer: float = 0.0  # stop when dev WER (fraction) falls below this (0: never)
+    save_every: int = 50
+    max_frames: int = 1500  # longer training utterances are skipped (30 s)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        d["model"] = SpeechLLMConfig.from_dict(d.get("model", {}))
+        return cls(**d)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA device is available")
+    return device
+
+
+def autocast(device: str) -> Any:
+    """bf16 autocast on CUDA; float32 on CPU (CPU bf16 matmuls are slower on most machines)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
+
+
+def load_examples(
+    sources: Sequence[str], encoder: str, *, limit: int = 0, max_frames: int = 0, on_issue: Callable[[str], None]
+) -> list[Example]:
+    """Encoder states (from the cache, computing missing ones) and references of the utterances of sources.
+
+    Utterances without a reference, with unreadable audio, or longer than ``max_frames`` are reported
+    through ``on_issue`` (one line naming the item) and left out.
+    """
+    from rescore.datasets import load_dataset
+    from rescore.encoder import WhisperEncoder
+
+    enc = WhisperEncoder(encoder)
+    examples: list[Example] = []
+    for src in sources:
+        ds = load_dataset(src)
+        for issue in ds.issues:
+            on_issue(f"{src}: {issue}")
+        utts = ds.utterances[:limit] if limit else ds.utterances
+        with_ref = [u for u in utts if u.reference and u.reference.strip()]
+        for u in utts:
+            if u not in with_ref:
+                on_issue(f"{u.id}: no reference transcript, not used for training")
+        for utt, states, error in enc.states(with_ref):
+            if states is None:
+                on_issue(f"{utt.id}: {error}")
+            elif max_frames and states.shape[0] > max_frames:
+                on_issue(f"{utt.id}: {states.shape[0]} frames, longer than --max-frames {max_frames}; skipped")
+            else:
+                examples.append(Example(utt.id, states.astype(np.float16), utt.reference or ""))
+    return examples
+
+
+def batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[list[int]]:
+    """One epoch of batches of similar length (less padding), in random order."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    pool = batch_size * 32
+    out: list[list[int]] = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s : s + pool], key=lambda i: examples[i].states.shape[0])
+        out.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(out)
+    return out
+
+
+def make_batch(examples: Sequence[Example], idx: Sequence[int]) -> Batch:
+    ex = [examples[i] for i in idx]
+    return collate([e.id for e in ex], [e.states.astype(np.float32) for e in ex], [e.text for e in ex])
+
+
+def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """Warm-up, then cosine decay to ``min_lr_ratio`` over steps or time, whichever is further along."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    progress = step / max(1, cfg.max_steps)
+    if cfg.budget_minutes > 0:
+        progress = max(progress, elapsed / (60 * cfg.budget_minutes))
+    progress = min(1.0, progress)
+    cos = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warm * cos
+
+
+@torch.no_grad()
+def dev_loss(model: SpeechLLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
+    """Token-weighted mean cross-entropy (nats per token) over the examples."""
+    was = model.training
+    model.eval()
+    total = tokens = 0.0
+    order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
+    for s in range(0, len(order), batch_size):
+        with autocast(device):
+            loss, n = model.loss(make_batch(examples, order[s : s + batch_size]))
+        total += float(loss) * n
+        tokens += n
+    model.train(was)
+    return total / max(tokens, 1.0)
+
+
+def transcribe_examples(
+    model: SpeechLLM,
+    examples: Sequence[Example],
+    batch_size: int,
+    device: str,
+    beam_size: int = 1,
+    nbest: int = 1,
+    max_new_tokens: int | None = None,
+) -> Iterator[tuple[Example, list[tuple[str, list[int], float]]]]:
+    """Beam search over examples (sorted by length for less padding), yielding each with its n-best."""
+    was = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            with autocast(device):
+                hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens)
+            for i, h in zip(idx, hyps, strict=True):
+                yield examples[i], h
+    finally:
+        model.train(was)
+
+
+def dev_wer(model: SpeechLLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
+    """Greedy-decoding corpus WER (Whisper normalizer) on the examples."""
+    from rescore.metrics import error_rate
+
+    refs, hyps = [], []
+    for ex, h in transcribe_examples(model, examples, batch_size, device):
+        refs.append(ex.text)
+        hyps.append(h[0][0] if h else "")
+    return error_rate(refs, hyps).rate
+
+
+def _save_checkpoint(path: Path, model: SpeechLLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"trainable": model.trainable_state_dict(), "optimizer": opt.state_dict(), **state}, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    on_issue: Callable[[str], None] = print,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    model: SpeechLLM | None = None,
+    examples: tuple[list[Example], list[Example]] | None = None,
+) -> dict[str, Any]:
+    """Train, resuming from ``cfg.out`` when it holds a checkpoint. Returns a summary of the run.
+
+    ``on_start(start_step, max_steps)`` and ``on_step(record)`` drive a progress display; every record is
+    also appended to ``out/log.jsonl``. ``model`` and ``examples`` may be given to reuse loaded ones.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if examples is None:
+        enc = cfg.model.encoder
+        train_ex = load_examples(cfg.train, enc, limit=cfg.limit, max_frames=cfg.max_frames, on_issue=on_issue)
+        dev_ex = load_examples([cfg.dev], enc, limit=cfg.dev_limit, on_issue=on_issue) if cfg.dev else []
+    else:
+        train_ex, dev_ex = examples
+    if not train_ex:
+        raise ValueError("no training utterances with encoder states and references")
+    cfg.model.bridge.in_dim = int(train_ex[0].states.shape[1])  # the encoder's width (tiny 384, base 512)
+    model = model or build_model(cfg.model, device)
+    model.train()
+    model.llm.eval()  # the LM's dropout stays off; only the bridge (and LoRA) train
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    ckpt_path = out / CHECKPOINT_FILE
+    step, epoch, pos, elapsed = 0, 0, 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_trainable_state_dict(ck["trainable"])
+        opt.load_state_dict(ck["optimizer"])
+        step, epoch, pos, elapsed = ck["step"], ck["epoch"], ck["pos"], ck["elapsed"]
+        on_issue(f"resuming from {ckpt_path} at step {step} ({elapsed / 60:.1f} min trained)")
+    (out / "train-config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    def record(r: dict[str, Any]) -> None:
+        with open(out / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(r) + "\n")
+        if on_step:
+            on_step(r)
+
+    def save() -> None:
+        state = {"step": step, "epoch": epoch, "pos": pos, "elapsed": elapsed}
+        _save_checkpoint(ckpt_path, model, opt, state)
+        save_model(model, out, {"train": cfg.to_dict(), "steps": step, "train_seconds": elapsed})
+
+    if on_start:
+        on_start(step, cfg.max_steps)
+    budget = 60 * cfg.budget_minutes if cfg.budget_minutes > 0 else math.inf
+    summary: dict[str, Any] = {"stopped": "max_steps"}
+    t_last = time.perf_counter()
+    order = batches(train_ex, cfg.batch_size, cfg.seed + epoch)
+    try:
+        while step < cfg.max_steps:
+            if elapsed >= budget:
+                summary["stopped"] = "budget"
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, elapsed)
+            loss_sum = tok_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                if pos >= len(order):
+                    epoch, pos = epoch + 1, 0
+                    order = batches(train_ex, cfg.batch_size, cfg.seed + epoch)
+                with autocast(device):
+                    loss, n = model.loss(make_batch(train_ex, order[pos]))
+                (loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach().item() * n
+                tok_sum += n
+                pos += 1
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            now = time.perf_counter()
+            elapsed += now - t_last
+            t_last = now
+            rec: dict[str, Any] = {
+                "step": step,
+                "epoch": epoch,
+                "loss": loss_sum / max(tok_sum, 1.0),
+                "lr": opt.param_groups[0]["lr"],
+                "elapsed": round(elapsed, 1),
+            }
+            if dev_ex and cfg.eval_every and step % cfg.eval_every == 0:
+                rec["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)
+            if dev_ex and cfg.wer_every and step % cfg.wer_every == 0:
+                rec["dev_wer"] = dev_wer(model, dev_ex, cfg.batch_size, device)
+            t_last = time.perf_counter()  # evaluation time does not count against the training budget
+            record(rec)
+            if step % cfg.save_every == 0:
+                save()
+            if cfg.stop_wer and rec.get("dev_wer", math.inf) < cfg.stop_wer:
+                summary["stopped"] = "stop_wer"
+                break
+    finally:
+        save()
+    summary.update(step=step, epochs=epoch + pos / max(1, len(order)), train_seconds=elapsed)
+    summary["train_utterances"], summary["dev_utterances"] = len(train_ex), len(dev_ex)
+    if dev_ex:
+        summary["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)
+        record({"step": step, "final": True, "dev_loss": summary["dev_loss"], "elapsed": round(elapsed, 1)})
+    return summary
