@@ -149,3 +149,33 @@ def _adapter_digest(path: str | None) -> str | None:
         if f.is_file():
             h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- deep fusion
+
+
+def deep_checkpoint(cfg: RunConfig) -> Path:
+    """The configured speech-LLM folder, else the one ``rescore deep train`` writes by default."""
+    from rescore.models import cache_dir
+
+    return Path(cfg.deep.checkpoint) if cfg.deep.checkpoint else cache_dir() / "deep" / "model"
+
+
+def _deep(cfg: RunConfig, dataset: Dataset, todo: list[NBest]) -> Iterator[NBest]:
+    """Decode the audio again with the deep-fusion speech-LLM: an alternative system, scored as its own row."""
+    from rescore.fusion.recognize import DeepFusionRecognizer
+
+    ckpt = deep_checkpoint(cfg)
+    if not (ckpt / "config.json").exists() and not ckpt.is_dir():
+        raise ValueError(f"deep fusion is enabled but {ckpt} holds no trained model: run `rescore deep train` first")
+    recognizer = DeepFusionRecognizer(ckpt, device=cfg.transcribe.device)
+    wanted = {r.id for r in todo}
+    yield from recognizer.recognize([u for u in dataset.utterances if u.id in wanted])
+
+
+def _deep_options(cfg: RunConfig) -> dict[str, Any]:
+    ckpt = deep_checkpoint(cfg)
+    return cfg.deep.model_dump() | {"checkpoint_digest": _adapter_digest(str(ckpt))}
+
+
+register_stage("deep", _deep, lambda c: c.deep.enabled, _deep_options)
