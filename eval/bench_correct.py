@@ -189,9 +189,11 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
     lines += [
         f"Speed (shared 2-core CPU, other jobs running): {secs.mean():.2f} s per utterance "
         f"(median {np.median(secs):.2f}), "
-        f"{new_t / max(gen_s, 1e-9):.1f} new tokens/s over the whole generate call (prompt included); "
+        f"{(prompt_t - reused + new_t) / max(gen_s, 1e-9):.1f} tokens/s computed (prompt tokens not in the cache "
+        f"plus new ones), {new_t / max(gen_s, 1e-9):.1f} new tokens/s over the whole generate call; "
         f"{prompt_t / len(cs):.0f} prompt tokens per utterance, {100 * reused / max(prompt_t, 1):.0f} % of them "
-        f"reused from the KV cache of the fixed prefix; {wall:.0f} s wall for this invocation.",
+        f"reused from the KV cache of the fixed prefix; {wall:.0f} s wall for this invocation "
+        f"(a rerun of the same command only rescores the kept records).",
     ]
     if cfg.adapter:
         info = json.loads((Path(cfg.adapter) / "rescore-lora.json").read_text())
