@@ -5,8 +5,8 @@
 
 1. Accuracy: each backend transcribes the set into an n-best file in the cache (resumable, so an
    interrupted run goes on where it stopped); WER (Whisper normaliser) and oracle WER of the 8-best are
-   computed on the utterances every listed backend finished (``--limit-slow`` caps the slow
-   openai-whisper backend: then CTranslate2's WER on the same subset is shown beside it).
+   computed per backend (``--limit-slow N`` gives the slow backends, openai-whisper and PocketSphinx by
+   default, only the first N utterances: CTranslate2's WER on the same subset is shown beside each).
 2. openai-whisper vs CTranslate2 on the same model, beam and audio (the tiny set): how many 1-best
    transcripts are the same, and the speed ratio, timed alternately (ABAB) in this one process.
 The CTC head is the one ``rescore ctc train`` saved (its training summary is printed with it); the
@@ -32,17 +32,22 @@ from rescore.recognizers import make_recognizer
 from rescore.records import NBestWriter, read_nbest
 
 REPO = Path(__file__).resolve().parents[1]
-SLOW = {"openai-whisper"}
 
 
-def transcribe(backend: str, utts, out: Path, batch_size: int) -> tuple[list, float, float]:
+# benchmark names that are a backend with other options
+VARIANTS = {"ctc-nolexicon": ("ctc", {"lexicon": None})}
+
+
+def transcribe(backend: str, utts, out: Path, batch_size: int, threads: int) -> tuple[list, float, float]:
     """n-best records of ``utts`` (resuming ``out``) and the wall/audio seconds of the new part."""
     writer = NBestWriter(out, resume=True)
     todo = [u for u in utts if u.id not in writer.done]
     t0 = time.perf_counter()
     audio = 0.0
     if todo:
-        rec = make_recognizer(backend, model=_model(backend), device="cpu", nbest=8, beam_size=8, batch_size=batch_size)
+        name, extra = VARIANTS.get(backend, (backend, {}))
+        opts = {"device": "cpu", "nbest": 8, "beam_size": 8, "batch_size": batch_size, "cpu_threads": threads}
+        rec = make_recognizer(name, model=_model(name), **opts, **extra)
         with writer:
             for i, r in enumerate(rec.recognize(todo), 1):
                 writer.write(r)
@@ -67,15 +72,12 @@ def accuracy(records) -> tuple[float, float, int, int]:
     return wer, oracle[-1] if oracle else float("nan"), len(ok), len(records) - len(ok)
 
 
-def compare_whisper(compare_set: str, rounds: int, batch_size: int) -> dict:
+def compare_whisper(compare_set: str, rounds: int, batch_size: int, threads: int) -> dict:
     """1-best agreement and ABAB timing of CTranslate2 (int8) vs openai-whisper (float32) on one set."""
     utts = load_dataset(compare_set).utterances
-    ct2 = make_recognizer(
-        "ctranslate2", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8, batch_size=batch_size
-    )
-    ow = make_recognizer(
-        "openai-whisper", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8, batch_size=batch_size
-    )
+    opts = {"model": "whisper-tiny.en", "device": "cpu", "nbest": 8, "beam_size": 8, "batch_size": batch_size}
+    ct2 = make_recognizer("ctranslate2", cpu_threads=threads, **opts)
+    ow = make_recognizer("openai-whisper", cpu_threads=threads, **opts)
     list(ct2.recognize(utts[:1]))  # warm-up: first-call allocations are not part of the comparison
     list(ow.recognize(utts[:1]))
     times = {"ctranslate2": [0.0, 0.0], "openai-whisper": [0.0, 0.0]}
@@ -142,11 +144,13 @@ def joint_ctc_attention(records, folds: int = 5) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", default=str(REPO.parent / "shared" / "data" / "librispeech-dev"))
-    p.add_argument("--backends", default="ctranslate2,ctc,pocketsphinx,openai-whisper")
-    p.add_argument("--limit-slow", type=int, default=0, help="only the first N utterances for openai-whisper")
+    p.add_argument("--backends", default="ctranslate2,ctc,ctc-nolexicon,pocketsphinx,openai-whisper")
+    p.add_argument("--limit-slow", type=int, default=0, help="only the first N utterances for the --slow backends")
+    p.add_argument("--slow", default="openai-whisper,pocketsphinx", help="backends that --limit-slow applies to")
     p.add_argument("--compare-set", default=str(REPO.parent / "shared" / "data" / "tiny"))
     p.add_argument("--rounds", type=int, default=2, help="ABAB rounds of the openai-whisper vs CTranslate2 timing")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per recognizer (1: fastest on a busy machine)")
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--joint", action="store_true", help="also rescore the CTranslate2 n-best with the CTC head")
     p.add_argument("--out-dir", default=str(cache_dir() / "bench_recognizers"))
@@ -161,9 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict] = {}
     all_records: dict[str, list] = {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        utts = ds.utterances[: args.limit_slow] if backend in SLOW and args.limit_slow else ds.utterances
+        slow = backend in args.slow.split(",") and args.limit_slow
+        utts = ds.utterances[: args.limit_slow] if slow else ds.utterances
         print(f"{backend}: {len(utts)} utterances of {set_name}", file=sys.stderr, flush=True)
-        records, wall, audio = transcribe(backend, utts, out_dir / f"{set_name}.{backend}.jsonl", args.batch_size)
+        records, wall, audio = transcribe(
+            backend, utts, out_dir / f"{set_name}.{backend}.jsonl", args.batch_size, args.threads
+        )
         all_records[backend] = records
         wer, oracle, n, failed = accuracy(records)
         results[backend] = {"wer": wer, "oracle8": oracle, "n": n, "failed": failed}
@@ -178,14 +185,16 @@ def main(argv: list[str] | None = None) -> None:
             results[backend]["ct2_same_subset"] = accuracy([ct2[r.id] for r in recs if r.id in ct2])[0]
 
     ctc_meta = {}
-    if "ctc" in results:
+    if "ctc" in results or "ctc-nolexicon" in results:
         from rescore.recognizers.ctc import load_ctc_head
 
         head = load_ctc_head("default")
         ctc_meta = {k: v for k, v in head.meta.items() if k != "history"}
 
     joint = joint_ctc_attention(all_records["ctranslate2"]) if args.joint and "ctranslate2" in all_records else None
-    compare = None if args.skip_compare else compare_whisper(args.compare_set, args.rounds, args.batch_size)
+    compare = None
+    if not args.skip_compare:
+        compare = compare_whisper(args.compare_set, args.rounds, args.batch_size, args.threads)
 
     lines = [
         f"Command: `{cmd}`",
@@ -214,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{ctc_meta.get('train_utterances')} utterances ({ctc_meta.get('train_hours')} h of "
             f"{', '.join(Path(s).name for s in tr.get('sets', []))}); checkpoint of epoch {best.get('epoch')} picked "
             f"on {ctc_meta.get('heldout_utterances')} held-out training utterances (greedy CER "
-            f"{100 * best.get('cer', float('nan')):.1f} %). No language model: prefix beam search over characters.",
+            f"{100 * best.get('cer', float('nan')):.1f} %). No language model: prefix beam search over characters, "
+            "`ctc` keeping the beam on words of the CMU dictionary shipped with pocketsphinx (134k words), "
+            "`ctc-nolexicon` free spelling.",
         ]
     if joint:
         lines += [
@@ -230,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += [
             "",
             f"openai-whisper (float32 PyTorch, weights converted from the CTranslate2 model) vs CTranslate2 (int8), "
-            f"whisper-tiny.en, beam 8, batch {args.batch_size}, on {Path(args.compare_set).name} ({compare['n']} "
+            f"whisper-tiny.en, beam 8, batch {args.batch_size}, {args.threads} CPU thread(s) each, on "
+            f"{Path(args.compare_set).name} ({compare['n']} "
             f"utterances), {args.rounds} alternating rounds:",
             "",
             f"- same 1-best: {compare['exact']} of {compare['n']} exactly, {compare['normalized']} of {compare['n']} "

@@ -142,3 +142,34 @@ def test_sequence_log_probs_match_brute_force() -> None:
     got = ctc_sequence_log_probs(lp, seqs)
     assert got == pytest.approx([exact[tuple(s)] for s in seqs], abs=1e-5)
     assert ctc_sequence_log_probs(lp, [[1, 1, 1, 2, 2, 2]]) == [-math.inf]  # cannot fit in 5 frames
+
+
+def test_lexicon_keeps_the_beam_on_words() -> None:
+    from rescore.recognizers.ctc import Lexicon
+
+    v = CharVocab()
+    lex = Lexicon(["the", "cat", "cap", "Don't"], v)
+    assert lex.allows(tuple(v.encode("ca")), v.encode("p")[0]) and not lex.allows(tuple(v.encode("ca")), 3)
+    assert lex.allows(tuple(v.encode("the")), 1)  # label 1 is the space: a finished word may end
+    assert not lex.allows(tuple(v.encode("th")), 1)  # "th" is not a word
+    assert lex.complete(tuple(v.encode("the cat"))) and not lex.complete(tuple(v.encode("the ca")))
+    assert "don't" in lex.words
+    # frames that spell "cqt" most probably: with the lexicon the search must say "cat" (or "cap")
+    labels = v.encode("cqt")
+    lp = np.full((3, v.size), math.log(0.01))
+    for t, c in enumerate(labels):
+        lp[t, c] = math.log(0.6)
+    lp[1, v.encode("a")[0]] = math.log(0.3)
+    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+    free = ctc_prefix_beam_search(lp, beam_size=8, nbest=1)[0][0]
+    assert v.decode(free) == "cqt"
+    constrained = ctc_prefix_beam_search(lp, beam_size=8, nbest=3, lexicon=lex)
+    assert v.decode(constrained[0][0]) == "cat"
+    assert all(v.decode(p) in {"cat", "cap", "the"} for p, _ in constrained if lex.complete(p))
+
+
+def test_cmudict_lexicon_loads() -> None:
+    from rescore.recognizers.ctc import Lexicon
+
+    lex = Lexicon.cmudict()
+    assert len(lex.words) > 100_000 and {"chapter", "seventeen", "wendy", "don't"} <= lex.words

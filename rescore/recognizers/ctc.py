@@ -226,18 +226,67 @@ class _Beam:
         return _logsumexp(self.blank, self.label)
 
 
+class Lexicon:
+    """Words the CTC search may spell: partial words must be a prefix of one, finished words one of them.
+
+    Character CTC without a language model misspells freely ("becam", "thr"); keeping the beam on real
+    words removes most of those errors. The default word list is the CMU dictionary that ships with
+    the ``pocketsphinx`` package (134k words), so nothing is downloaded.
+    """
+
+    def __init__(self, words: Iterable[str], vocab: CharVocab | None = None, name: str = "custom") -> None:
+        self.vocab = vocab or CharVocab()
+        self.words = {w for w in (self.vocab.normalize(x) for x in words) if w and " " not in w}
+        self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
+        self.space = self.vocab.chars.index(" ") + 1
+        self.name = name
+
+    @classmethod
+    def cmudict(cls, vocab: CharVocab | None = None) -> Lexicon:
+        from rescore.models import package_dir
+
+        d = package_dir("pocketsphinx")
+        path = d / "model" / "en-us" / "cmudict-en-us.dict" if d else None
+        if path is None or not path.exists():
+            raise FileNotFoundError("the CMU dictionary comes with pocketsphinx: pip install pocketsphinx==5.1.1")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            words = [line.split(" ", 1)[0].split("(", 1)[0] for line in f if line.strip()]
+        return cls(words, vocab, "cmudict (pocketsphinx)")
+
+    def _partial(self, prefix: tuple[int, ...]) -> str:
+        out = []
+        for c in reversed(prefix):
+            if c == self.space:
+                break
+            out.append(self.vocab.chars[c - 1])
+        return "".join(reversed(out))
+
+    def allows(self, prefix: tuple[int, ...], label: int) -> bool:
+        word = self._partial(prefix)
+        if label == self.space:
+            return bool(word) and word in self.words
+        return word + self.vocab.chars[label - 1] in self.prefixes
+
+    def complete(self, prefix: tuple[int, ...]) -> bool:
+        word = self._partial(prefix)
+        return not word or word in self.words
+
+
 def ctc_prefix_beam_search(
     log_probs: np.ndarray,
     beam_size: int = 8,
     nbest: int = 8,
     blank: int = BLANK,
     prune: float = -12.0,
+    lexicon: Lexicon | None = None,
 ) -> list[tuple[tuple[int, ...], float]]:
     """The ``nbest`` most probable label sequences of CTC log-posteriors ``[T, V]``, with log-probabilities.
 
     Each prefix keeps the probability of its paths ending in blank and in its last label, so a label
     repeated across a blank is told apart from one that is merely held. Labels with a frame log-prob
     below ``prune`` are not tried. With a beam as large as the number of prefixes the result is exact.
+    With a ``lexicon`` only extensions it allows are tried, and sequences ending inside a word that is
+    not one are dropped at the end (unless nothing else is left).
     """
     t_len, v = log_probs.shape
     beams: dict[tuple[int, ...], _Beam] = {(): _Beam(blank=0.0)}
@@ -253,6 +302,8 @@ def ctc_prefix_beam_search(
             if prefix:
                 s.label = _logsumexp(s.label, b.label + float(lp[prefix[-1]]))
             for c in cands:
+                if lexicon is not None and not lexicon.allows(prefix, c):
+                    continue
                 ext = prefix + (c,)
                 e = nxt.setdefault(ext, _Beam())
                 # a repeated label needs a blank in between
@@ -260,6 +311,8 @@ def ctc_prefix_beam_search(
                 e.label = _logsumexp(e.label, base + float(lp[c]))
         beams = dict(sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[:beam_size])
     ranked = sorted(beams.items(), key=lambda kv: kv[1].total, reverse=True)
+    if lexicon is not None:
+        ranked = [kv for kv in ranked if lexicon.complete(kv[0])] or ranked
     return [(p, b.total) for p, b in ranked[:nbest]]
 
 
@@ -289,6 +342,7 @@ class CTCRecognizer:
         batch_size: int = 8,
         device: str = "cpu",
         cpu_threads: int = 0,
+        lexicon: str | None = "cmudict",
         **_: Any,
     ) -> None:
         import torch
@@ -314,11 +368,24 @@ class CTCRecognizer:
         self.beam_size = max(beam_size, nbest)
         self.nbest = nbest
         self.batch_size = batch_size
+        self.lexicon: Lexicon | None = None
+        if lexicon == "cmudict":
+            try:
+                self.lexicon = Lexicon.cmudict(self.head.vocab)
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
+        elif lexicon not in (None, "", "none"):
+            path = Path(lexicon)  # type: ignore[arg-type]
+            if not path.exists():
+                raise ValueError(f"lexicon not found: {path} (expected 'cmudict', 'none' or a word list file)")
+            words = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            self.lexicon = Lexicon(words, self.head.vocab, str(path))
         self.info: dict[str, Any] = {
             "backend": "ctc",
             "model": str(self.path),
             "encoder": cfg.encoder,
             "units": "chars",
+            "lexicon": self.lexicon.name if self.lexicon else None,
             "beam_size": self.beam_size,
             "nbest": nbest,
         }
@@ -338,7 +405,9 @@ class CTCRecognizer:
     def _hypotheses(self, log_probs: np.ndarray) -> list[Hypothesis]:
         # label sequences that differ only in leading, trailing or doubled spaces read the same: merge them
         merged: dict[str, tuple[list[int], float]] = {}
-        for labels, score in ctc_prefix_beam_search(log_probs, self.beam_size, self.beam_size, self.head.blank):
+        for labels, score in ctc_prefix_beam_search(
+            log_probs, self.beam_size, self.beam_size, self.head.blank, lexicon=self.lexicon
+        ):
             text = self.head.vocab.decode(labels)
             if text in merged:
                 merged[text] = (merged[text][0], _logsumexp(merged[text][1], score))
