@@ -16,6 +16,8 @@ Accuracy: k-fold cross-validated rerank (weights tuned on the other folds) on li
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
 import sys
 import time
@@ -99,7 +101,9 @@ def speed(records: list[NBest], repeats: int, context: str) -> tuple[str, dict]:
     md = [
         f"{len(records)} utterances of librispeech-dev, {n} hypotheses ({len(uniq)} distinct), {tokens} scored "
         f"tokens; context {context!r}; smollm2-135m, float32 transformers (from the GGUF) and llama.cpp Q4_1, "
-        f"2 threads; best of {repeats} alternating rounds.",
+        f"2 threads; best of {repeats} alternating rounds (llama.cpp: one). A subset of librispeech-dev "
+        "(`--speed-utts`): the naive loop over all 110 utterances takes too long on the shared 2-core CPU "
+        f"(1-minute load average {os.getloadavg()[0]:.1f} at the end of this part).",
         "",
         "| scorer | seconds | hypotheses/s | vs naive |",
         "|---|---:|---:|---:|",
@@ -149,21 +153,21 @@ def scored_records(src: Path, lm: str, context: str, tag: str) -> list[NBest]:
     return records
 
 
-def row(name: str, c: RerankComparison) -> str:
+def row(name: str, c: RerankComparison, weights: str) -> str:
     gap = "n/a" if c.gap_closed != c.gap_closed else f"{100 * c.gap_closed:.0f} %"
     return (
         f"| {name} | {c.utterances} "
         f"| {100 * c.before.rate:.2f} [{100 * c.before.ci_low:.2f}-{100 * c.before.ci_high:.2f}] "
         f"| {100 * c.after.rate:.2f} [{100 * c.after.ci_low:.2f}-{100 * c.after.ci_high:.2f}] | {100 * c.oracle:.2f} "
-        f"| {gap} | {c.better}/{c.worse}/{c.unchanged} | {c.p_value:.3f} |"
+        f"| {gap} | {c.better}/{c.worse}/{c.unchanged} | {c.p_value:.3f} | {weights} |"
     )
 
 
 def accuracy(lms: list[str], folds: int) -> str:
     head = [
         "| setup | utts | 1-best WER % [95 % CI] | CV reranked WER % [95 % CI] | oracle % | gap closed "
-        "| better/worse/same | p |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| better/worse/same | p | weights tuned on the whole set |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines = []
     ls = NBEST / "librispeech-dev.tiny-en.jsonl"
@@ -176,28 +180,34 @@ def accuracy(lms: list[str], folds: int) -> str:
         for r in base:
             for h, o in zip(r.hypotheses, other[r.id].hypotheses, strict=True):
                 h.scores[lm_key(lm)] = o.scores[lm_key(lm)]
-    setups = [("length bonus only", [])] + [(f"{lm} + length bonus", [lm_key(lm)]) for lm in lms]
+    am: dict[str, float] = {"am": 1.0}
+    setups: list[tuple[str, list[str], dict[str, float] | None]] = [("length bonus only, A = am", [], am)]
+    for lm in lms:
+        setups += [(f"{lm} + length bonus, A = am", [lm_key(lm)], am)]
+        setups += [(f"{lm} + length bonus, A by folds", [lm_key(lm)], None)]
     if len(lms) > 1:
-        setups.append((" + ".join(lms) + " + length bonus", [lm_key(x) for x in lms]))
-    for name, keys in setups:
-        res = tune(base, keys=keys, folds=folds)
+        setups.append((" + ".join(lms) + " + length bonus, A by folds", [lm_key(x) for x in lms], None))
+    for name, keys, fixed in setups:
+        res = tune(base, keys=keys, folds=folds, fixed=fixed)
         assert res.cv is not None
-        lines.append(row(f"librispeech-dev: {name}", res.cv.comparison))
-        lines[-1] += f"  <!-- weights on all: {res.weights.describe()} -->"
+        lines.append(row(f"librispeech-dev: {name}", res.cv.comparison, res.weights.describe()))
         print(lines[-1], flush=True)
     an4 = NBEST / "an4-test.tiny-en.jsonl"
     lm = lms[0]
     for tag, ctx in (("no prompt", ""), ("domain prompt", AN4_PROMPT)):
         recs = scored_records(an4, lm, ctx, f"{lm}.{'prompt' if ctx else 'plain'}")
-        res = tune(recs, keys=[lm_key(lm)], folds=folds)
-        assert res.cv is not None
-        lines.append(row(f"an4-test: {lm}, {tag}", res.cv.comparison))
-        print(lines[-1], flush=True)
+        for form, fixed in (("A by folds", None), ("A = am", am)):
+            res = tune(recs, keys=[lm_key(lm)], folds=folds, fixed=fixed)
+            assert res.cv is not None
+            lines.append(row(f"an4-test: {lm}, {tag}, {form}", res.cv.comparison, res.weights.describe()))
+            print(lines[-1], flush=True)
     md = [
         f"{folds}-fold cross-validation: each utterance is reranked with weights tuned (grid + refinement, "
         "minimum corpus WER) on the other folds; WER with the Whisper English normalizer; intervals: "
         "utterance bootstrap; p: paired bootstrap share of resamples where reranking is not better. "
-        "total = am + sum(w_i * lm_i) + b * words. tiny.en (CTranslate2 int8, beam 8) 8-best lists.",
+        "total = A + sum(w_i * lm_i) + b * words, where A is the summed acoustic log-prob `am` or the per-token "
+        "`am_norm` the recognizer ranked by, whichever the tuning folds find better (with `am_norm`, zero "
+        "weights give back the 1-best). tiny.en (CTranslate2 int8, beam 8) 8-best lists.",
         "",
         *head,
         *lines,
@@ -205,6 +215,22 @@ def accuracy(lms: list[str], folds: int) -> str:
         f"an4-test domain prompt: {AN4_PROMPT!r}",
     ]
     return "\n".join(md)
+
+
+def _previous_speed() -> list[str]:
+    """With --skip-speed: keep the speed part of the last full run, with the command that made it."""
+    from eval.results import RESULTS
+
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    m = re.search(r"<!-- begin rerank -->(.*?)<!-- end rerank -->", text, re.S)
+    if not m or "### Scorer speed" not in m.group(1):
+        return ["### Scorer speed", "", "(not measured: run without --skip-speed)"]
+    sec = m.group(1)
+    block = sec.split("### Scorer speed", 1)[1].split("### Rerank accuracy", 1)[0].strip()
+    cmd = re.search(r"Command: `([^`]*)`", block) or re.search(r"Command: `([^`]*)`", sec)
+    if block.startswith("Command:") or block.startswith("Kept from"):
+        return ["### Scorer speed", "", block]
+    return ["### Scorer speed", "", f"Kept from the run of `{cmd.group(1) if cmd else '?'}`:", "", block]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         recs = [r for r in read_nbest(NBEST / "librispeech-dev.tiny-en.jsonl") if r.ok][: args.speed_utts]
         md, _ = speed(recs, args.repeats, "")
         parts += ["", "### Scorer speed", "", md]
+    else:
+        parts += ["", *_previous_speed()]
     if not args.skip_accuracy:
         parts += ["", "### Rerank accuracy", "", accuracy(args.lms, args.folds)]
     update_section("rerank", "## Shallow fusion: LM rescoring of n-best lists\n\n" + "\n".join(parts))

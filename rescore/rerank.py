@@ -24,8 +24,9 @@ from rescore.lm import LMScorer
 from rescore.metrics import edit_counts, normalize
 from rescore.records import Hypothesis, NBest
 
-LM_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
-LENGTH_GRID = tuple(float(x) for x in np.arange(-1.0, 4.01, 0.25))
+# Relative grids (see _search): 1 = the feature moves the total as much as the acoustic score does.
+LM_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+LENGTH_GRID = tuple(float(x) for x in np.arange(-2.0, 3.01, 0.125))
 # Used by `rerank` without a config: close to what `tune` found on librispeech-dev with smollm2-135m.
 DEFAULT_LM_WEIGHT = 0.2
 DEFAULT_LENGTH_BONUS = 1.5
@@ -362,17 +363,46 @@ class CVReport:
         }
 
 
+def _spread(x: np.ndarray, valid: np.ndarray) -> float:
+    """Mean within-utterance range of a score: the scale on which its weight matters."""
+    hi = np.where(valid, x, -np.inf).max(1)
+    lo = np.where(valid, x, np.inf).min(1)
+    r = (hi - lo)[valid.sum(1) > 1]
+    v = float(r.mean()) if len(r) else 0.0
+    return v if v > 1e-9 else 1.0
+
+
 def _search(
-    p: _Problem, lm_grid: Sequence[float], length_grid: Sequence[float], rounds: int = 8
-) -> tuple[np.ndarray, int]:
-    """Grid over all free weights, then pattern search (one coordinate at a time, shrinking steps)."""
+    p: _Problem, lm_grid: Sequence[float], length_grid: Sequence[float], rounds: int = 8, starts: int = 5
+) -> tuple[np.ndarray, tuple[float, float], int]:
+    """Grid over all free weights, then pattern search (one coordinate at a time, shrinking steps).
+
+    Grids are relative: a weight of 1 makes a feature's typical within-utterance spread equal to that of
+    the fixed part (the acoustic score), so the same grid fits summed and per-token scores alike.
+    """
     n_lm = p.feats.shape[2] - 1
-    axes = [np.asarray(lm_grid, float)] * n_lm + [np.asarray(length_grid, float)]
+    valid = np.isfinite(p.base)
+    base_spread = _spread(np.where(valid, p.base, 0.0), valid)
+    scale = [base_spread / _spread(p.feats[:, :, f], valid) for f in range(n_lm + 1)]
+    axes = [np.asarray(lm_grid, float) * scale[f] for f in range(n_lm)]
+    axes.append(np.asarray(length_grid, float) * scale[-1])
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
     errs, soft = p.evaluate(grid)
     evaluated = len(grid)
-    best = int(np.lexsort((soft, errs))[0])
-    w, key = grid[best].copy(), (errs[best], soft[best])
+    best_w, best_key = grid[0], (np.inf, np.inf)
+    for start in np.lexsort((soft, errs))[:starts]:  # refine from the few best grid points
+        w, key, n = _refine(p, grid[start].copy(), (float(errs[start]), float(soft[start])), axes, n_lm, rounds)
+        evaluated += n
+        if key < best_key:
+            best_w, best_key = w, key
+    return best_w, best_key, evaluated
+
+
+def _refine(
+    p: _Problem, w: np.ndarray, key: tuple[float, float], axes: list[np.ndarray], n_lm: int, rounds: int
+) -> tuple[np.ndarray, tuple[float, float], int]:
+    """Pattern search: move one weight at a time while it helps, then halve the steps."""
+    evaluated = 0
     steps = np.array([0.5 * float(np.min(np.diff(a))) if len(a) > 1 else 0.1 for a in axes])
     for _ in range(rounds):
         improved = True
@@ -393,9 +423,49 @@ def _search(
             evaluated += len(cand_arr)
             i = int(np.lexsort((s, e))[0])
             if (e[i], s[i]) < key:
-                w, key, improved = cand_arr[i], (e[i], s[i]), True
+                w, key, improved = cand_arr[i], (float(e[i]), float(s[i])), True
         steps /= 2
-    return w, evaluated
+    return w, key, evaluated
+
+
+AM_CHOICES = ({"am": 1.0}, {"am_norm": 1.0})
+
+
+def _problems(
+    records: Sequence[NBest], keys: Sequence[str], fixed: dict[str, float] | None, normalizer: str
+) -> list[tuple[dict[str, float], _Problem]]:
+    """One search problem per acoustic score to try: ``fixed`` if given, else summed ``am`` and ``am_norm``.
+
+    ``am_norm`` (what the recognizer ranked by) lets the tuner fall back to the recognizer's own choice;
+    summed ``am`` with a length bonus is the usual shallow-fusion form. The dev set decides.
+    """
+    choices = [dict(fixed)] if fixed is not None else [dict(c) for c in AM_CHOICES]
+    out = []
+    for c in choices:
+        try:
+            out.append((c, _build(records, keys, c, normalizer)))
+        except MissingScoreError:
+            if fixed is not None or c == AM_CHOICES[0]:
+                raise
+    return out
+
+
+def _fit(
+    problems: list[tuple[dict[str, float], _Problem]],
+    idx: np.ndarray | None,
+    lm_grid: Sequence[float],
+    length_grid: Sequence[float],
+) -> tuple[dict[str, float], np.ndarray, int]:
+    """The best (fixed part, free weights) over the problems, on the utterances ``idx`` (all if None)."""
+    best = None
+    evaluated = 0
+    for fixed, p in problems:
+        w, key, n = _search(p if idx is None else p.subset(idx), lm_grid, length_grid)
+        evaluated += n
+        if best is None or key[0] < best[0]:  # fewer errors; ties keep the earlier (summed am) form
+            best = (key[0], fixed, w)
+    assert best is not None
+    return best[1], best[2], evaluated
 
 
 def tune(
@@ -414,20 +484,20 @@ def tune(
     """Weights of the LM scores and the length bonus minimising corpus WER on ``records``.
 
     The LM scores are taken with ``scorers`` (after ``context``) where missing; ``keys`` names score keys
-    already in the records instead. ``fixed`` weights are not searched (default ``am``: 1). With
-    ``folds`` >= 2 the result also carries a k-fold cross-validated report.
+    already in the records instead. ``fixed`` weights are not searched (default: the better of ``am``: 1
+    and ``am_norm``: 1). With ``folds`` >= 2 the result also carries a k-fold cross-validated report.
     """
     for s in scorers:
         score_nbest(records, s, context=context)
     keys = list(keys) if keys is not None else [lm_key(s.name) for s in scorers]
-    fixed = dict(fixed) if fixed is not None else {"am": 1.0}
-    p = _build(records, keys, fixed, normalizer)
-    w, evaluated = _search(p, lm_grid, length_grid)
+    problems = _problems(records, keys, fixed, normalizer)
+    best_fixed, w, evaluated = _fit(problems, None, lm_grid, length_grid)
+    p = dict((tuple(f), q) for f, q in problems)[tuple(best_fixed)]
     errs, _ = p.evaluate(w[None])
-    weights = _weights(fixed, keys, w)
+    weights = _weights(best_fixed, keys, w)
     result = TunedWeights(weights, float(errs[0] / p.ref_len.sum()), evaluated)
     if folds >= 2:
-        result.cv = _cross_validate(records, p, fixed, keys, folds, seed, lm_grid, length_grid, normalizer)
+        result.cv = _cross_validate(records, problems, keys, folds, seed, lm_grid, length_grid, normalizer)
     return result
 
 
@@ -439,8 +509,7 @@ def _weights(fixed: dict[str, float], keys: Sequence[str], w: np.ndarray) -> Wei
 
 def _cross_validate(
     records: Sequence[NBest],
-    p: _Problem,
-    fixed: dict[str, float],
+    problems: list[tuple[dict[str, float], _Problem]],
     keys: Sequence[str],
     folds: int,
     seed: int,
@@ -448,7 +517,9 @@ def _cross_validate(
     length_grid: Sequence[float],
     normalizer: str,
 ) -> CVReport:
-    u = len(p.ids)
+    ids = problems[0][1].ids
+    by_fixed = {tuple(f): q for f, q in problems}
+    u = len(ids)
     folds = min(folds, u)
     order = np.random.default_rng(seed).permutation(u)
     chosen: dict[str, int] = {}
@@ -456,13 +527,13 @@ def _cross_validate(
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        w, _ = _search(p.subset(train), lm_grid, length_grid)
+        fixed, w, _ = _fit(problems, train, lm_grid, length_grid)
         fold_weights.append(_weights(fixed, keys, w))
-        picks = p.subset(test).choose(w)
-        chosen.update({p.ids[i]: int(c) for i, c in zip(test, picks, strict=True)})
+        picks = by_fixed[tuple(fixed)].subset(test).choose(w)
+        chosen.update({ids[i]: int(c) for i, c in zip(test, picks, strict=True)})
     by_id = {r.id: r for r in records}
     held_out = []
-    for rid in p.ids:
+    for rid in ids:
         r = by_id[rid]
         held_out.append(NBest(id=r.id, reference=r.reference, hypotheses=r.hypotheses, chosen=chosen[rid]))
     return CVReport(folds, seed, chosen, fold_weights, rerank_comparison(held_out, normalizer=normalizer))
@@ -478,6 +549,5 @@ def cross_validate(
     normalizer: str = "whisper",
 ) -> CVReport:
     """k-fold cross-validated rerank of records that already carry the ``keys`` scores."""
-    fixed = dict(fixed) if fixed is not None else {"am": 1.0}
-    p = _build(records, keys, fixed, normalizer)
-    return _cross_validate(records, p, fixed, keys, folds, seed, LM_GRID, LENGTH_GRID, normalizer)
+    problems = _problems(records, keys, fixed, normalizer)
+    return _cross_validate(records, problems, keys, folds, seed, LM_GRID, LENGTH_GRID, normalizer)
