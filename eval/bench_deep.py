@@ -8,7 +8,7 @@ scored on the first utterances of librispeech-dev (dev loss during training, gre
 Training and reported sets are disjoint (ARCTIC, AN4 and speechocean762 against LibriSpeech).
 
     python -m eval.bench_deep overfit [--n 20] [--budget 30] [--mixer summary]
-    python -m eval.bench_deep mixers [--budget 9] [--mixers attention,summary,gaussian] [--dev-limit 20]
+    python -m eval.bench_deep mixers [--budget 5] [--mixers attention,summary,gaussian] [--dev-limit 12]
 """
 
 from __future__ import annotations
@@ -193,12 +193,12 @@ def main() -> None:
     m.add_argument("--train", default=",".join(TRAIN_SETS))
     m.add_argument("--mixers", default="attention,summary,gaussian")
     m.add_argument("--factor", type=int, default=4)
-    m.add_argument("--budget", type=float, default=9.0, help="training minutes per mixer")
-    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--budget", type=float, default=5.0, help="training minutes per mixer")
+    m.add_argument("--batch-size", type=int, default=4)
     m.add_argument("--lr", type=float, default=1e-3)
     m.add_argument("--warmup", type=int, default=10)
     m.add_argument("--limit", type=int, default=0)
-    m.add_argument("--dev-limit", type=int, default=20)
+    m.add_argument("--dev-limit", type=int, default=12)
     m.add_argument("--eval-every", type=int, default=25)
     m.add_argument("--seed", type=int, default=0)
     for p in (o, m):

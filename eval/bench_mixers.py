@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # on a shared CPU, 2 threads spin and run 10x slower
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only; do not update eval/RESULTS.md")
     args = ap.parse_args()
