@@ -230,3 +230,21 @@ def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_pa
     cfg.max_steps = 3
     summary = train(cfg, model=loaded, examples=(tiny_examples, tiny_examples), on_issue=lambda m: None)
     assert summary["step"] == 3
+
+
+def test_ctc_reducer_with_the_recognizers_ctc_head():
+    """The CTC head of rescore.recognizers.ctc (untrained here) drives CTC compression through the adapter."""
+    from rescore.fusion.model import CTCHeadAdapter
+    from rescore.recognizers.ctc import CTCHeadConfig, build_ctc_head
+
+    torch.manual_seed(0)
+    head = build_ctc_head(CTCHeadConfig(input_dim=32, dim=32, layers=1, heads=4, ff_dim=64, dropout=0.0)).eval()
+    adapter = CTCHeadAdapter(head)
+    x, mask = padded_batch()
+    lp = adapter(x, mask)
+    assert lp.shape[:2] == x.shape[:2] and adapter.stride == 2
+    torch.testing.assert_close(lp[:, 0], lp[:, 1])  # one head frame covers two encoder frames
+    cfg = BridgeConfig(in_dim=32, out_dim=24, reducer="ctc", mixer="gaussian", dim=32, heads=4, proj_hidden=48)
+    bridge = Bridge(cfg, ctc=adapter)
+    check_padding_invariance(bridge, x, mask)
+    assert not any("ctc" in k for k in bridge.state_dict())
