@@ -213,6 +213,14 @@ def accuracy(lms: list[str], folds: int) -> str:
         *lines,
         "",
         f"an4-test domain prompt: {AN4_PROMPT!r}",
+        "",
+        "Notes. With 110 utterances the cross-validated figure moves by a few tenths of a point with the fold "
+        "split and the search details (an earlier run of the same A = am setup with a coarser absolute grid "
+        "gave 4.14 %, p 0.03). The summed-`am` form is brittle: Whisper's n-best holds early-stopped "
+        "hypotheses ('Chapter 16.' for a whole paragraph), which a fold's weights can prefer, costing "
+        "dozens of words in one utterance; with `am_norm` the search can fall back to the recognizer's "
+        "ranking. On an4-test the tuned LM weight is 0 with or without the prompt, so the prompt changes "
+        "nothing there; most of the gap to the oracle is formatting ('GMEF39' for 'G M E F THREE NINE').",
     ]
     return "\n".join(md)
 

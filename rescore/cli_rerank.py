@@ -62,9 +62,15 @@ def rerank(
     backend: BackendOpt = "hf",
     config: Annotated[Path | None, typer.Option(help="Weights from `rescore tune` (also its LMs and context).")] = None,
     lm_weight: Annotated[
-        list[float] | None, typer.Option(help="Weight of each --lm, in order (without --config).")
+        list[float] | None,
+        typer.Option(help="Weight of each --lm, in order (without --config; default 0.004 with am_norm)."),
     ] = None,
-    length_bonus: Annotated[float | None, typer.Option(help="Bonus per word (without --config).")] = None,
+    length_bonus: Annotated[
+        float | None, typer.Option(help="Bonus per word (without --config; default 0.03 with am_norm).")
+    ] = None,
+    am: Annotated[
+        str, typer.Option(help="Acoustic score without --config: am_norm (per token, default) or am (summed).")
+    ] = "am_norm",
     context: ContextOpt = None,
     context_file: ContextFileOpt = None,
     previous: Annotated[
@@ -77,7 +83,7 @@ def rerank(
     """Add lm:<name> scores to every hypothesis and choose by am + sum(w_i * lm_i) + b * words."""
     from rescore.lm import short_name
     from rescore.records import NBestWriter, RecordError, read_nbest
-    from rescore.rerank import DEFAULT_LENGTH_BONUS, DEFAULT_LM_WEIGHT, RerankConfig, Weights, lm_key, rerank_iter
+    from rescore.rerank import RerankConfig, default_weights, lm_key, rerank_iter
 
     cfg = None
     if config is not None:
@@ -104,9 +110,11 @@ def rerank(
     if cfg and lm_weight is None:
         weights = cfg.weights
     else:
-        ws = lm_weight or [DEFAULT_LM_WEIGHT] * len(scorers)
-        bonus = DEFAULT_LENGTH_BONUS if length_bonus is None else length_bonus
-        weights = Weights({"am": 1.0, **{lm_key(s.name): w for s, w in zip(scorers, ws, strict=True)}}, bonus)
+        weights = default_weights([lm_key(s.name) for s in scorers])
+        if am != "am_norm":
+            weights.scores = {am: 1.0, **{k: v for k, v in weights.scores.items() if k != "am_norm"}}
+        for s, w in zip(scorers, lm_weight or [], strict=False):
+            weights.scores[lm_key(s.name)] = w
     if length_bonus is not None:
         weights.length_bonus = length_bonus
     console.print(f"total = {weights.describe()}", highlight=False)

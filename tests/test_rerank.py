@@ -242,3 +242,24 @@ def test_score_shows_rerank_comparison(tmp_path: Path) -> None:
     assert d["rerank"]["after"]["rate"] == 0.0 and d["rerank"]["better"] + d["rerank"]["unchanged"] == 6
     res = runner.invoke(app, ["score", str(tmp_path / "r.jsonl")])
     assert "reranked" in res.output and "better/worse/same" in res.output
+
+
+def test_two_lms_each_with_its_own_weight() -> None:
+    class Other(CountingScorer):
+        name = "other"
+
+        def score_pairs(self, pairs):
+            return [TextScore(float(len(t)), len(t)) for _, t in pairs]  # prefers long texts
+
+    r = rec("e-1", ["short", "much longer"], am=[0.0, 0.0])
+    w = Weights({"am": 1.0, "lm:fake": 1.0, "lm:other": 2.0})
+    (out,) = rerank_iter([r], [CountingScorer(), Other()], w)
+    h = out.hypotheses[1]
+    assert set(h.scores) >= {"lm:fake", "lm:other", "total"} and h.scores["total"] == pytest.approx(-11 + 22)
+    assert out.chosen == 1
+    records = constructed(n=60)
+    for x in records:  # a second, useless LM: the tuner should leave it (nearly) out
+        for h in x.hypotheses:
+            h.scores["lm:other"] = float(len(h.text) % 3)
+    res = tune(records, keys=["lm:fake", "lm:other"], fixed={"am": 1.0})
+    assert res.wer == 0.0 and set(res.weights.scores) == {"am", "lm:fake", "lm:other"}
