@@ -109,7 +109,7 @@ def test_cli_transcribe_rerank_score_on_tiny(tmp_path: Path, tiny_manifest: Path
         f.write(json.dumps({"id": "no-scores", "reference": "x", "hypotheses": [{"text": "hello"}]}) + "\n")
     out = tmp_path / "rr.jsonl"
     res = runner.invoke(app, ["rerank", str(nb), "-o", str(out), "--lm-weight", "0.2", "--length-bonus", "1.0"])
-    assert res.exit_code == 1 and "no-scores: rerank: no-scores: hypothesis 0 has no am score" in res.output
+    assert res.exit_code == 1 and "no-scores: rerank: no-scores: hypothesis 0 has no am_norm score" in res.output
     recs = {r.id: r for r in read_nbest(out)}
     assert len(recs) == 5 and recs["no-scores"].error and recs["no-scores"].hypotheses
     good = [r for r in recs.values() if r.ok]
