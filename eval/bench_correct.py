@@ -219,8 +219,8 @@ def speed(corrector: LLMCorrector, records: list[NBest], args: argparse.Namespac
     llm = corrector.llm
     times: dict[bool, list[float]] = {True: [], False: []}
     toks: dict[bool, list[float]] = {True: [], False: []}
-    for r in records:
-        for reuse in (False, True):
+    for reuse in (False, True):  # all without reuse, then all with: each prompt follows another utterance's
+        for r in records:
             llm.reuse_prefix = reuse  # type: ignore[attr-defined]
             x = NBest.from_dict(json.loads(r.to_json()))
             corrector.correct(x)
@@ -230,8 +230,8 @@ def speed(corrector: LLMCorrector, records: list[NBest], args: argparse.Namespac
     md = (
         f"Set: {args.set}, first {len(records)} utterances, {corrector.config.llm} ({corrector.config.backend}), "
         f"template `{corrector.config.template}`, {len(corrector.config.examples)} few-shot examples. Each utterance "
-        f"is corrected twice in turn, without and with reuse of the fixed prefix's KV cache (the reuse run follows a "
-        f"different prompt, so only the shared prefix is reused).\n\n"
+        f"is corrected without reuse of the KV cache (reset before each), then all again with reuse; each prompt "
+        f"follows another utterance's, so only the shared fixed prefix is reused.\n\n"
         f"| prefix KV reuse | s per utterance | new tokens/s |\n|---|---|---|\n"
         f"| off | {off:.2f} | {np.mean(toks[False]):.1f} |\n| on | {on:.2f} | {np.mean(toks[True]):.1f} |\n\n"
         f"Speed-up from prefix reuse (ratio within this run): {off / on:.2f}x.\n\n"

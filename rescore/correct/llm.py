@@ -190,7 +190,9 @@ class TransformersChat:
         if self.reuse_prefix and self._cache is not None:
             reused = min(_common_prefix(self._cache_ids, ids), len(ids) - 1)
         if reused > 0:
-            self._cache.crop(reused)
+            extra = self._cache.get_seq_length() - reused
+            if extra > 0:
+                self._cache.crop(-extra)  # a negative count removes that many tokens (old and new transformers)
             cache = self._cache
         else:
             cache = DynamicCache()
