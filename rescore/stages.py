@@ -19,31 +19,19 @@ from rescore.records import NBest
 # ---------------------------------------------------------------------------------------------- rerank
 
 
-DEFAULTS = Path(__file__).resolve().parent / "defaults"
-
-
-def default_weights_file(cfg: RunConfig) -> Path | None:
-    """The shipped tuned weights for this LM set, when there are some (``defaults/rerank-<lm>.json``)."""
-    if len(cfg.rerank.lm) != 1:
-        return None
-    path = DEFAULTS / f"rerank-{cfg.rerank.lm[0]}.json"
-    return path if path.exists() else None
-
-
 def rerank_weights(cfg: RunConfig) -> Any:
-    """Weights from the configured ``rescore tune`` file, else shipped tuned weights, else library defaults.
+    """Weights from the configured ``rescore tune`` file, else the rerank library's defaults.
 
-    The shipped ``defaults/rerank-smollm2-135m.json`` was tuned on librispeech-dev (tiny.en 8-best); figures
-    reported on that set with it are in-sample (the cross-validated figure is in eval/RESULTS.md).
+    The defaults (``am_norm`` + 0.004 per LM + 0.03 per word) are what ``tune`` chose on librispeech-dev
+    (tiny.en 8-best): figures reported on that set with them are in-sample; the cross-validated figure is
+    in eval/RESULTS.md.
     """
     from rescore.lm import short_name
-    from rescore.rerank import DEFAULT_LENGTH_BONUS, DEFAULT_LM_WEIGHT, RerankConfig, Weights, lm_key
+    from rescore.rerank import RerankConfig, default_weights, lm_key
 
-    path = cfg.rerank.weights or default_weights_file(cfg)
-    if path:
-        return RerankConfig.load(path).weights
-    scores = {"am": 1.0} | {lm_key(short_name(n)): DEFAULT_LM_WEIGHT for n in cfg.rerank.lm}
-    return Weights(scores, DEFAULT_LENGTH_BONUS)
+    if cfg.rerank.weights:
+        return RerankConfig.load(cfg.rerank.weights).weights
+    return default_weights([lm_key(short_name(n)) for n in cfg.rerank.lm])
 
 
 class RerankFactory:
@@ -86,7 +74,7 @@ register_stage(
     "rerank",
     _rerank,
     lambda c: c.rerank.enabled,
-    lambda c: c.rerank.model_dump() | {"weights_digest": _file_digest(c.rerank.weights or default_weights_file(c))},
+    lambda c: c.rerank.model_dump() | {"weights_digest": _file_digest(c.rerank.weights)},
 )
 
 
