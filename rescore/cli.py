@@ -274,12 +274,7 @@ def models() -> None:
 
 
 # Commands of the later stages live in their own modules and register themselves on ``app``.
-# One import line per module; keep them here, in this order.
-from rescore import cli_ctc  # noqa: E402,F401
-from rescore import cli_rerank  # noqa: E402,F401
-from rescore import cli_run  # noqa: E402,F401
-from rescore import cli_correct  # noqa: E402,F401
-from rescore import cli_deep  # noqa: E402,F401
+from rescore import cli_correct, cli_ctc, cli_deep, cli_rerank, cli_run  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover
