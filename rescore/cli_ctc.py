@@ -36,6 +36,9 @@ def train(
     dropout: Annotated[float, typer.Option(help="Dropout inside the head.")] = 0.0,
     batch_frames: Annotated[int, typer.Option(help="Encoder frames (50 per second) per batch.")] = 2500,
     seed: Annotated[int, typer.Option()] = 0,
+    init: Annotated[
+        str, typer.Option(help="Continue from this checkpoint ('default': the cached one) instead of from scratch.")
+    ] = "",
     cached_only: Annotated[
         bool, typer.Option(help="Train only on utterances whose encoder states are cached already.")
     ] = False,
@@ -59,6 +62,7 @@ def train(
         threads=threads,
         seed=seed,
         cached_only=cached_only,
+        init=init,
         batch_frames=batch_frames,
         head=CTCHeadConfig(dim=dim, layers=layers, stride=stride, dropout=dropout, encoder=encoder),
     )

@@ -53,6 +53,7 @@ class TrainConfig:
     threads: int = 1  # on a shared, oversubscribed CPU one thread per process is fastest
     seed: int = 0
     cached_only: bool = False
+    init: str = ""  # start from this checkpoint's weights (its head config wins) instead of from scratch
     head: CTCHeadConfig = field(default_factory=CTCHeadConfig)
 
 
@@ -208,6 +209,16 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.output) if cfg.output else default_checkpoint()
 
+    previous: dict = {}
+    if cfg.init:
+        from rescore.recognizers.ctc import load_ctc_head
+
+        head = load_ctc_head(cfg.init)
+        cfg.head = head.config
+        previous = {k: v for k, v in head.meta.items() if k != "history"}
+        log(f"starting from {cfg.init}")
+    else:
+        head = build_ctc_head(cfg.head)
     examples, problems = load_examples(cfg.sets, cfg.head, log, cfg.cached_only)
     for p in problems[:20]:
         log(f"skipped {p}")
@@ -223,13 +234,17 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
     hours = sum(len(e.states) for e in train) / 50 / 3600
     log(f"training on {len(train)} utterances ({hours:.2f} h), {len(held)} held out")
 
-    head = build_ctc_head(cfg.head)
     head.train()
     n_params = sum(p.numel() for p in head.parameters())
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     budget = cfg.minutes * 60
     t_start = time.perf_counter()
     best = {"cer": math.inf}
+    if cfg.init:  # only an improvement over the starting point replaces a checkpoint
+        loss0, cer0 = evaluate_heldout(head, held, cfg.batch_frames)
+        best = {"cer": cer0, "loss": loss0, "epoch": 0}
+        log(f"start: held-out loss {loss0:.3f}, CER {100 * cer0:.1f} %")
+    total_minutes = cfg.minutes + float(previous.get("total_minutes", previous.get("train", {}).get("minutes", 0.0)))
     history = []
     step, epoch = 0, 0
     late_heldout: set[str] = set()
@@ -297,6 +312,8 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
                 "train_hours": round(hours, 3),
                 "heldout_utterances": len(held),
                 "params": n_params,
+                "total_minutes": total_minutes,
+                "previous": previous,
                 "best": best,
                 "history": history,
             }
