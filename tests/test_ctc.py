@@ -119,7 +119,7 @@ def test_head_shapes_save_load_and_learns(tmp_path) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
     path = tmp_path / "head.pt"
     save_ctc_head(head, path, {"note": "test"})
