@@ -169,6 +169,8 @@ Command: `{command}`
 Dev loss during training (step: loss):
 {chr(10).join(curves)}
 
+Steps differ at equal time when the shared machine's load changes between runs (the frozen LM's forward
+and backward dominate each step; the mixer's share is small): compare dev losses at equal steps in the curves.
 Honest reading: {args.budget:g} CPU minutes is a small fraction of one epoch, far from the hours of GPU training
 speech-LLM bridges get (SLAM-ASR trains on 960 h). These runs show that each bridge trains (the dev loss falls)
 and how they compare at equal budget; they are not a usable recognizer, and the WER says so.
