@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.nbest_cache import nbest_for
 from eval.results import update_section
 from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.prompts import spelled
@@ -29,7 +30,6 @@ from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstr
 from rescore.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
 
-NBEST_DIR = Path("/work/cache/nbest")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOMAINS = {
     "an4": (
@@ -40,13 +40,8 @@ DOMAINS = {
 
 
 def nbest_path(name: str) -> Path:
-    for p in (NBEST_DIR / f"{name}.tiny-en.jsonl", Path("/work/cache/correct") / f"{name}.tiny-en.jsonl"):
-        if p.exists():
-            return p
-    raise SystemExit(
-        f"no n-best file for {name}: make it with `rescore transcribe {DATA / name / 'manifest.jsonl'} "
-        f"-o {NBEST_DIR / (name + '.tiny-en.jsonl')}`"
-    )
+    """The set's tiny.en 8-best file in the cache folder (made on first use; see eval/nbest_cache.py)."""
+    return nbest_for(name)
 
 
 def training_vocabulary(train_set: str) -> Path:

@@ -23,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
+from eval.nbest_cache import nbest_for
 from rescore.evaluate import RerankComparison
 from rescore.lm import make_scorer
 from rescore.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
 from rescore.rerank import lm_key, score_nbest, tune
 
-NBEST = Path("/work/cache/nbest")
 AN4_PROMPT = (
     "Answers read to a census computer: words spelled letter by letter (A B C), numbers said digit by digit "
     "(one two three), dates, zip codes and phone numbers, and commands like enter, erase, rubout, repeat, "
@@ -170,7 +170,7 @@ def accuracy(lms: list[str], folds: int) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     lines = []
-    ls = NBEST / "librispeech-dev.tiny-en.jsonl"
+    ls = nbest_for("librispeech-dev")
     by_lm = {}
     for lm in lms:
         by_lm[lm] = scored_records(ls, lm, "", f"{lm}.plain")
@@ -192,7 +192,7 @@ def accuracy(lms: list[str], folds: int) -> str:
         assert res.cv is not None
         lines.append(row(f"librispeech-dev: {name}", res.cv.comparison, res.weights.describe()))
         print(lines[-1], flush=True)
-    an4 = NBEST / "an4-test.tiny-en.jsonl"
+    an4 = nbest_for("an4-test")
     lm = lms[0]
     for tag, ctx in (("no prompt", ""), ("domain prompt", AN4_PROMPT)):
         recs = scored_records(an4, lm, ctx, f"{lm}.{'prompt' if ctx else 'plain'}")
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python -m eval.bench_rerank " + " ".join(argv if argv is not None else sys.argv[1:])
     parts = [f"Command: `{cmd.strip()}`"]
     if not args.skip_speed:
-        recs = [r for r in read_nbest(NBEST / "librispeech-dev.tiny-en.jsonl") if r.ok][: args.speed_utts]
+        recs = [r for r in read_nbest(nbest_for("librispeech-dev")) if r.ok][: args.speed_utts]
         md, _ = speed(recs, args.repeats, "")
         parts += ["", "### Scorer speed", "", md]
     else:

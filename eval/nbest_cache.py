@@ -1,0 +1,32 @@
+"""The first-pass n-best lists the benchmarks start from, made once per set and kept in the cache folder.
+
+``nbest_for("librispeech-dev")`` returns ``cache_dir()/nbest/librispeech-dev.tiny-en.jsonl`` after making
+(or finishing) it with the same recognizer settings as ``rescore transcribe`` (tiny.en, CTranslate2 int8,
+beam 8, 8 hypotheses), so every benchmark reproduces from a clean machine with one command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rescore.datasets import load_dataset
+from rescore.models import cache_dir
+from rescore.recognizers import make_recognizer
+from rescore.records import NBestWriter
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TAGS = {"whisper-tiny.en": "tiny-en", "whisper-base": "base"}
+
+
+def nbest_for(set_name: str, model: str = "whisper-tiny.en", *, nbest: int = 8) -> Path:
+    """The n-best file of a set of ../shared/data, transcribed (or resumed) when incomplete."""
+    path = cache_dir() / "nbest" / f"{set_name}.{TAGS.get(model, Path(model).name)}.jsonl"
+    dataset = load_dataset(DATA / set_name)
+    with NBestWriter(path) as writer:
+        todo = [u for u in dataset.utterances if u.id not in writer.done]
+        if todo:
+            print(f"transcribing {len(todo)} utterances of {set_name} into {path}", flush=True)
+            recognizer = make_recognizer("ctranslate2", model=model, nbest=nbest, beam_size=nbest, device="cpu")
+            for record in recognizer.recognize(todo):
+                writer.write(record)
+    return path
