@@ -60,6 +60,8 @@ class CorrectOptions(_Strict):
     domain: str | None = None
     entities: str | None = None
     adapter: str | None = None
+    examples: str | None = None  # n-best JSONL with references (a training set): few-shot examples
+    n_examples: int = Field(6, ge=0)
 
 
 class DeepOptions(_Strict):
@@ -110,7 +112,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # spelled letters and digits (AN4-like): domain prompt for the LM and the corrector
     "spelling": {
         "rerank": {"context": "Spelled letters and digits, for example: G M E F THREE NINE."},
-        "correct": {"prompt": "domain", "domain": "spelled letters, digits and short commands"},
+        "correct": {
+            "prompt": "spelling",
+            "domain": "names spelled letter by letter, phone and zip numbers, dates, and the command words RUBOUT, "
+            "ERASE, ENTER, GO, YES, NO, STOP, REPEAT, HELP, START.",
+        },
     },
 }
 
