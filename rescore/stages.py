@@ -88,14 +88,21 @@ class CorrectFactory:
         self.cfg = cfg
 
     def __call__(self):
-        from rescore.correct import CorrectorConfig, LLMCorrector
+        from rescore.correct import CorrectorConfig, LLMCorrector, examples_from_records
+        from rescore.records import read_nbest
 
         o = self.cfg.correct
-        corrector = LLMCorrector(
-            CorrectorConfig(
-                llm=o.llm, backend=o.backend, template=o.prompt, adapter=o.adapter, domain=o.domain, entities=o.entities
-            )
+        examples = examples_from_records(read_nbest(o.examples, strict=False), o.n_examples) if o.examples else []
+        config = CorrectorConfig(
+            llm=o.llm,
+            backend=o.backend,
+            template=o.prompt,
+            adapter=o.adapter,
+            domain=o.domain,
+            entities=o.entities,
+            examples=examples,
         )
+        corrector = LLMCorrector(config)
 
         def run(records: list[NBest]) -> Iterator[NBest]:
             for r in records:
@@ -123,7 +130,11 @@ register_stage(
     lambda c: c.correct.enabled,
     lambda c: (
         c.correct.model_dump()
-        | {"entities_digest": _file_digest(c.correct.entities), "adapter_digest": _adapter_digest(c.correct.adapter)}
+        | {
+            "entities_digest": _file_digest(c.correct.entities),
+            "adapter_digest": _adapter_digest(c.correct.adapter),
+            "examples_digest": _file_digest(c.correct.examples),
+        }
     ),
 )
 
