@@ -98,24 +98,32 @@ def test_cli_run_and_compare(tiny_manifest, tmp_path):
 
 @pytest.mark.slow
 def test_ray_engine_matches_local(tiny_manifest, tmp_path):
+    """Transcription and reranking through Ray Data actors write the same records as the local engine."""
     pytest.importorskip("ray")
     import ray
 
-    over = {"output": str(tmp_path), "limit": 4, "transcribe": {"nbest": 3, "device": "cpu"}}
-    local = load_config(input=str(tiny_manifest), preset="first-pass", overrides={**over, "name": "local"})
-    dist = load_config(
-        input=str(tiny_manifest), preset="first-pass", overrides={**over, "name": "ray", "engine": "ray"}
-    )
+    over = {"output": str(tmp_path), "limit": 3, "transcribe": {"nbest": 3, "device": "cpu"}, "ray": {"batch_size": 2}}
+    local = load_config(input=str(tiny_manifest), preset="fast", overrides={**over, "name": "local"})
+    dist = load_config(input=str(tiny_manifest), preset="fast", overrides={**over, "name": "ray", "engine": "ray"})
     try:
-        (r_local,), _ = run_pipeline(local)
-        (r_ray,), _ = run_pipeline(dist)
+        local_results, _ = run_pipeline(local)
+        ray_results, _ = run_pipeline(dist)
     finally:
         ray.shutdown()
 
     def strip(path):
         return [{k: v for k, v in r.to_dict().items() if k != "timing"} for r in read_nbest(path)]
 
-    assert strip(r_ray.path) == strip(r_local.path)
+    for a, b in zip(local_results, ray_results, strict=True):
+        assert a.name == b.name
+        got, want = strip(b.path), strip(a.path)
+        assert [r["id"] for r in got] == [r["id"] for r in want]
+        for g, w in zip(got, want, strict=True):
+            assert g.get("chosen") == w.get("chosen") and [h["text"] for h in g["hypotheses"]] == [
+                h["text"] for h in w["hypotheses"]
+            ]
+            for hg, hw in zip(g["hypotheses"], w["hypotheses"], strict=True):
+                assert hg["scores"] == pytest.approx(hw["scores"], abs=1e-3)
 
 
 @pytest.mark.slow
