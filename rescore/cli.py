@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -85,9 +86,29 @@ def transcribe(
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
     """Run the first pass and write one n-best record per utterance."""
+    from rescore.recognizers import make_recognizer
+
+    options = dict(
+        model=model,
+        device=device,
+        compute_type=compute_type,
+        beam_size=beam_size,
+        nbest=nbest,
+        batch_size=batch_size,
+        language=language,
+    )
+    recognize_to_file(
+        input, lambda: make_recognizer(backend, **options), output, resume=resume, limit=limit, label="transcribe"
+    )
+
+
+def recognize_to_file(
+    input: str, make_recognizer: Callable[[], Any], output: Path, *, resume: bool, limit: int, label: str
+) -> None:
+    """What every transcribe command does: load the input, resume the output, recognize with a progress bar,
+    record failures, and exit 1 if any item failed (2 for unusable arguments, 130 when interrupted)."""
     from rescore.datasets import load_dataset
     from rescore.models import ModelNotFoundError
-    from rescore.recognizers import make_recognizer
     from rescore.records import NBest, NBestWriter
 
     try:
@@ -107,17 +128,8 @@ def transcribe(
     skipped = [i for i in dataset.issues if not i.utterance_id]
     failures = [f"{i.item}: {i.message}" for i in dataset.issues if i.utterance_id]
     try:
-        recognizer = make_recognizer(
-            backend,
-            model=model,
-            device=device,
-            compute_type=compute_type,
-            beam_size=beam_size,
-            nbest=nbest,
-            batch_size=batch_size,
-            language=language,
-        )
-    except (ModelNotFoundError, ValueError, RuntimeError) as e:
+        recognizer = make_recognizer()
+    except (ModelNotFoundError, FileNotFoundError, ValueError, RuntimeError) as e:
         writer.close()
         raise fail(str(e)) from None
     for issue in dataset.issues:  # utterances that cannot even start are recorded, so scores list them
@@ -128,7 +140,7 @@ def transcribe(
     n_done = 0
     audio_seconds = 0.0
     with writer, progress_bar() as bar:
-        task = bar.add_task("transcribe", total=len(todo), audio_seconds=0.0)
+        task = bar.add_task(label, total=len(todo), audio_seconds=0.0)
         try:
             for record in recognizer.recognize(todo):
                 writer.write(record)

@@ -165,19 +165,11 @@ def transcribe(
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
     """Beam search from a trained speech-LLM; one n-best record per utterance (score/rerank/correct apply)."""
-    from rescore.datasets import load_dataset
+    from rescore.cli import recognize_to_file
     from rescore.fusion.recognize import DeepFusionRecognizer
-    from rescore.models import ModelNotFoundError
-    from rescore.records import NBest, NBestWriter
 
-    try:
-        dataset = load_dataset(input)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise fail(str(e)) from None
-    for issue in dataset.issues:
-        warn(f"skipped {issue}")
-    try:
-        recognizer = DeepFusionRecognizer(
+    def make() -> DeepFusionRecognizer:
+        return DeepFusionRecognizer(
             model or _default_output(),
             beam_size=beam_size,
             nbest=nbest,
@@ -185,38 +177,5 @@ def transcribe(
             device=device,
             threads=threads,
         )
-    except (FileNotFoundError, ValueError, ModelNotFoundError) as e:
-        raise fail(str(e)) from None
-    try:
-        writer = NBestWriter(output, resume=resume)
-    except OSError as e:
-        raise fail(f"cannot write {output}: {e.strerror or e}") from None
-    utts = dataset.utterances[:limit] if limit else dataset.utterances
-    todo = [u for u in utts if u.id not in writer.done]
-    if len(todo) < len(utts):
-        console.print(f"resuming: {len(utts) - len(todo)} of {len(utts)} utterances already in {output}")
-    failures = [f"{i.item}: {i.message}" for i in dataset.issues]
-    for issue in dataset.issues:
-        if issue.utterance_id and issue.utterance_id not in writer.done:
-            writer.write(NBest(id=issue.utterance_id, error=issue.message, recognizer=dict(recognizer.info)))
-    t0 = time.perf_counter()
-    n_done, audio_seconds, interrupted = 0, 0.0, False
-    with writer, progress_bar() as bar:
-        task = bar.add_task("deep transcribe", total=len(todo), audio_seconds=0.0)
-        try:
-            for record in recognizer.recognize(todo):
-                writer.write(record)
-                n_done += 1
-                if record.ok:
-                    audio_seconds += record.duration or 0.0
-                else:
-                    failures.append(f"{record.id}: {record.error}")
-                    console.print(f"[red]failed[/] {record.id}: {record.error}", highlight=False)
-                bar.update(task, advance=1, audio_seconds=audio_seconds)
-        except KeyboardInterrupt:
-            interrupted = True
-    console.print(f"wrote {n_done} records to {output} in {time.perf_counter() - t0:.1f} s")
-    if interrupted:
-        raise fail("interrupted: the records written so far are kept; rerun the same command to resume", 130)
-    if failures:
-        raise fail(f"{len(failures)} item(s) failed (recorded with an 'error' field); see the messages above", 1)
+
+    recognize_to_file(input, make, output, resume=resume, limit=limit, label="deep transcribe")
