@@ -63,6 +63,18 @@ def combine_windows(windows: list[Window], nbest: int, rank_key: str = "am_norm"
 BACKENDS = ("ctranslate2", "ctc", "openai-whisper", "pocketsphinx")
 
 
+def in_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last may be shorter): how recognizers batch utterances."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def make_recognizer(backend: str = "ctranslate2", **options: Any) -> Recognizer:
     """Build a recognizer by backend name."""
     if backend == "ctranslate2":

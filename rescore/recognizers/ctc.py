@@ -23,6 +23,7 @@ import numpy as np
 
 from rescore.datasets import Utterance
 from rescore.models import cache_dir
+from rescore.recognizers.base import in_batches
 from rescore.records import Hypothesis, NBest
 
 if TYPE_CHECKING:
@@ -443,13 +444,7 @@ class CTCRecognizer:
 
     def recognize(self, utterances: Iterable[Utterance]) -> Iterator[NBest]:
         """Yield one n-best record per utterance, in input order."""
-        batch: list[Utterance] = []
-        for u in utterances:
-            batch.append(u)
-            if len(batch) >= self.batch_size:
-                yield from self._batch(batch)
-                batch = []
-        if batch:
+        for batch in in_batches(utterances, self.batch_size):
             yield from self._batch(batch)
 
 

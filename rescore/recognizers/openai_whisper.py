@@ -26,7 +26,7 @@ import numpy as np
 from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
 from rescore.datasets import Utterance
 from rescore.models import cache_dir, file_digest, resolve_model
-from rescore.recognizers.base import combine_windows
+from rescore.recognizers.base import combine_windows, in_batches
 from rescore.records import Hypothesis, NBest, Window
 
 # CTranslate2 DataType codes
@@ -324,11 +324,5 @@ class OpenAIWhisperRecognizer:
 
     def recognize(self, utterances: Iterable[Utterance]) -> Iterator[NBest]:
         """Yield one n-best record per utterance, in input order."""
-        batch: list[Utterance] = []
-        for u in utterances:
-            batch.append(u)
-            if len(batch) >= self.batch_size:
-                yield from self._batch(batch)
-                batch = []
-        if batch:
+        for batch in in_batches(utterances, self.batch_size):
             yield from self._batch(batch)
