@@ -76,6 +76,45 @@ def wer_row(name: str, refs: list[str], hyps: list[str], base: np.ndarray | None
     return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {better}/{worse}/{same} | {p:.3f} |"
 
 
+def lm_scored(set_name: str, lm_or_file: str) -> list[NBest]:
+    """The set's n-best with ``lm:`` scores: read from a file, or scored by the named LM (cached)."""
+    if Path(lm_or_file).is_file():
+        return list(read_nbest(lm_or_file))
+    from eval.bench_rerank import scored_records
+
+    return scored_records(nbest_path(set_name), lm_or_file, "", f"{lm_or_file}.plain")
+
+
+def lora_adapter(args: argparse.Namespace) -> Path:
+    """The LoRA adapter trained on the n-best of ``--lora-train`` sets (training sets only), made once."""
+    from rescore.correct.lora import LoraConfig, train_lora
+
+    sets = args.lora_train.split(",")
+    if args.set in sets:
+        raise SystemExit(f"--lora-train must not include the reported set {args.set}")
+    out = cache_dir() / "correct" / f"lora-{args.llm}-{args.template}-{'+'.join(sets)}"
+    if (out / "rescore-lora.json").exists():
+        return out
+    records = [r for s in sets for r in read_nbest(nbest_path(s)) if r.ok and r.hypotheses and r.reference]
+    cfg = LoraConfig(
+        llm=args.llm,
+        template=args.template,
+        max_hypotheses=args.max_hypotheses,
+        lr=args.lora_lr,
+        batch_size=8,
+        max_minutes=args.lora_minutes,
+        threads=args.threads,
+    )
+    print(f"training a LoRA adapter on {len(records)} pairs of {', '.join(sets)} into {out}", flush=True)
+    summary = train_lora(records, out, cfg, on_step=lambda s, t, loss: print(f"  step {s}/{t} loss {loss:.3f}"))
+    info_path = out / "rescore-lora.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["command"] = f"python -m eval.bench_correct {' '.join(shlex.quote(a) for a in sys.argv[1:])}"
+    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    print(f"adapter: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     records = [r for r in read_nbest(nbest_path(args.set)) if r.ok and r.hypotheses and r.reference]
     reranked = "no (issue 3's rerank output not given: the reranked text is the 1-best)"
@@ -88,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
         # issue 3's LM scores; each utterance ranked by weights tuned on the other folds (never on itself)
         from rescore.rerank import cross_validate
 
-        scored = [r for r in read_nbest(args.rerank_cv) if r.ok and r.hypotheses and r.reference]
+        scored = [r for r in lm_scored(args.set, args.rerank_cv) if r.ok and r.hypotheses and r.reference]
         keys = sorted({k for r in scored for k in r.hypotheses[0].scores if k.startswith("lm:")})
         cv = cross_validate(scored, keys, folds=5, seed=0)
         for r in records:
@@ -96,6 +135,8 @@ def run(args: argparse.Namespace) -> None:
         reranked = f"yes: {', '.join(keys)} scores from {args.rerank_cv}, weights by 5-fold CV (held-out choices)"
     if args.limit:
         records = records[: args.limit]
+    if args.lora_train:
+        args.adapter = str(lora_adapter(args))
     examples = []
     if args.examples:
         examples = examples_from_records(read_nbest(nbest_path(args.examples), strict=False), args.n_examples)
@@ -165,7 +206,8 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
     lines += [
         "",
         f"Corrected vs reranked: {b} better, {w} worse, {len(ce) - b - w} unchanged; "
-        f"WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * ce.sum() / ref_len.sum():.2f} %.",
+        f"WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * ce.sum() / ref_len.sum():.2f} % "
+        f"(paired bootstrap p {paired_bootstrap(rer_e, ce, ref_len):.3f} that correction is not better).",
     ]
     cs = [r.correction or {} for r in recs]
     reasons = Counter(c.get("reason", "?").split(" (")[0].split(":")[0] for c in cs if not c.get("accepted"))
@@ -248,7 +290,12 @@ def main() -> None:
     ap.add_argument("--n-examples", type=int, default=6)
     ap.add_argument("--vocab", default=None, help="training set whose reference words are the guard's context list")
     ap.add_argument("--rerank", default=None, help="reranked n-best file of the same set (rescore rerank)")
-    ap.add_argument("--rerank-cv", default=None, help="n-best with lm: scores (rescore rerank); 5-fold CV choices")
+    ap.add_argument(
+        "--rerank-cv", default=None, help="LM name (scored here, cached) or n-best file with lm: scores; 5-fold CV"
+    )
+    ap.add_argument("--lora-train", default=None, help="training sets (comma) to train a LoRA adapter on first")
+    ap.add_argument("--lora-minutes", type=float, default=20.0, help="time box of the LoRA training")
+    ap.add_argument("--lora-lr", type=float, default=3e-4)
     ap.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

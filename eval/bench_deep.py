@@ -114,17 +114,21 @@ def run_mixers(args: argparse.Namespace) -> str:
     dev_ex = load_examples([dev], mcfg0.encoder, limit=args.dev_limit, on_issue=print)
     rows, curves = [], []
     for mixer in args.mixers.split(","):
-        mcfg = SpeechLLMConfig(bridge=BridgeConfig(mixer=mixer, factor=args.factor))
+        bcfg = BridgeConfig(mixer=mixer, factor=args.factor, reducer=args.reducer)
+        if args.reducer == "ctc":
+            bcfg.ctc_head = "default"  # the head `rescore ctc train` saved (issue 5's recognizer)
+        mcfg = SpeechLLMConfig(bridge=bcfg)
         cfg = TrainConfig(
             train=train_sets,
             dev=dev,
-            out=str(out / f"conv-{mixer}"),
+            out=str(out / f"{args.reducer}-{mixer}"),
             model=mcfg,
             batch_size=args.batch_size,
             lr=args.lr,
             warmup_steps=args.warmup,
             max_steps=100_000,
             budget_minutes=args.budget,
+            budget_clock=args.clock,
             limit=args.limit,
             dev_limit=args.dev_limit,
             eval_every=args.eval_every,
@@ -145,21 +149,22 @@ def run_mixers(args: argparse.Namespace) -> str:
         print(f"{mixer}: dev WER {100 * wer:.1f} %", flush=True)
         seen = summary["step"] * args.batch_size
         rows.append(
-            f"| conv + {mixer} | {n_params / 1e6:.2f} M | {summary['step']} | {seen} | "
+            f"| {args.reducer} + {mixer} | {n_params / 1e6:.2f} M | {summary['step']} | {seen} | "
             f"{summary['train_seconds'] / 60:.1f} | {summary['dev_loss']:.3f} | {100 * wer:.1f} |"
         )
         dl = curve(Path(cfg.out) / "log.jsonl", "dev_loss")
-        curves.append(f"- conv + {mixer}: " + ", ".join(f"{s}: {v:.2f}" for s, v in dl))
+        curves.append(f"- {args.reducer} + {mixer}: " + ", ".join(f"{s}: {v:.2f}" for s, v in dl))
         example = next(((r, h) for r, h in zip(refs, hyps, strict=True)), ("", ""))
         curves.append(f"  - e.g. reference `{example[0][:80]}` -> output `{example[1][:80]}`")
     command = "python -m eval.bench_deep " + " ".join(sys.argv[1:])
     hours = sum(e.states.shape[0] for e in train_ex) / 50 / 3600
-    return f"""### Deep fusion: conv bridge with each mixer, equal CPU budget
+    return f"""### Deep fusion: {args.reducer} bridge with each mixer, equal CPU budget
 
-Training: {len(train_ex)} utterances ({hours:.1f} h) of {args.train} (encoder states cached); each bridge got the same
-{args.budget:g} min of training on this shared 2-core CPU ({args.threads} torch thread), batch {args.batch_size},
-AdamW lr {args.lr} with {args.warmup} warm-up steps and cosine decay over the budget. Dev: the first {len(dev_ex)}
-utterances of librispeech-dev (dev loss in nats per transcript token; greedy WER, Whisper normalizer).
+Training: {len(train_ex)} utterances ({hours:.1f} h) of {args.train} (encoder states cached); each bridge got
+the same {args.budget:g} min of training ({args.clock} time) on this shared 2-core CPU ({args.threads} torch thread),
+batch {args.batch_size}, AdamW lr {args.lr} with {args.warmup} warm-up steps and cosine decay over the budget.
+Dev: the first {len(dev_ex)} utterances of librispeech-dev (dev loss in nats per transcript token; greedy WER,
+Whisper normalizer).
 Command: `{command}`
 
 | bridge | parameters | steps | utterances seen | train min | dev loss | dev WER % |
@@ -195,7 +200,9 @@ def main() -> None:
     m.add_argument("--train", default=",".join(TRAIN_SETS))
     m.add_argument("--mixers", default="attention,summary,gaussian")
     m.add_argument("--factor", type=int, default=4)
+    m.add_argument("--reducer", default="conv", choices=["conv", "stack", "ctc"], help="length reduction")
     m.add_argument("--budget", type=float, default=5.0, help="training minutes per mixer")
+    m.add_argument("--clock", default="cpu", choices=["cpu", "wall"], help="what the budget counts")
     m.add_argument("--batch-size", type=int, default=4)
     m.add_argument("--lr", type=float, default=1e-3)
     m.add_argument("--warmup", type=int, default=10)
@@ -217,7 +224,8 @@ def main() -> None:
     if not args.no_write:
         from eval.results import update_section
 
-        update_section(f"bench_deep_{args.mode}", md)
+        reducer = getattr(args, "reducer", "conv")
+        update_section(f"bench_deep_{args.mode}" + ("" if reducer == "conv" else f"_{reducer}"), md)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,19 @@ def transcribe(
         str, typer.Option(help="auto (int8 on CPU, float16 on CUDA) or a CTranslate2 type.")
     ] = "auto",
     language: Annotated[str, typer.Option(help="Language code for multilingual models, or auto.")] = "en",
+    word_lm: Annotated[
+        str,
+        typer.Option(
+            help="ctc backend: word n-gram LM fused into the search: pocketsphinx (its en-US trigram), an LM file"
+            " pocketsphinx reads (ARPA or binary), or none."
+        ),
+    ] = "pocketsphinx",
+    lm_weight: Annotated[
+        float | None, typer.Option(help="ctc backend: weight of the word LM's log-probability [default: tuned].")
+    ] = None,
+    word_bonus: Annotated[
+        float | None, typer.Option(help="ctc backend: score added per word, offsetting the LM's cost [default: tuned].")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
@@ -97,6 +110,9 @@ def transcribe(
         batch_size=batch_size,
         language=language,
     )
+    if backend == "ctc":
+        options["word_lm"] = word_lm
+        options.update({k: v for k, v in (("lm_weight", lm_weight), ("word_bonus", word_bonus)) if v is not None})
     recognize_to_file(
         input, lambda: make_recognizer(backend, **options), output, resume=resume, limit=limit, label="transcribe"
     )

@@ -173,3 +173,48 @@ def test_cmudict_lexicon_loads() -> None:
 
     lex = Lexicon.cmudict()
     assert len(lex.words) > 100_000 and {"chapter", "seventeen", "wendy", "don't"} <= lex.words
+
+
+def _spelling(text: str, alternatives: dict[int, tuple[str, float]], v: CharVocab) -> np.ndarray:
+    """Frames spelling ``text`` one label each (blank between repeats), with an alternative label at some."""
+    labels: list[int] = []
+    for c in v.encode(text):
+        if labels and labels[-1] == c:
+            labels.append(BLANK)
+        labels.append(c)
+    lp = np.full((len(labels), v.size), math.log(0.01))
+    for t, c in enumerate(labels):
+        lp[t, c] = math.log(0.5)
+    for t, (alt, p) in alternatives.items():
+        lp[t, v.encode(alt)[0]] = math.log(p)
+    return lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+
+
+def test_word_lm_scores_are_natural_log_probabilities() -> None:
+    from rescore.recognizers.ctc import WordLM
+
+    lm = WordLM.pocketsphinx()
+    p_the = lm.score("the", ("of",))
+    assert -5.0 < p_the < 0.0  # "of the" is common
+    assert lm.score("thy", ("of",)) < p_the - 3.0
+    assert lm.score("zzqxv", ()) == lm.oov
+
+
+def test_word_lm_fusion_prefers_the_likely_sentence() -> None:
+    from rescore.recognizers.ctc import Fusion, WordLM
+
+    v = CharVocab()
+    # "one of thy" spelled, with "e" almost as likely as "y" at the last frame
+    lp = _spelling("one of thy", {9: ("e", 0.45)}, v)
+    plain = ctc_prefix_beam_search(lp, beam_size=16, nbest=2)
+    assert v.decode(plain[0][0]) == "one of thy"
+    fusion = Fusion(WordLM.pocketsphinx(), weight=0.5, bonus=0.0)
+    fused = ctc_prefix_beam_search(lp, beam_size=16, nbest=2, fusion=fusion)
+    assert v.decode(fused[0][0]) == "one of the"
+    # the fused score is the CTC score plus the weighted LM score of the whole sentence
+    ctc = dict(ctc_prefix_beam_search(lp, beam_size=64, nbest=64))
+    best, score = fused[0]
+    assert score == pytest.approx(ctc[best] + 0.5 * fusion.sentence("one of the"), abs=1e-6)
+    # weight and bonus 0: the same ranking and scores as without fusion
+    zero = ctc_prefix_beam_search(lp, beam_size=16, nbest=2, fusion=Fusion(fusion.lm, 0.0, 0.0))
+    assert [(p, pytest.approx(s)) for p, s in zero] == [(p, s) for p, s in plain]

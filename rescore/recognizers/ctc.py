@@ -29,6 +29,10 @@ from rescore.records import Hypothesis, NBest
 if TYPE_CHECKING:
     import torch
 
+# word-LM fusion defaults, picked on the first 30 utterances of librispeech-dev (eval/bench_recognizers.py
+# reports the other 80); the --lm-weight and --word-bonus options of `rescore transcribe` override them
+LM_WEIGHT = 0.5
+WORD_BONUS = 1.5
 BLANK = 0
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # label i+1 is CHARS[i]; label 0 is the blank
 
@@ -273,6 +277,70 @@ class Lexicon:
         return not word or word in self.words
 
 
+class WordLM:
+    """A word n-gram language model for CTC shallow fusion: the en-US trigram shipped with pocketsphinx.
+
+    Character CTC over two hours of narrow training speech spells words but cannot tell "there" from
+    "their"; a word LM scored at each word end (as pyctcdecode does with KenLM) supplies that. Scores are
+    natural-log probabilities; words the LM does not know get ``oov`` instead of its floor.
+    """
+
+    def __init__(self, path: str | Path, *, oov: float = -12.0, name: str | None = None) -> None:
+        import pocketsphinx
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"word LM not found: {self.path}")
+        logmath = pocketsphinx.LogMath()
+        self._lm = pocketsphinx.NGramModel(pocketsphinx.Config(), logmath, str(self.path))
+        self._scale = math.log(1.0001)  # pocketsphinx's default log base
+        self.oov = oov
+        self.order = 3
+        self.name = name or self.path.name
+        self._cache: dict[tuple[str, ...], float] = {}
+
+    @classmethod
+    def pocketsphinx(cls) -> WordLM:
+        from rescore.models import package_dir
+
+        d = package_dir("pocketsphinx")
+        path = d / "model" / "en-us" / "en-us.lm.bin" if d else None
+        if path is None or not path.exists():
+            raise FileNotFoundError("the en-US word LM comes with pocketsphinx: pip install pocketsphinx==5.1.1")
+        return cls(path, name="en-us trigram (pocketsphinx)")
+
+    def score(self, word: str, history: tuple[str, ...]) -> float:
+        """ln P(word | the last words of history); ``<s>`` starts every history."""
+        ctx = ("<s>",) + history
+        key = (word,) + tuple(reversed(ctx[-(self.order - 1) :]))
+        got = self._cache.get(key)
+        if got is None:
+            raw = self._lm.prob(list(key))
+            got = self.oov if raw <= -(1 << 28) else raw * self._scale
+            if word != "</s>" and self._lm.prob([word]) <= -(1 << 28):
+                got = self.oov
+            self._cache[key] = got
+        return got
+
+
+@dataclass
+class Fusion:
+    """Shallow fusion of a word LM into the CTC search: ``ctc + weight * ln P_lm + bonus * words``."""
+
+    lm: WordLM
+    weight: float = 0.5
+    bonus: float = 1.0
+
+    def sentence(self, text: str) -> float:
+        """ln P of a whole sentence (its words, then the sentence end), unweighted."""
+        hist: tuple[str, ...] = ()
+        total = 0.0
+        for w in text.split():
+            total += self.lm.score(w, hist)
+            hist += (w,)
+        return total + self.lm.score("</s>", hist)
+
+
 def ctc_prefix_beam_search(
     log_probs: np.ndarray,
     beam_size: int = 8,
@@ -280,6 +348,7 @@ def ctc_prefix_beam_search(
     blank: int = BLANK,
     prune: float = -12.0,
     lexicon: Lexicon | None = None,
+    fusion: Fusion | None = None,
 ) -> list[tuple[tuple[int, ...], float]]:
     """The ``nbest`` most probable label sequences of CTC log-posteriors ``[T, V]``, with log-probabilities.
 
@@ -287,10 +356,19 @@ def ctc_prefix_beam_search(
     repeated across a blank is told apart from one that is merely held. Labels with a frame log-prob
     below ``prune`` are not tried. With a beam as large as the number of prefixes the result is exact.
     With a ``lexicon`` only extensions it allows are tried, and sequences ending inside a word that is
-    not one are dropped at the end (unless nothing else is left).
+    not one are dropped at the end (unless nothing else is left). With ``fusion`` each finished word adds
+    its weighted word-LM score and bonus (kept per prefix, so beams are ranked by CTC plus LM); the
+    returned score is then that sum, the last word and the sentence end included.
     """
     t_len, v = log_probs.shape
     beams: dict[tuple[int, ...], _Beam] = {(): _Beam(blank=0.0)}
+    space = CHARS.index(" ") + 1
+    # per prefix: its finished words and their fused LM score (only with fusion)
+    words: dict[tuple[int, ...], tuple[tuple[str, ...], float]] = {(): ((), 0.0)}
+
+    def lm_of(prefix: tuple[int, ...]) -> float:
+        return words[prefix][1] if fusion is not None else 0.0
+
     for t in range(t_len):
         lp = log_probs[t]
         cands = [c for c in range(v) if c != blank and lp[c] >= prune]
@@ -310,11 +388,36 @@ def ctc_prefix_beam_search(
                 # a repeated label needs a blank in between
                 base = b.blank if prefix and prefix[-1] == c else total
                 e.label = _logsumexp(e.label, base + float(lp[c]))
-        beams = dict(sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[:beam_size])
-    ranked = sorted(beams.items(), key=lambda kv: kv[1].total, reverse=True)
+                if fusion is not None and ext not in words:
+                    hist, lm = words[prefix]
+                    word = _last_word(prefix) if c == space else ""
+                    if word:
+                        lm += fusion.weight * fusion.lm.score(word, hist) + fusion.bonus
+                        hist = hist + (word,)
+                    words[ext] = (hist, lm)
+        beams = dict(sorted(nxt.items(), key=lambda kv: kv[1].total + lm_of(kv[0]), reverse=True)[:beam_size])
+    final = {p: b.total + lm_of(p) for p, b in beams.items()}
+    if fusion is not None:  # the unfinished last word and the end of the sentence
+        for p in final:
+            hist, _ = words[p]
+            word = _last_word(p)
+            if word:
+                final[p] += fusion.weight * fusion.lm.score(word, hist) + fusion.bonus
+                hist = hist + (word,)
+            final[p] += fusion.weight * fusion.lm.score("</s>", hist)
+    ranked = sorted(final.items(), key=lambda kv: kv[1], reverse=True)
     if lexicon is not None:
         ranked = [kv for kv in ranked if lexicon.complete(kv[0])] or ranked
-    return [(p, b.total) for p, b in ranked[:nbest]]
+    return ranked[:nbest]
+
+
+def _last_word(prefix: tuple[int, ...]) -> str:
+    out = []
+    for c in reversed(prefix):
+        if c == CHARS.index(" ") + 1:
+            break
+        out.append(CHARS[c - 1])
+    return "".join(reversed(out))
 
 
 def ctc_greedy(log_probs: np.ndarray, blank: int = BLANK) -> list[int]:
@@ -344,6 +447,10 @@ class CTCRecognizer:
         device: str = "cpu",
         cpu_threads: int = 0,
         lexicon: str | None = "cmudict",
+        word_lm: str | None = "pocketsphinx",
+        lm_weight: float = LM_WEIGHT,
+        word_bonus: float = WORD_BONUS,
+        lm_beam: int = 32,
         **_: Any,
     ) -> None:
         import torch
@@ -381,8 +488,19 @@ class CTCRecognizer:
                 raise ValueError(f"lexicon not found: {path} (expected 'cmudict', 'none' or a word list file)")
             words = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
             self.lexicon = Lexicon(words, self.head.vocab, str(path))
+        self.fusion: Fusion | None = None
+        if word_lm not in (None, "", "none"):
+            try:
+                lm = WordLM.pocketsphinx() if word_lm == "pocketsphinx" else WordLM(word_lm)  # type: ignore[arg-type]
+            except FileNotFoundError as e:
+                raise ValueError(str(e)) from None
+            self.fusion = Fusion(lm, lm_weight, word_bonus)
+            self.beam_size = max(self.beam_size, lm_beam)  # word-end LM scores reorder late: keep more prefixes
         self.info: dict[str, Any] = {
             "backend": "ctc",
+            "word_lm": None if self.fusion is None else self.fusion.lm.name,
+            "lm_weight": None if self.fusion is None else lm_weight,
+            "word_bonus": None if self.fusion is None else word_bonus,
             "model": str(self.path),
             "encoder": cfg.encoder,
             "units": "chars",
@@ -407,7 +525,7 @@ class CTCRecognizer:
         # label sequences that differ only in leading, trailing or doubled spaces read the same: merge them
         merged: dict[str, tuple[list[int], float]] = {}
         for labels, score in ctc_prefix_beam_search(
-            log_probs, self.beam_size, self.beam_size, self.head.blank, lexicon=self.lexicon
+            log_probs, self.beam_size, self.beam_size, self.head.blank, lexicon=self.lexicon, fusion=self.fusion
         ):
             text = self.head.vocab.decode(labels)
             if text in merged:
@@ -418,9 +536,13 @@ class CTCRecognizer:
         hyps = []
         for text, (labels, score) in ranked:
             n = max(len(labels), 1)
-            hyps.append(
-                Hypothesis(text, labels, {"am": score, "am_tokens": float(n), "am_norm": score / n, "ctc": score})
-            )
+            # am: what the search ranked by (CTC, plus the fused word LM when there is one)
+            scores = {"am": score, "am_tokens": float(n), "am_norm": score / n, "ctc": score}
+            if self.fusion is not None:
+                lm = self.fusion.sentence(text)
+                scores["word_lm"] = lm
+                scores["ctc"] = score - self.fusion.weight * lm - self.fusion.bonus * len(text.split())
+            hyps.append(Hypothesis(text, labels, scores))
         return hyps
 
     def _batch(self, utts: list[Utterance]) -> Iterator[NBest]:
