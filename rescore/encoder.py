@@ -7,6 +7,7 @@ States are trimmed to the audio's length (50 frames per second) and stored as fl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,24 @@ from rescore.models import cache_dir, resolve_model
 
 FRAMES_PER_SECOND = 50  # Whisper encoder: 3000 mel frames (30 s) -> 1500 states
 N_MEL_FRAMES = 3000
+
+
+def _content_hash(audio: str) -> str:
+    """SHA-1 of an audio file's bytes (the path itself when it cannot be read: the error comes later)."""
+    try:
+        st = os.stat(audio)
+    except OSError:
+        return audio
+    return _file_sha1(audio, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_sha1(path: str, mtime_ns: int, size: int) -> str:  # stat fields: a rewritten file is hashed again
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha1").hexdigest()
+    except OSError:
+        return path
 
 
 class WhisperEncoder:
@@ -53,9 +72,8 @@ class WhisperEncoder:
         self.cache = cache or cache_dir() / "encoder" / tag
 
     def _key(self, utt: Utterance) -> Path:
-        src = Path(utt.audio)
-        stamp = f"{src.resolve()}:{src.stat().st_mtime_ns}" if src.exists() else utt.audio
-        h = hashlib.sha1(f"{stamp}|{utt.start}|{utt.end}".encode()).hexdigest()[:20]
+        # keyed by the audio's bytes, not its path or mtime: a re-copied data folder keeps its cache
+        h = hashlib.sha1(f"{_content_hash(utt.audio)}|{utt.start}|{utt.end}".encode()).hexdigest()[:20]
         return self.cache / h[:2] / f"{h}.npy"
 
     def encode_audio(self, audios: list[np.ndarray]) -> list[np.ndarray]:
