@@ -103,13 +103,19 @@ def test_ctc_backend_trained_here(utts, tmp_path) -> None:
     )
     summary = train_ctc_head(cfg, log=lambda _: None)
     assert ckpt.exists() and summary["best"]["cer"] < 0.1
-    rec = make_recognizer("ctc", model=str(ckpt), nbest=8, beam_size=8)
+    rec = make_recognizer("ctc", model=str(ckpt), nbest=8, beam_size=8)  # the word LM fused by default
     records = list(rec.recognize(utts))
     _check(records, utts, "ctc", 0.15)
-    for h in records[1].hypotheses:
-        assert h.scores["ctc"] == h.scores["am"]
-    ranked = [h.scores["ctc"] for h in records[1].hypotheses]
+    fusion = rec.fusion
+    assert fusion is not None and records[1].recognizer["word_lm"] == fusion.lm.name
+    for h in records[1].hypotheses:  # am (the search's ranking) = ctc + weighted word LM + word bonus
+        expected = h.scores["ctc"] + fusion.weight * h.scores["word_lm"] + fusion.bonus * len(h.text.split())
+        assert h.scores["am"] == pytest.approx(expected, abs=1e-4)
+    ranked = [h.scores["am"] for h in records[1].hypotheses]
     assert ranked == sorted(ranked, reverse=True)
+    plain = list(make_recognizer("ctc", model=str(ckpt), nbest=8, beam_size=8, word_lm=None).recognize(utts[1:2]))
+    assert plain[0].hypotheses[0].text == records[1].hypotheses[0].text
+    assert all(h.scores["ctc"] == h.scores["am"] and "word_lm" not in h.scores for h in plain[0].hypotheses)
 
 
 @pytest.mark.skipif(not default_checkpoint().exists(), reason="no CTC head trained yet (rescore ctc train)")
