@@ -26,6 +26,7 @@ from eval.nbest_cache import nbest_for
 from eval.results import update_section
 from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.prompts import spelled
+from rescore.correct.tuning import GuardTuning, reguard, tune_guards
 from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap
 from rescore.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
@@ -74,6 +75,11 @@ def wer_row(name: str, refs: list[str], hyps: list[str], base: np.ndarray | None
     p = paired_bootstrap(base, e, ref_len)
     same = len(e) - better - worse
     return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {better}/{worse}/{same} | {p:.3f} |"
+
+
+def default_wer(tuning: GuardTuning) -> float:
+    d = GuardConfig()
+    return next(w for r, n, w in tuning.tried if r == d.max_edit_ratio and n == d.max_novel_words)
 
 
 def lm_scored(set_name: str, lm_or_file: str) -> list[NBest]:
@@ -156,8 +162,23 @@ def run(args: argparse.Namespace) -> None:
     if args.speed:
         return speed(corrector, records[: args.speed], args)
     tag = args.name or f"{args.set}-{args.template}{'-lora' if args.adapter else ''}"
-    out = cache_dir() / "bench" / "correct" / f"{tag}.jsonl"
     t0 = time.perf_counter()
+    recs = corrected(corrector, records, cache_dir() / "bench" / "correct" / f"{tag}.jsonl")
+    wall = time.perf_counter() - t0
+    tuned = None
+    if args.tune_guards:
+        if args.tune_guards == args.set:
+            raise SystemExit("--tune-guards must be a training set, not the reported set")
+        tune_recs = [r for r in read_nbest(nbest_path(args.tune_guards)) if r.ok and r.hypotheses and r.reference]
+        tune_recs = tune_recs[: args.tune_limit]  # their reranked text is the 1-best
+        tune_out = cache_dir() / "bench" / "correct" / f"{tag}.tune-{args.tune_guards}.jsonl"
+        tuning = tune_guards(corrected(corrector, tune_recs, tune_out), cfg.guards, vocab=corrector.vocab)
+        tuned = (tuning, [reguard(r, tuning.guards, corrector.vocab) for r in recs])
+    report(recs, args, cfg, tag, reranked, wall, tuned)
+
+
+def corrected(corrector: LLMCorrector, records: list[NBest], out: Path) -> list[NBest]:
+    """``records`` corrected, resuming (and then reading back) the cache file ``out``."""
     with NBestWriter(out, resume=True) as w:
         todo = [r for r in records if r.id not in w.done]
         print(f"{len(records) - len(todo)} already corrected in {out}; {len(todo)} to go", flush=True)
@@ -166,13 +187,19 @@ def run(args: argparse.Namespace) -> None:
             w.write(r)
             c = r.correction or {}
             print(f"[{i}/{len(todo)}] {r.timing['correct']:.1f}s {c['reason']}: {r.corrected!r}", flush=True)
-    wall = time.perf_counter() - t0
     done = {r.id: r for r in read_nbest(out)}
-    recs = [done[r.id] for r in records if r.id in done]
-    report(recs, args, cfg, tag, reranked, wall)
+    return [done[r.id] for r in records if r.id in done]
 
 
-def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, tag: str, reranked: str, wall: float):
+def report(
+    recs: list[NBest],
+    args: argparse.Namespace,
+    cfg: CorrectorConfig,
+    tag: str,
+    reranked: str,
+    wall: float,
+    tuned: tuple[GuardTuning, list[NBest]] | None = None,
+) -> None:
     refs = [r.reference or "" for r in recs]
     first = [r.text("first-pass") for r in recs]
     rer = [r.text("rerank") for r in recs]
@@ -201,6 +228,9 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
             wer_row("spelled view of the reranked text, no LLM", refs, [spelled(t) for t in rer], base, ref_len)
         )
     lines.append(wer_row(f"corrected ({cfg.template})", refs, corr, base, ref_len))
+    if tuned:
+        t_corr = [r.corrected or r.text("rerank") for r in tuned[1]]
+        lines.append(wer_row(f"corrected, guards tuned on {args.tune_guards}", refs, t_corr, base, ref_len))
     ce, _ = errors(refs, corr)
     b, w = int((ce < rer_e).sum()), int((ce > rer_e).sum())
     lines += [
@@ -209,6 +239,20 @@ def report(recs: list[NBest], args: argparse.Namespace, cfg: CorrectorConfig, ta
         f"WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * ce.sum() / ref_len.sum():.2f} % "
         f"(paired bootstrap p {paired_bootstrap(rer_e, ce, ref_len):.3f} that correction is not better).",
     ]
+    if tuned:
+        tuning, t_recs = tuned
+        te, _ = errors(refs, [r.corrected or r.text("rerank") for r in t_recs])
+        tb, tw = int((te < rer_e).sum()), int((te > rer_e).sum())
+        g = tuning.guards
+        lines.append(
+            f"Guards tuned on the first {tuning.utterances} utterances of {args.tune_guards} (a training set; "
+            f"their reranked text is the 1-best), corrected by the same model: of {len(tuning.tried)} settings "
+            f"(edit budget x novel-word limit) the lowest WER there, {100 * tuning.wer:.2f} %, came with "
+            f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words} (defaults 0.3 and 1: "
+            f"{100 * default_wer(tuning):.2f} %). Applied to the stored outputs here: {tb} better, {tw} worse than "
+            f"reranked, WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * te.sum() / ref_len.sum():.2f} % "
+            f"(paired bootstrap p {paired_bootstrap(rer_e, te, ref_len):.3f})."
+        )
     cs = [r.correction or {} for r in recs]
     reasons = Counter(c.get("reason", "?").split(" (")[0].split(":")[0] for c in cs if not c.get("accepted"))
     acc = sum(bool(c.get("accepted")) for c in cs)
@@ -293,6 +337,8 @@ def main() -> None:
     ap.add_argument(
         "--rerank-cv", default=None, help="LM name (scored here, cached) or n-best file with lm: scores; 5-fold CV"
     )
+    ap.add_argument("--tune-guards", default=None, help="training set whose corrections tune the guard thresholds")
+    ap.add_argument("--tune-limit", type=int, default=60, help="utterances of --tune-guards corrected for tuning")
     ap.add_argument("--lora-train", default=None, help="training sets (comma) to train a LoRA adapter on first")
     ap.add_argument("--lora-minutes", type=float, default=20.0, help="time box of the LoRA training")
     ap.add_argument("--lora-lr", type=float, default=3e-4)

@@ -152,6 +152,7 @@ class LLMCorrector:
             "changed": verdict.accepted and verdict.changed,
             "output": gen.text,
             "cleaned": cleaned,
+            "truncated": gen.truncated,  # with the cleaned output: enough to re-decide under other guards
             "guards": {**input_report, "cleaning": clean_notes, **verdict.to_dict()},
             "prompt_tokens": gen.prompt_tokens,
             "reused_tokens": gen.reused_tokens,
