@@ -244,11 +244,16 @@ def report(
         te, _ = errors(refs, [r.corrected or r.text("rerank") for r in t_recs])
         tb, tw = int((te < rer_e).sum()), int((te > rer_e).sum())
         g = tuning.guards
+        chosen = (
+            "the corrector off (the reranked text kept everywhere)"
+            if g is None
+            else f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words}"
+        )
         lines.append(
             f"Guards tuned on the first {tuning.utterances} utterances of {args.tune_guards} (a training set; "
             f"their reranked text is the 1-best), corrected by the same model: of {len(tuning.tried)} settings "
-            f"(edit budget x novel-word limit) the lowest WER there, {100 * tuning.wer:.2f} %, came with "
-            f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words} (defaults 0.3 and 1: "
+            f"(corrector off, or edit budget x novel-word limit) the lowest WER there, {100 * tuning.wer:.2f} %, "
+            f"came with {chosen} (off: {100 * tuning.tried[0][2]:.2f} %; defaults 0.3 and 1: "
             f"{100 * default_wer(tuning):.2f} %). Applied to the stored outputs here: {tb} better, {tw} worse than "
             f"reranked, WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * te.sum() / ref_len.sum():.2f} % "
             f"(paired bootstrap p {paired_bootstrap(rer_e, te, ref_len):.3f})."

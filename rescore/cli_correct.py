@@ -249,6 +249,53 @@ def correct_train(
     )
 
 
+@correct_app.command("tune-guards")
+def correct_tune_guards(
+    tuning: Annotated[Path, typer.Argument(help="Corrected n-best of a training set, with references.")],
+    apply: Annotated[
+        Path | None, typer.Option(help="Corrected n-best to re-decide under the tuned guards (no LLM call).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write the re-decided --apply file.")
+    ] = None,
+) -> None:
+    """Pick the guard thresholds (or the corrector off) with the lowest WER on a corrected training set.
+
+    The LLM's output is stored in each corrected record, so the thresholds are tried without asking it
+    again; --apply re-decides another corrected file (the one you report) with the chosen thresholds.
+    """
+    from rescore.correct.tuning import reguard, tune_guards
+    from rescore.records import write_nbest
+
+    if (apply is None) != (output is None):
+        raise fail("give --apply and --output together")
+    try:
+        tuned = tune_guards(_read(tuning))
+    except ValueError as e:
+        raise fail(f"{tuning}: {e}") from None
+    table = Table("max_edit_ratio", "max_novel_words", "WER %", title=f"guard settings on {tuning.name}")
+    for ratio, novel, wer in tuned.tried:
+        mark = " *" if wer == tuned.wer and (ratio, novel) == _setting(tuned.guards) else ""
+        ratio_s, novel_s = ("off", "") if ratio is None else (str(ratio), str(novel))
+        table.add_row(ratio_s, novel_s, f"{100 * wer:.2f}{mark}")
+    console.print(table)
+    g = tuned.guards
+    chosen = (
+        "the corrector off" if g is None else f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words}"
+    )
+    console.print(f"chosen: {chosen} ({100 * tuned.wer:.2f} % on {tuned.utterances} utterances)")
+    if apply is not None and output is not None:
+        try:
+            write_nbest(output, [reguard(r, g) for r in _read(apply)])
+        except OSError as e:
+            raise fail(f"cannot write {output}: {e.strerror or e}") from None
+        console.print(f"wrote {output}")
+
+
+def _setting(g: object) -> tuple[float | None, int | None]:
+    return (None, None) if g is None else (g.max_edit_ratio, g.max_novel_words)  # type: ignore[attr-defined]
+
+
 @prompts_app.command("list")
 def prompts_list() -> None:
     """The templates in prompts/ (and $RESCORE_PROMPTS) with their descriptions and variables."""

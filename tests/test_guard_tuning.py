@@ -27,13 +27,27 @@ def test_reguard_abstains_under_a_tighter_budget() -> None:
 def test_tuning_picks_the_thresholds_that_stop_harmful_edits() -> None:
     # the corrector rewrites freely and is wrong: strict guards win; a tie goes to the stricter setting
     recs = [
-        _record(str(i), "one two three four five", ["one two three four five", "one two tree four five"], out)
-        for i, out in enumerate(["one two three four", "six seven eight nine ten", "one two three four five"])
+        _record(str(i), "red green blue cyan pink", ["red green blue cyan pink", "red green glue cyan pink"], out)
+        for i, out in enumerate(["red green blue cyan", "cats dogs mice rats owls", "red green blue cyan pink"])
     ]
     tuned = tune_guards(recs)
     assert tuned.wer == corpus_wer([reguard(r, tuned.guards) for r in recs])
-    assert tuned.guards.max_edit_ratio == 0.0 and tuned.guards.max_novel_words == 0
-    assert tuned.wer < corpus_wer(recs) and len(tuned.tried) == 24 and tuned.utterances == 3
+    assert tuned.guards is None  # every threshold lets the one-word deletion through: the corrector goes off
+    assert tuned.wer == 0.0 and len(tuned.tried) == 25 and tuned.utterances == 3
+    off = reguard(recs[1], None)
+    assert off.corrected == "red green blue cyan pink" and off.correction["reason"].startswith("corrector off")
+
+
+def test_tuning_prefers_strict_guards_when_they_help() -> None:
+    # a fix of one word (allowed at any budget) and a harmful rewrite (stopped by a strict budget)
+    recs = [
+        _record("a", "red green blue cyan pink", ["red green glue cyan pink"], "red green blue cyan pink"),
+        _record("b", "red green blue cyan pink", ["red green blue cyan pink"], "cats dogs mice rats owls"),
+    ]
+    tuned = tune_guards(recs)
+    # the fix brings one novel word ("blue"): the strictest setting that takes it allows one
+    assert tuned.guards is not None and tuned.guards.max_edit_ratio == 0.0 and tuned.guards.max_novel_words == 1
+    assert tuned.wer == 0.0
 
 
 def test_tuning_keeps_helpful_edits() -> None:
@@ -41,3 +55,25 @@ def test_tuning_keeps_helpful_edits() -> None:
     recs = [_record("x", "a b c d e f g h i j", ["a b x y e f g h i j"], "a b c d e f g h i j")]
     tuned = tune_guards(recs)
     assert tuned.wer == 0.0 and tuned.guards.max_edit_ratio >= 0.2
+
+
+def test_cli_tune_guards_writes_the_re_decided_file(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from rescore.cli import app
+    from rescore.records import read_nbest, write_nbest
+
+    harmful = [_record(str(i), "red green blue cyan pink", ["red green blue cyan pink"], "cats dogs") for i in range(3)]
+    write_nbest(tmp_path / "train.jsonl", harmful)
+    write_nbest(tmp_path / "dev.jsonl", [_record("d", "a b c", ["a b c"], "x y z")])
+    result = CliRunner().invoke(
+        app,
+        ["correct", "tune-guards", str(tmp_path / "train.jsonl"), "--apply", str(tmp_path / "dev.jsonl")]
+        + ["-o", str(tmp_path / "out.jsonl")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "chosen: the corrector off" in result.output
+    (rec,) = read_nbest(tmp_path / "out.jsonl")
+    assert rec.corrected == "a b c" and rec.correction["reason"].startswith("corrector off")
+    bad = CliRunner().invoke(app, ["correct", "tune-guards", str(tmp_path / "train.jsonl"), "--apply", "x.jsonl"])
+    assert bad.exit_code != 0 and "together" in bad.output

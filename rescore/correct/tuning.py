@@ -21,13 +21,20 @@ EDIT_RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 NOVEL_WORDS = (0, 1, 2, 4)
 
 
-def reguard(record: NBest, guards: GuardConfig, vocab: set[str] | None = None) -> NBest:
-    """A copy of a corrected record decided again under ``guards`` from its stored (cleaned) output."""
+def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = None) -> NBest:
+    """A copy of a corrected record decided again under ``guards`` from its stored (cleaned) output.
+
+    ``guards=None`` turns the corrector off: every record keeps its reranked text.
+    """
     out = copy.deepcopy(record)
     c = out.correction
     if not out.ok or not out.hypotheses or not c or "cleaned" not in c:
         return out
     reranked = out.text("rerank")
+    if guards is None:
+        out.corrected = reranked
+        c.update(accepted=False, reason="corrector off (tuned guards)", changed=False, guard_config=None)
+        return out
     truncated = bool(c.get("truncated", str(c.get("reason", "")).startswith("runaway output (hit")))
     texts = [h.text for h in out.hypotheses]
     verdict = check_output(c["cleaned"], texts, reranked, guards, vocab=vocab, truncated=truncated)
@@ -39,11 +46,14 @@ def reguard(record: NBest, guards: GuardConfig, vocab: set[str] | None = None) -
 
 @dataclass
 class GuardTuning:
-    """The chosen thresholds and the WER (errors / reference words) of every setting tried."""
+    """The chosen thresholds and the WER (errors / reference words) of every setting tried.
 
-    guards: GuardConfig
+    ``guards`` is None when keeping the reranked text everywhere (the corrector off) did best.
+    """
+
+    guards: GuardConfig | None
     wer: float
-    tried: list[tuple[float, int, float]]  # (max_edit_ratio, max_novel_words, WER)
+    tried: list[tuple[float | None, int | None, float]]  # (max_edit_ratio, max_novel_words, WER); None: off
     utterances: int
 
 
@@ -64,16 +74,19 @@ def tune_guards(
 ) -> GuardTuning:
     """Edit budget and novel-word limit with the lowest WER on ``records`` (corrected, with references).
 
-    Ties go to the stricter setting: on a tuning set where the corrector neither helps nor harms, the
-    guards should trust it less, not more.
+    Turning the corrector off is one of the settings: a corrector that harms the tuning set at every
+    threshold is switched off rather than trusted. Ties go to the stricter setting (off first): where the
+    corrector neither helps nor harms, the guards should trust it less, not more.
     """
     base = base or GuardConfig()
     recs = [r for r in records if r.ok and r.hypotheses and r.reference is not None and r.correction]
     if not recs:
         raise ValueError("no corrected record with a reference to tune the guards on")
-    tried = []
+    tried: list[tuple[float | None, int | None, float]] = [(None, None, corpus_wer([reguard(r, None) for r in recs]))]
     for ratio, novel in itertools.product(edit_ratios, novel_words):
         g = replace(base, max_edit_ratio=ratio, max_novel_words=novel)
         tried.append((ratio, novel, corpus_wer([reguard(r, g, vocab) for r in recs])))
-    ratio, novel, wer = min(tried, key=lambda t: (round(t[2], 9), t[0], t[1]))
-    return GuardTuning(replace(base, max_edit_ratio=ratio, max_novel_words=novel), wer, tried, len(recs))
+    # stable min: the first of equal WERs wins, and the list runs from off through strict to loose
+    ratio, novel, wer = min(tried, key=lambda t: round(t[2], 9))
+    guards = None if ratio is None else replace(base, max_edit_ratio=ratio, max_novel_words=novel)
+    return GuardTuning(guards, wer, tried, len(recs))
