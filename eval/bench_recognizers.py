@@ -28,9 +28,9 @@ from rescore.datasets import load_dataset
 from rescore.evaluate import score_records
 from rescore.metrics import error_rate, normalize, oracle_curve
 from rescore.models import cache_dir
-from rescore.recognizers import make_recognizer
 from rescore.recognizers.ctc import LM_WEIGHT, WORD_BONUS
 from rescore.records import NBestWriter, read_nbest
+from rescore.registry import make_recognizer
 
 REPO = Path(__file__).resolve().parents[1]
 

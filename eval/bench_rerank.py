@@ -25,9 +25,9 @@ from pathlib import Path
 
 from eval.nbest_cache import nbest_for
 from rescore.evaluate import RerankComparison
-from rescore.lm import make_scorer
 from rescore.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
+from rescore.registry import make_scorer
 from rescore.rerank import lm_key, score_nbest, tune
 
 AN4_PROMPT = (

@@ -18,7 +18,7 @@ from pathlib import Path
 from eval.results import update_section
 from rescore.datasets import load_dataset
 from rescore.evaluate import score_records
-from rescore.recognizers import make_recognizer
+from rescore.registry import make_recognizer
 
 REPO = Path(__file__).resolve().parents[1]
 

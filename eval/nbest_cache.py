@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rescore.datasets import load_dataset
 from rescore.models import cache_dir
-from rescore.recognizers import make_recognizer
 from rescore.records import NBestWriter
+from rescore.registry import make_recognizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TAGS = {"whisper-tiny.en": "tiny-en", "whisper-base": "base"}

@@ -7,6 +7,7 @@ and the good utterances are returned beside them.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,17 @@ class Dataset:
 
     def references(self) -> dict[str, str]:
         return {u.id: u.reference for u in self.utterances if u.reference is not None}
+
+
+def shared_data_dir() -> Path:
+    """The folder of named data sets (``an4-train``, ``librispeech-dev`` ...): ``$RESCORE_DATA``, else a
+    ``shared/data`` folder in the working directory or one above it (a checkout beside its data)."""
+    if os.environ.get("RESCORE_DATA"):
+        return Path(os.environ["RESCORE_DATA"])
+    for root in (Path.cwd(), Path.cwd().parent):
+        if (root / "shared" / "data").is_dir():
+            return root / "shared" / "data"
+    raise FileNotFoundError("no data folder: set RESCORE_DATA, or run next to shared/data; or name the sets")
 
 
 def load_dataset(source: str | Path) -> Dataset:

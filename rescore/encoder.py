@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rescore.audio import SAMPLE_RATE, load_audio, split_windows
 from rescore.datasets import Utterance
+from rescore.device import resolve_device
 from rescore.models import cache_dir, resolve_model
 
 FRAMES_PER_SECOND = 50  # Whisper encoder: 3000 mel frames (30 s) -> 1500 states
@@ -41,6 +44,17 @@ def _file_sha1(path: str, mtime_ns: int, size: int) -> str:  # stat fields: a re
         return path
 
 
+@dataclass
+class _Item:
+    """One utterance on its way out of :meth:`WhisperEncoder.states`: waiting for encoding while ``audio`` is set."""
+
+    utt: Utterance
+    key: Path = Path()
+    audio: np.ndarray | None = None
+    states: np.ndarray | None = None
+    error: str | None = None
+
+
 class WhisperEncoder:
     """Frozen Whisper encoder (CTranslate2) with an on-disk cache of its outputs per utterance."""
 
@@ -55,8 +69,6 @@ class WhisperEncoder:
     ) -> None:
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
-
-        from rescore.recognizers.ctranslate2 import resolve_device
 
         self.model_name = model
         self.path = resolve_model(model, kind="whisper-ct2")
@@ -99,35 +111,51 @@ class WhisperEncoder:
         return [np.concatenate(r, 0) for r in result]
 
     def states(self, utterances: Iterable[Utterance]) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
-        """Yield ``(utterance, states, error)``: cached states are read, missing ones computed and stored."""
-        pending: list[tuple[Utterance, np.ndarray, Path]] = []
+        """Yield ``(utterance, states, error)`` in input order: cached states are read, missing ones computed
+        in batches and stored.
 
-        def flush() -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
-            encoded = self.encode_audio([a for _, a, _ in pending])
-            for (u, _, key), st in zip(pending, encoded, strict=True):
-                key.parent.mkdir(parents=True, exist_ok=True)
-                tmp = key.with_name(key.name + f".{os.getpid()}.tmp.npy")
-                np.save(tmp, st.astype(np.float16))
-                os.replace(tmp, key)
-                yield u, st, None
-            pending.clear()
+        An item waits until every earlier missing one is encoded (callers pair outputs with their inputs);
+        a waiting cached item holds only its cache path, so a mostly cached set stays light in memory.
+        """
+        queue: deque[_Item] = deque()
+        pending: list[_Item] = []
+
+        def ready(flush: bool = False) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
+            if flush and pending:
+                encoded = self.encode_audio([it.audio for it in pending])  # type: ignore[misc]
+                for it, st in zip(pending, encoded, strict=True):
+                    key = it.key
+                    key.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = key.with_name(key.name + f".{os.getpid()}.tmp.npy")
+                    np.save(tmp, st.astype(np.float16))
+                    os.replace(tmp, key)
+                    it.states, it.audio = st, None
+                pending.clear()
+            while queue and queue[0].audio is None:
+                it = queue.popleft()
+                if it.error is None and it.states is None:
+                    it.states = np.load(it.key).astype(np.float32)
+                yield it.utt, it.states, it.error
 
         for utt in utterances:
             try:
                 key = self._key(utt)
             except OSError as e:
-                yield utt, None, str(e)
+                queue.append(_Item(utt, error=str(e)))
+                yield from ready()
                 continue
             if key.exists():
-                yield utt, np.load(key).astype(np.float32), None
+                queue.append(_Item(utt, key))
+                yield from ready()
                 continue
             try:
                 audio = load_audio(utt.audio, utt.start, utt.end)
             except Exception as e:  # AudioError and anything odd: name the item, go on
-                yield utt, None, str(e)
+                queue.append(_Item(utt, error=str(e)))
+                yield from ready()
                 continue
-            pending.append((utt, audio, key))
-            if len(pending) >= self.batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
+            item = _Item(utt, key, audio=audio)
+            queue.append(item)
+            pending.append(item)
+            yield from ready(flush=len(pending) >= self.batch_size)
+        yield from ready(flush=True)

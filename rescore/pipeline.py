@@ -2,7 +2,9 @@
 
 Each stage reads the previous stage's records and writes its own file in the run folder, named by a hash
 of everything that determines its output (its options and the hash of its input). Changing a later stage's
-options therefore reruns only that stage; a stage interrupted half-way resumes from its partial file.
+options therefore reruns only that stage; a stage interrupted half-way resumes from its partial file. The
+stages are the same objects the stage commands use (:mod:`rescore.stages`), streamed by the one runner
+(:mod:`rescore.runner`), locally or on Ray (:mod:`rescore.scale`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,56 +21,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rescore.datasets import Dataset, load_dataset
-from rescore.records import NBest, NBestWriter, read_nbest
+from rescore.records import NBest, read_nbest
+from rescore.registry import stages as stage_registry
+from rescore.runner import Engine, LocalEngine, StageRun, run_stage
+from rescore.stages import CorrectOptions, DeepOptions, RerankOptions, TranscribeOptions, utterance_record
+from rescore.writers import FORMATS, write_transcripts
+
+TRANSCRIPTS_DIR = "transcripts"  # in the run folder: one file per audio (txt, srt, vtt), transcripts.tsv/json
+STAGE_SECTIONS = ("transcribe", "rerank", "correct", "deep")  # config sections, in the order they run
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TranscribeOptions(_Strict):
-    """First pass (see ``rescore transcribe``)."""
-
-    backend: str = "ctranslate2"
-    model: str = "whisper-tiny.en"
-    nbest: int = Field(8, ge=1)
-    beam_size: int = Field(8, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"
-    compute_type: str = "auto"
-    language: str = "en"
-
-
-class RerankOptions(_Strict):
-    """LM rescoring (see ``rescore rerank``): ``weights`` is a file written by ``rescore tune``."""
-
-    enabled: bool = True
-    lm: list[str] = ["smollm2-135m"]
-    backend: str = "hf"
-    weights: str | None = None
-    context: str | None = None
-    previous: int = Field(0, ge=0)
-
-
-class CorrectOptions(_Strict):
-    """Generative error correction (see ``rescore correct``)."""
-
-    enabled: bool = True
-    llm: str = "qwen2.5-0.5b"
-    backend: str = "llamacpp"
-    prompt: str = "nbest"
-    domain: str | None = None
-    entities: str | None = None
-    adapter: str | None = None
-    examples: str | None = None  # n-best JSONL with references (a training set): few-shot examples
-    n_examples: int = Field(6, ge=0)
-
-
-class DeepOptions(_Strict):
-    """Deep fusion decoding from a trained bridge checkpoint (see ``rescore deep``)."""
-
-    enabled: bool = False
-    checkpoint: str | None = None
 
 
 class RayOptions(_Strict):
@@ -93,6 +57,7 @@ class RunConfig(_Strict):
     correct: CorrectOptions = CorrectOptions()
     deep: DeepOptions = DeepOptions()
     ray: RayOptions = RayOptions()
+    output_format: list[str] = ["txt", "tsv"]  # final transcripts written into the run folder (writers.FORMATS)
 
     @property
     def run_name(self) -> str:
@@ -167,43 +132,6 @@ def to_toml(cfg: RunConfig) -> str:
     return tomli_w.dumps(cfg.model_dump(exclude_none=True))
 
 
-StageRunner = Callable[[RunConfig, Dataset, list[NBest]], Iterator[NBest]]
-
-
-def _transcribe(cfg: RunConfig, dataset: Dataset, todo: list[NBest]) -> Iterator[NBest]:
-    from rescore.recognizers import make_recognizer
-
-    opts = cfg.transcribe.model_dump()
-    backend = opts.pop("backend")
-    wanted = {r.id for r in todo}
-    utts = [u for u in dataset.utterances if u.id in wanted]
-    if cfg.engine == "ray":
-        from rescore.scale import TranscribeFactory, ray_map, utterance_records
-
-        yield from ray_map(
-            utterance_records(utts),
-            TranscribeFactory(backend, opts),
-            actors=cfg.ray.actors,
-            batch_size=cfg.ray.batch_size,
-            num_gpus=cfg.ray.gpus_per_actor,
-        )
-    else:
-        yield from make_recognizer(backend, **opts).recognize(utts)
-
-
-# name -> (runner, whether it is enabled in a config, the options that determine its output)
-STAGES: dict[str, tuple[StageRunner, Callable[[RunConfig], bool], Callable[[RunConfig], dict[str, Any]]]] = {
-    "transcribe": (_transcribe, lambda c: True, lambda c: c.transcribe.model_dump()),
-}
-
-
-def register_stage(
-    name: str, runner: StageRunner, enabled: Callable[[RunConfig], bool], options: Callable[[RunConfig], dict[str, Any]]
-) -> None:
-    """Add a stage after the existing ones (later stages register themselves on import)."""
-    STAGES[name] = (runner, enabled, options)
-
-
 def dataset_fingerprint(dataset: Dataset, limit: int = 0) -> str:
     """A hash of the utterances (ids, audio paths, sizes, times, references): the first stage's input."""
     h = hashlib.sha256()
@@ -217,6 +145,8 @@ def dataset_fingerprint(dataset: Dataset, limit: int = 0) -> str:
 
 @dataclass
 class StageResult:
+    """One stage of a run: its file, its records (in input order), whether the cache answered."""
+
     name: str
     path: Path
     records: list[NBest]
@@ -225,54 +155,64 @@ class StageResult:
     failed: list[str] = field(default_factory=list)
 
 
-def run_stage(
-    name: str,
-    runner: StageRunner,
-    cfg: RunConfig,
-    dataset: Dataset,
-    inputs: list[NBest],
-    path: Path,
-    on_record: Callable[[NBest], None] | None = None,
+def build_stages(cfg: RunConfig) -> list[Any]:
+    """The stage objects this config runs, in order (options checked now, models loaded on first use)."""
+    out = []
+    for name in STAGE_SECTIONS:
+        options = getattr(cfg, name)
+        if not getattr(options, "enabled", True):
+            continue
+        try:
+            out.append(stage_registry.create(name, options))
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+    return out
+
+
+def stage_plan(cfg: RunConfig) -> list[str]:
+    """The names of the stages this config runs, in order; ConfigError for options that cannot work."""
+    return [s.name for s in build_stages(cfg)]
+
+
+def engine_for(cfg: RunConfig) -> Engine:
+    if cfg.engine == "ray":
+        from rescore.scale import RayEngine
+
+        return RayEngine(cfg.ray.actors, cfg.ray.batch_size, cfg.ray.gpus_per_actor)
+    return LocalEngine()
+
+
+def run_cached(
+    stage: Any, inputs: list[NBest], path: Path, engine: Engine, on_record: Callable[[NBest], None] | None = None
 ) -> StageResult:
     """Run one stage into ``path`` (resuming a partial file); a ``.done`` marker makes it a cache hit."""
     done_marker = path.with_suffix(".done")
     if done_marker.exists() and path.exists():
         records = list(read_nbest(path))
-        return StageResult(name, path, records, True, 0.0, [r.id for r in records if not r.ok])
-    t0 = time.perf_counter()
-    with NBestWriter(path) as writer:
-        todo = [r for r in inputs if r.id not in writer.done]
-        passthrough = [r for r in todo if not r.ok]  # failed upstream: carried along, not retried here
-        for r in passthrough:
-            writer.write(r)
-        for rec in runner(cfg, dataset, [r for r in todo if r.ok]):
-            writer.write(rec)
-            if on_record:
-                on_record(rec)
+        return StageResult(stage.name, path, records, True, 0.0, [r.id for r in records if not r.ok])
+    run: StageRun = run_stage(stage, inputs, path, engine=engine, on_record=on_record)
+    if run.interrupted:
+        raise KeyboardInterrupt
     by_id = {r.id: r for r in read_nbest(path)}
     records = [by_id[r.id] for r in inputs if r.id in by_id]
     if len(records) == len(inputs):
         done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return StageResult(name, path, records, False, time.perf_counter() - t0, [r.id for r in records if not r.ok])
-
-
-def stage_plan(cfg: RunConfig) -> list[str]:
-    """The stages this config runs, in order; a stage enabled in the config but not available is an error."""
-    _load_stage_modules()
-    for name in ("rerank", "correct", "deep"):
-        if getattr(cfg, name).enabled and name not in STAGES:
-            raise ConfigError(f"stage {name!r} is enabled but not available in this installation")
-    return [name for name, (_, enabled, _) in STAGES.items() if enabled(cfg)]
+    return StageResult(stage.name, path, records, False, run.seconds, [r.id for r in records if not r.ok])
 
 
 def run_pipeline(
     cfg: RunConfig, *, on_stage: Callable[[str, int], Callable[[NBest], None] | None] | None = None
 ) -> tuple[list[StageResult], Any]:
-    """Run every enabled stage, then score them all and write the report into the run folder."""
+    """Run every enabled stage, then score them all, write the report and the final transcripts."""
     from rescore.report import summarize_stages, write_report
 
-    _load_stage_modules()
     t0 = time.perf_counter()
+    stages = build_stages(cfg)
+    bad_formats = set(cfg.output_format) - set(FORMATS)
+    if bad_formats:
+        raise ConfigError(
+            f"output_format: unknown {', '.join(sorted(bad_formats))}; expected some of {', '.join(FORMATS)}"
+        )
     dataset = load_dataset(cfg.input)
     if cfg.reference:
         refs = load_dataset(cfg.reference).references()
@@ -284,26 +224,26 @@ def run_pipeline(
     (run_dir / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
     (run_dir / "input-issues.txt").write_text("".join(f"{i}\n" for i in dataset.issues), encoding="utf-8")
     digest = dataset_fingerprint(dataset, cfg.limit)
-    records: list[NBest] = [NBest(id=u.id, audio=u.audio, reference=u.reference) for u in utts]
+    placeholders: list[NBest] = [utterance_record(u) for u in utts]
     for issue in dataset.issues:
         if issue.utterance_id:
-            records.append(NBest(id=issue.utterance_id, error=issue.message))
+            placeholders.append(NBest(id=issue.utterance_id, error=issue.message))
+    engine = engine_for(cfg)
+    records = placeholders
     results: list[StageResult] = []
-    for i, name in enumerate(stage_plan(cfg)):
-        runner, _, options = STAGES[name]
-        digest = hashlib.sha256(json.dumps([name, options(cfg), digest], sort_keys=True).encode()).hexdigest()
-        path = run_dir / f"{i + 1:02d}-{name}.{digest[:12]}.jsonl"
-        callback = on_stage(name, len(records)) if on_stage else None
-        res = run_stage(name, runner, cfg, dataset, records, path, callback)
+    for i, stage in enumerate(stages):
+        inputs = placeholders if stage.source == "audio" else records
+        digest = hashlib.sha256(json.dumps([stage.name, stage.options(), digest], sort_keys=True).encode()).hexdigest()
+        path = run_dir / f"{i + 1:02d}-{stage.name}.{digest[:12]}.jsonl"
+        callback = on_stage(stage.name, len(inputs)) if on_stage else None
+        res = run_cached(stage, inputs, path, engine, callback)
         results.append(res)
         records = res.records
     summary = summarize_stages(
         cfg.run_name, [(r.name, r.records) for r in results], config=cfg.model_dump(), wall=time.perf_counter() - t0
     )
     write_report(run_dir, summary)
+    final = next((r for r in reversed(results) if r.name != "deep"), results[-1]) if results else None
+    if final is not None:
+        write_transcripts(final.records, run_dir / TRANSCRIPTS_DIR, formats=cfg.output_format)
     return results, summary
-
-
-def _load_stage_modules() -> None:
-    """Register the later stages (rerank, correct, deep fusion), which live beside their libraries."""
-    import rescore.stages  # noqa: F401

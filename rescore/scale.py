@@ -1,24 +1,23 @@
-"""Scale-out on Ray Data: the same stage code in model actors, the same records out.
+"""Scale-out on Ray Data: the same stage objects in model actors, the same records out.
 
-Each stage is given as a *factory* (a picklable callable that loads the model once per actor and returns a
-function from a batch of records to a batch of records). Ray Data streams JSON-encoded records through
-``map_batches`` with a pool of actors; order is preserved, so the output file is identical to the local
-engine's. On a cluster, set ``RAY_ADDRESS`` (or run on the head node) and actors spread over its nodes,
-taking a GPU each when ``num_gpus`` is set.
+:class:`RayEngine` is an :class:`rescore.runner.Engine`: the runner hands it a stage and its records, Ray
+Data streams JSON-encoded records through ``map_batches`` with a pool of actors, each holding one copy of
+the stage (its model loaded once per actor). Order is preserved, so the output file is identical to the
+local engine's. On a cluster, set ``RAY_ADDRESS`` (or run on the head node) and actors spread over its
+nodes, taking a GPU each when ``num_gpus`` is set. A stage that needs its whole input in one call
+(``batch_size`` None, e.g. rerank conditioned on previous utterances) runs in this process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from rescore.datasets import Utterance
 from rescore.records import NBest
-
-BatchFn = Callable[[list[NBest]], Iterable[NBest]]
+from rescore.runner import LocalEngine, Stage, in_input_order
 
 
 def ensure_ray(num_cpus: int | None = None) -> Any:
@@ -36,60 +35,43 @@ def ensure_ray(num_cpus: int | None = None) -> Any:
 
 
 class _Actor:
-    """A model actor: builds the stage function once, then maps batches of JSON records."""
+    """A model actor: loads the stage once, then maps batches of JSON records through it."""
 
-    def __init__(self, factory: Callable[[], BatchFn]) -> None:
-        self.fn = factory()
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        if hasattr(stage, "load"):
+            stage.load()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         records = [NBest.from_dict(json.loads(s)) for s in batch["record"]]
-        return {"record": [r.to_json() for r in self.fn(records)]}
+        done = in_input_order(records, self.stage.process(records), self.stage.name)
+        return {"record": [r.to_json() for r in done]}
 
 
-def ray_map(
-    records: Iterable[NBest],
-    factory: Callable[[], BatchFn],
-    *,
-    actors: int = 1,
-    batch_size: int = 8,
-    num_gpus: float = 0.0,
-) -> Iterator[NBest]:
-    """Apply a stage to records with Ray Data actors; yields the results in input order."""
-    ray = ensure_ray()
-    items = [{"record": r.to_json()} for r in records]
-    if not items:
-        return
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ds = ray.data.from_items(items).map_batches(
-        _Actor,
-        fn_constructor_args=(factory,),
-        batch_size=batch_size,
-        concurrency=actors,
-        num_gpus=num_gpus,
-        batch_format="default",
-    )
-    for row in ds.iter_rows():
-        yield NBest.from_dict(json.loads(row["record"]))
+@dataclass
+class RayEngine:
+    """Runs a stage's batches on ``actors`` Ray actors (``gpus_per_actor`` GPUs each)."""
 
+    actors: int = 1
+    batch_size: int = 8
+    gpus_per_actor: float = 0.0
 
-def utterance_records(utts: Iterable[Utterance]) -> list[NBest]:
-    """Carry utterances through Ray as records (the first stage's input), audio span kept in ``extra``."""
-    return [NBest(id=u.id, audio=u.audio, reference=u.reference, extra={"_utt": asdict(u)}) for u in utts]
-
-
-class TranscribeFactory:
-    """Picklable factory of the first-pass stage for :func:`ray_map`."""
-
-    def __init__(self, backend: str, options: dict[str, Any]) -> None:
-        self.backend, self.options = backend, options
-
-    def __call__(self) -> BatchFn:
-        from rescore.recognizers import make_recognizer
-
-        recognizer = make_recognizer(self.backend, **self.options)
-
-        def run(records: list[NBest]) -> list[NBest]:
-            return list(recognizer.recognize([Utterance(**r.extra["_utt"]) for r in records]))
-
-        return run
+    def map(self, stage: Stage, records: list[NBest]) -> Iterator[NBest]:
+        if stage.batch_size is None:
+            yield from LocalEngine().map(stage, records)
+            return
+        if not records:
+            return
+        ray = ensure_ray()
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ds = ray.data.from_items([{"record": r.to_json()} for r in records]).map_batches(
+            _Actor,
+            fn_constructor_args=(stage,),
+            batch_size=self.batch_size,
+            concurrency=self.actors,
+            num_gpus=self.gpus_per_actor,
+            batch_format="default",
+        )
+        for row in ds.iter_rows():
+            yield NBest.from_dict(json.loads(row["record"]))

@@ -7,9 +7,13 @@ PIP="${PIP:-python3 -m pip}"
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
 
-# torch first, pinned, so that nothing pulls the CUDA build; llama.cpp compiled without its tools.
+# torch first, pinned, so that nothing pulls the CUDA build; llama.cpp compiled without its tools, and
+# not for the build machine's every instruction (GGML_NATIVE): some sandboxes report AMX/AVX-512 that they
+# do not let a process use, and a native build then dies with SIGILL on its first decode. AVX2/FMA/F16C
+# (x86-64-v3) kernels run everywhere the project does.
 $PIP install --disable-pip-version-check -q torch==2.13.0
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF}"
+LLAMA_CPU="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF $LLAMA_CPU}"
 
 # The package and its Python dependencies.
 $PIP install --disable-pip-version-check -q -e ".${extras}"

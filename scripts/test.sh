@@ -9,6 +9,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || exit 1
 fi
 python3 -m ruff check rescore tests eval || exit 1
+lint-imports || exit 1   # the layer and no-cycle contracts in pyproject.toml
 python3 -m pytest -q "$@"
 rc=$?
 if [[ $rc -eq 5 ]]; then

@@ -113,7 +113,7 @@ def test_cli_prompts_and_dispatch(tmp_path):
 def tiny_nbest(tmp_path_factory, tiny_manifest):
     """Real 8-best lists of two tiny-set utterances from Whisper tiny.en, plus a failed record."""
     from rescore.datasets import load_dataset
-    from rescore.recognizers import make_recognizer
+    from rescore.registry import make_recognizer
 
     utts = [u for u in load_dataset(tiny_manifest).utterances if u.id.endswith(("0880", "jfk"))]
     rec = make_recognizer("ctranslate2", model="whisper-tiny.en", device="cpu", nbest=8, beam_size=8)

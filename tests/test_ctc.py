@@ -16,8 +16,12 @@ from rescore.recognizers.ctc import (
     build_ctc_head,
     ctc_greedy,
     ctc_prefix_beam_search,
+    default_checkpoint,
+    export_head,
     load_ctc_head,
+    resolve_checkpoint,
     save_ctc_head,
+    shipped_checkpoint,
 )
 
 
@@ -124,12 +128,88 @@ def test_head_shapes_save_load_and_learns(tmp_path) -> None:
     path = tmp_path / "head.pt"
     save_ctc_head(head, path, {"note": "test"})
     loaded = load_ctc_head(path)
-    assert loaded.meta == {"note": "test"} and loaded.blank == 0 and loaded.stride == 2
+    assert loaded.meta["note"] == "test" and loaded.blank == 0 and loaded.stride == 2
+    assert loaded.meta["checkpoint"] == {"path": str(path), "source": "given path"}
     head.eval()
     with torch.inference_mode():
         assert torch.allclose(loaded(x, lengths)[0], head(x, lengths)[0])
     with pytest.raises(FileNotFoundError):
         load_ctc_head(tmp_path / "missing.pt")
+
+
+def test_export_head_float16_round_trip(tmp_path) -> None:
+    """The shipped form (float16 safetensors + json) reads back as the float32 head, within float16 rounding."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    torch.manual_seed(3)
+    head = build_ctc_head(CTCHeadConfig(input_dim=16, dim=32, layers=2, heads=2, ff_dim=64, dropout=0.0))
+    with torch.no_grad():  # LayerNorms start at exactly 1 and 0, which float16 keeps: make them random too
+        for p in head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_ctc_head(head, tmp_path / "head.pt", {"note": "fp32", "best": {"epoch": 2}})
+    weights, side = export_head(tmp_path / "head.pt", tmp_path / "ship", {"figures": {"wer": 0.5}})
+    assert weights.name == "ctc-head.safetensors" and side == weights.with_suffix(".json")
+    stored = load_file(str(weights))
+    assert stored.keys() == head.state_dict().keys()
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    info = json.loads(side.read_text())
+    assert info["dtype"] == "float16" and info["config"]["dim"] == 32
+    assert info["vocab"]["labels"][0] == "<blank>" and len(info["vocab"]["labels"]) == head.config.vocab_size
+    assert info["meta"] == {"note": "fp32", "best": {"epoch": 2}, "figures": {"wer": 0.5}}
+    assert weights.stat().st_size < 0.6 * (tmp_path / "head.pt").stat().st_size
+
+    for loaded in (load_ctc_head(weights), load_ctc_head(tmp_path / "ship")):  # the file, or its folder
+        assert loaded.meta["figures"] == {"wer": 0.5} and loaded.meta["checkpoint"]["path"] == str(weights)
+        assert all(p.dtype == torch.float32 for p in loaded.parameters())
+        # the weights are float16-rounded copies of the originals, not something else
+        for k, v in head.state_dict().items():
+            assert not torch.equal(loaded.state_dict()[k], v), k
+            assert torch.allclose(loaded.state_dict()[k], v, rtol=1e-3, atol=1e-4)
+        x, lengths = torch.randn(2, 21, 16), torch.tensor([21, 13])
+        head.eval()
+        with torch.inference_mode():
+            ref, ref_len = head(x, lengths)
+            got, got_len = loaded(x, lengths)
+        assert torch.equal(ref_len, got_len)
+        err = (got - ref).abs().max().item()
+        assert 0 < err < 2e-2, err  # float16 rounding shows, and stays small
+        assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.95
+
+
+def test_default_head_is_the_users_else_the_shipped_one(tmp_path, monkeypatch) -> None:
+    """``"default"``: a head ``rescore ctc train`` wrote into the cache wins over the one in the package."""
+    monkeypatch.setenv("RESCORE_CACHE", str(tmp_path / "cache"))
+    assert default_checkpoint().is_relative_to(tmp_path)
+    assert resolve_checkpoint("default") == resolve_checkpoint(None) == (shipped_checkpoint(), "shipped")
+    assert shipped_checkpoint().exists() and shipped_checkpoint().with_suffix(".json").exists()
+    shipped = load_ctc_head("default")
+    assert shipped.meta["checkpoint"]["source"] == "shipped with the package"
+    assert shipped.meta["checkpoint"]["path"] == str(shipped_checkpoint())
+    mine = build_ctc_head(CTCHeadConfig(dim=32, layers=1, heads=2, ff_dim=64))
+    save_ctc_head(mine, default_checkpoint(), {"note": "mine"})
+    assert resolve_checkpoint("default") == (default_checkpoint(), "user")
+    loaded = load_ctc_head("default")
+    assert loaded.meta["note"] == "mine" and loaded.config.dim == 32
+    assert loaded.meta["checkpoint"]["source"] == "trained by the user (rescore ctc train)"
+
+
+def test_ctc_recognizer_refuses_options_it_does_not_take(tmp_path) -> None:
+    from rescore.recognizers.ctc import CTCRecognizer
+    from rescore.registry import RegistryError, make_recognizer
+
+    path = tmp_path / "head.pt"
+    save_ctc_head(build_ctc_head(CTCHeadConfig(dim=32, layers=1, heads=2, ff_dim=64)), path)
+    with pytest.raises(TypeError, match="temperature"):
+        CTCRecognizer(str(path), temperature=0.5)
+    with pytest.raises(RegistryError, match="vad_filter"):  # the factory names it in one line
+        make_recognizer("ctc", model=str(path), vad_filter=True)
+    with pytest.raises(ValueError, match="English"):
+        CTCRecognizer(str(path), language="de")
+    with pytest.raises(ValueError, match="int8"):
+        CTCRecognizer(str(path), compute_type="float16")
 
 
 def test_sequence_log_probs_match_brute_force() -> None:

@@ -35,3 +35,28 @@ def test_encoder_cache_follows_the_audio_bytes(tiny_manifest, tmp_path):
     other = load_dataset(tiny_manifest).utterances[1]
     shutil.copy(other.audio, copy)  # new bytes under the same path
     assert enc._key(moved) != enc._key(u)
+
+
+def test_states_come_out_in_input_order_with_a_partly_filled_cache(tiny_manifest, tmp_path, monkeypatch):
+    """Cached items wait for earlier missing ones: outputs pair with inputs (CTC, deep fusion, --previous)."""
+    from rescore.datasets import Utterance
+
+    monkeypatch.setenv("RESCORE_CACHE", str(tmp_path / "cache"))
+    enc = WhisperEncoder("whisper-tiny.en", batch_size=2)
+    assert str(enc.cache).startswith(str(tmp_path / "cache"))
+    utts = load_dataset(tiny_manifest).utterances[:6]
+    warm = [utts[1], utts[3], utts[4]]
+    expected = {u.id: st for u, st, _ in enc.states(warm)}
+    assert len(list(enc.cache.rglob("*.npy"))) == 3
+    missing = Utterance("missing", str(tmp_path / "missing.flac"))
+    inputs = [utts[0], utts[1], missing, utts[2], utts[3], utts[4], utts[5]]
+    out = list(enc.states(inputs))
+    assert [u.id for u, _, _ in out] == [u.id for u in inputs]
+    errors = {u.id: err for u, _, err in out}
+    assert errors.pop("missing") and not any(errors.values())
+    for u, st, _ in out:
+        if u.id in expected:
+            np.testing.assert_allclose(st, expected[u.id], atol=2e-2)  # the cached states, read back
+        elif u.id != "missing":
+            assert abs(st.shape[0] - u.duration * 50) <= 2  # computed for this utterance, not another's
+    assert len(list(enc.cache.rglob("*.npy"))) == 6

@@ -248,3 +248,43 @@ def test_ctc_reducer_with_the_recognizers_ctc_head():
     bridge = Bridge(cfg, ctc=adapter)
     check_padding_invariance(bridge, x, mask)
     assert not any("ctc" in k for k in bridge.state_dict())
+
+
+def test_beams_are_ordered_by_the_score_the_search_ranks_by():
+    """Length-normalised beam search: a long hypothesis with the lower sum but the better per-step score wins."""
+    from rescore.fusion.model import BeamHypothesis, order_beams
+
+    short = BeamHypothesis("a", [1], -3.0, 2)  # -1.5 per step
+    long = BeamHypothesis("a b c", [1, 2, 3], -4.0, 4)  # -1.0 per step: first, though its sum is lower
+    tie = BeamHypothesis("a c", [1, 3], -3.0, 2)
+    assert order_beams([short, long, tie]) == [long, short, tie]
+
+
+@pytest.mark.slow
+def test_deep_records_carry_am_norm_for_the_default_rerank(tmp_path, tiny_manifest):
+    """An (untrained) speech-LLM as a recognizer: its records rank with ``rerank``'s default weights."""
+    from rescore.datasets import load_dataset
+    from rescore.fusion.model import SpeechLLMConfig, build_model, save_model
+    from rescore.fusion.recognize import DeepFusionRecognizer
+    from rescore.rerank import Ranker, Weights, default_weights, words
+
+    torch.manual_seed(0)
+    save_model(build_model(SpeechLLMConfig(bridge=BridgeConfig(mixer="summary", layers=1))), tmp_path / "m")
+    utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
+    recognizer = DeepFusionRecognizer(tmp_path / "m", beam_size=3, nbest=3, batch_size=2, device="cpu", threads=2)
+    records = list(recognizer.recognize(utts))
+    assert [r.id for r in records] == [u.id for u in utts] and all(r.ok for r in records)
+    for r in records:
+        assert set(r.timing) == {"deep"}  # the pipeline stage's name, which the run report sums
+        norms = [h.scores["am_norm"] for h in r.hypotheses]
+        assert len(norms) == 3 and norms == sorted(norms, reverse=True)  # reported in the search's order
+        for h in r.hypotheses:
+            assert h.scores["am_tokens"] in {len(h.tokens), len(h.tokens) + 1}  # + the eos when it ended
+            assert h.scores["am_norm"] == pytest.approx(h.scores["am"] / h.scores["am_tokens"])
+        weights = default_weights([])
+        Ranker(weights).rank(r)
+        totals = [h.scores["am_norm"] + weights.length_bonus * words(h.text) for h in r.hypotheses]
+        assert [h.scores["total"] for h in r.hypotheses] == pytest.approx(totals)
+        assert r.chosen == max(range(3), key=lambda j: (totals[j], -j))
+        Ranker(Weights({"am_norm": 1.0})).rank(r)  # the acoustic score alone keeps the search's best
+        assert r.chosen == 0

@@ -172,3 +172,15 @@ def test_failed_record_is_left_alone():
     r = NBest(id="bad", error="cannot decode")
     corrector("x").correct(r)
     assert r.corrected is None and r.correction is None
+
+
+def test_no_speech_records_are_not_sent_to_the_llm() -> None:
+    """Whisper's no-speech check left one empty hypothesis: the corrector must not write "you" into it."""
+    c = corrector("you")
+    r = record("")
+    r.extra["no_speech"] = {"probability": 0.95, "decided_by": "vad"}
+    c.correct(r)
+    assert c.llm.sent == [] and r.corrected is None and r.text() == ""
+    speech = record("")  # the same empty text without the flag is corrected (and guarded) as usual
+    c.correct(speech)
+    assert len(c.llm.sent) == 1 and speech.correction is not None

@@ -6,8 +6,9 @@ import soundfile as sf
 
 from rescore.datasets import Utterance, load_dataset
 from rescore.evaluate import score_records
-from rescore.recognizers import combine_windows, make_recognizer
+from rescore.recognizers import combine_windows
 from rescore.records import Hypothesis, Window
+from rescore.registry import make_recognizer
 
 pytestmark = pytest.mark.slow
 

@@ -263,3 +263,69 @@ def test_two_lms_each_with_its_own_weight() -> None:
             h.scores["lm:other"] = float(len(h.text) % 3)
     res = tune(records, keys=["lm:fake", "lm:other"], fixed={"am": 1.0})
     assert res.wer == 0.0 and set(res.weights.scores) == {"am", "lm:fake", "lm:other"}
+
+
+class FailingScorer(CountingScorer):
+    """Raises ``error`` on any batch holding a text with "bad" in it, scores like CountingScorer otherwise."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[TextScore]:
+        if any("bad" in t for _, t in pairs):
+            raise self.error
+        return super().score_pairs(pairs)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("text cannot be tokenized"), RuntimeError("CUDA out of memory"), MissingScoreError("no am")],
+)
+def test_rerank_iter_records_what_a_record_causes_and_goes_on(error: Exception) -> None:
+    from rescore.records import Window
+
+    bad = rec("b-1", ["bad text", "other"], am=[0.0, -1.0])
+    good = rec("g-1", ["a", "b c"], am=[-1.0, 0.0])
+    long_bad = rec("l-1", ["bad one", "ok one"], am=[0.0, -1.0])
+    long_bad.windows = [Window(0.0, 30.0, rec("x", ["bad", "ok"], am=[0.0, -1.0]).hypotheses)] * 2
+    w = Weights({"am": 1.0, "lm:fake": 0.1})
+    out = list(rerank_iter([bad, good], [FailingScorer(error)], w, chunk=1))
+    assert type(error).__name__ in (out[0].error or "") and str(error) in (out[0].error or "")
+    assert out[1].ok and out[1].chosen == 1
+    (win,) = rerank_iter([long_bad], [FailingScorer(error)], w, previous=1)  # window by window
+    assert win.error and str(error) in win.error
+
+
+@pytest.mark.parametrize(
+    "error", [TypeError("bad operand"), AttributeError("no .x"), KeyError("k"), NotImplementedError()]
+)
+def test_rerank_iter_lets_programming_errors_propagate(error: Exception) -> None:
+    from rescore.records import Window
+
+    r = rec("b-1", ["bad text", "other"], am=[0.0, -1.0])
+    w = Weights({"am": 1.0, "lm:fake": 0.1})
+    with pytest.raises(type(error)):
+        list(rerank_iter([r], [FailingScorer(error)], w))
+    long_bad = rec("l-1", ["bad one", "ok one"], am=[0.0, -1.0])
+    long_bad.windows = [Window(0.0, 30.0, rec("x", ["bad", "ok"], am=[0.0, -1.0]).hypotheses)] * 2
+    with pytest.raises(type(error)):
+        list(rerank_iter([long_bad], [FailingScorer(error)], w, previous=1))
+
+
+def test_default_weights_follow_the_acoustic_score_they_add_to() -> None:
+    from rescore.rerank import default_weights
+
+    norm = default_weights(["lm:fake"])
+    assert norm.scores == {"am_norm": 1.0, "lm:fake": 0.004} and norm.length_bonus == 0.03  # unchanged
+    summed = default_weights(["lm:fake"], am="am")
+    assert summed.scores == {"am": 1.0, "lm:fake": 0.1} and summed.length_bonus == 0.4
+    # on a summed score the LM and the length bonus must be able to outweigh one more word's log-prob:
+    # the per-token weights put on summed am keep the shorter hypothesis, the summed defaults do not
+    r = rec("s-1", ["a b c", "a b c d"], am=[-5.0, -6.0], lm=[-30.0, -22.0])
+    Ranker(Weights({"am": 1.0, "lm:fake": norm.scores["lm:fake"]}, norm.length_bonus)).rank(r)
+    assert r.chosen == 0
+    Ranker(summed).rank(r)
+    assert r.chosen == 1
+    with pytest.raises(ValueError, match="no default weights for the acoustic score 'ctc'.*rescore tune"):
+        default_weights(["lm:fake"], am="ctc")

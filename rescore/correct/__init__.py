@@ -14,7 +14,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from rescore.correct.entities import EntityRetriever, load_entities
-from rescore.correct.guards import GuardConfig, check_output, clean_output, prepare_input, quote, vocabulary
+from rescore.correct.guards import (
+    GuardConfig,
+    check_output,
+    clean_output,
+    prepare_input,
+    quote,
+    vocabulary,
+    vocabulary_used,
+)
 from rescore.correct.llm import ChatLLM, make_llm
 from rescore.correct.prompts import PromptTemplate, load_template
 from rescore.records import NBest
@@ -98,7 +106,8 @@ class LLMCorrector:
     def metadata(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self.config).items() if k not in {"examples", "guards"} and v is not None}
         d["template"] = self.template.name
-        d["guard_config"] = asdict(self.config.guards)
+        d["guard_config"] = asdict(self.config.guards)  # read back by correct.tuning.reguard / tune_guards
+        d["vocabulary_size"] = len(self.vocab)  # entity list + domain + examples: the novel-word guard's list
         d["n_examples"] = len(self.config.examples)
         d.update({k: v for k, v in self.llm.info.items() if k not in d})
         return d
@@ -132,8 +141,10 @@ class LLMCorrector:
         return int(self.config.new_tokens_factor * longest) + self.config.new_tokens_extra
 
     def correct(self, nbest: NBest) -> NBest:
-        """Correct one record in place and return it; a record without hypotheses is left as it is."""
-        if not nbest.ok or not nbest.hypotheses:
+        """Correct one record in place and return it. A record without hypotheses, or one whose audio the
+        recognizer found to hold no speech (``no_speech``), is left as it is: an LLM asked to fix an empty
+        transcript writes a plausible sentence ("you") where nobody spoke."""
+        if not nbest.ok or not nbest.hypotheses or nbest.extra.get("no_speech"):
             return nbest
         t0 = time.perf_counter()
         reranked = nbest.text("rerank")
@@ -153,6 +164,9 @@ class LLMCorrector:
             "output": gen.text,
             "cleaned": cleaned,
             "truncated": gen.truncated,  # with the cleaned output: enough to re-decide under other guards
+            # the part of the vocabulary the (raw or cleaned) output can match: the novel-word guard re-decides
+            # with it (correct.tuning.reguard) as it decided here, without the entity list at hand
+            "guard_vocabulary": vocabulary_used([gen.text, cleaned], self.vocab, g.normalizer),
             "guards": {**input_report, "cleaning": clean_notes, **verdict.to_dict()},
             "prompt_tokens": gen.prompt_tokens,
             "reused_tokens": gen.reused_tokens,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rapidfuzz.distance import Levenshtein
@@ -40,6 +40,27 @@ class GuardConfig:
     max_novel_words: int | None = 1  # abstain when more output words than this occur in no hypothesis/list
     max_length_ratio: float | None = 2.0  # runaway: output words over this times the longest hypothesis (+3)
     normalizer: str = "whisper"  # the comparison is made after the scorer's normalizer
+
+    def __post_init__(self) -> None:
+        """Refuse thresholds that would silently mean something else (a config typo, a negative "off")."""
+        bad = []
+        if self.max_edit_ratio is not None and not self.max_edit_ratio >= 0:
+            bad.append(f"max_edit_ratio {self.max_edit_ratio!r} (>= 0, or None: no edit budget)")
+        novel = self.max_novel_words
+        if novel is not None and not (isinstance(novel, int) and novel >= 0):
+            bad.append(f"max_novel_words {self.max_novel_words!r} (an integer >= 0, or None: no limit)")
+        if self.max_length_ratio is not None and not self.max_length_ratio > 0:
+            bad.append(f"max_length_ratio {self.max_length_ratio!r} (> 0, or None)")
+        if not (isinstance(self.min_edit_budget, int) and self.min_edit_budget >= 0):
+            bad.append(f"min_edit_budget {self.min_edit_budget!r} (an integer >= 0)")
+        if bad:
+            raise ValueError("bad guard setting: " + "; ".join(bad))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GuardConfig:
+        """The settings stored in a record's ``correction['guard_config']`` (keys this version lacks ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -174,6 +195,27 @@ def vocabulary(texts: Iterable[str], normalizer: str = "whisper") -> set[str]:
     return {w for t in texts for w in _words(t, normalizer)}
 
 
+_MAX_RUN = 12  # longest run of output words that may spell one known word (letter by letter)
+
+
+def vocabulary_used(texts: Iterable[str], vocab: set[str], normalizer: str = "whisper") -> list[str]:
+    """The words of ``vocab`` the novel-word guard can match in ``texts``: a word, or a run of words joined.
+
+    Stored with a correction (its raw and cleaned output), they are all the guard needs of the vocabulary
+    to re-decide that output later, so records need not carry the whole entity list.
+    """
+    found: set[str] = set()
+    for text in texts:
+        out = _words(text, normalizer)
+        for i in range(len(out)):
+            s = ""
+            for j in range(i, min(i + _MAX_RUN, len(out))):
+                s += out[j]
+                if s in vocab:
+                    found.add(s)
+    return sorted(found)
+
+
 def _supported(out: list[str], hyp_words: list[list[str]], vocab: set[str]) -> list[bool]:
     """Which output words a hypothesis or the vocabulary supports.
 
@@ -195,7 +237,7 @@ def _supported(out: list[str], hyp_words: list[list[str]], vocab: set[str]) -> l
             ok[i] = True
     for i in range(len(out)):  # runs of output words that spell one known word
         s = ""
-        for j in range(i, min(i + 12, len(out))):
+        for j in range(i, min(i + _MAX_RUN, len(out))):
             s += out[j]
             if j > i and s in long_words:
                 for k in range(i, j + 1):

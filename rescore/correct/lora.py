@@ -101,8 +101,10 @@ def train_lora(
     cfg: LoraConfig,
     *,
     on_step: Callable[[int, int, float], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Train a LoRA adapter and save it (with its config) to ``out_dir``; returns a summary.
+    """Train a LoRA adapter and save it (with its config, and ``command``: how to make it again) to
+    ``out_dir``; returns a summary.
 
     Stops at the end of ``epochs`` or when ``max_minutes`` is spent, whichever comes first, and saves what
     it has: the time box is part of the recipe on a shared CPU.
@@ -189,5 +191,41 @@ def train_lora(
         "seconds": seconds,
         "device": dev,
     }
+    if command:
+        summary["command"] = command
     (out / INFO).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+@dataclass
+class AdapterSettings:
+    """What an adapter decides about the corrector, and what the caller asked that it overrode."""
+
+    llm: str
+    backend: str
+    template: str
+    domain: str | None
+    notes: list[str]
+
+
+def adapter_settings(
+    adapter: str | os.PathLike[str] | None, *, llm: str, backend: str, template: str | None, domain: str | None
+) -> AdapterSettings:
+    """Precedence with a LoRA adapter: it runs on transformers, on the LLM it was trained on; the template
+    and domain it was trained with apply unless given. Without an adapter the arguments pass through."""
+    if not adapter:
+        return AdapterSettings(llm, backend, template or "nbest", domain, [])
+    info = read_adapter_info(adapter)
+    notes = []
+    if backend not in {"transformers", "hf"}:
+        notes.append("a LoRA adapter runs on the transformers backend: using --backend transformers")
+    trained_on = info.get("llm", llm)
+    if trained_on != llm:
+        notes.append(f"the adapter was trained on {trained_on}: using it instead of --llm {llm}")
+    return AdapterSettings(
+        trained_on,
+        "transformers",
+        template or info.get("template", "nbest"),
+        domain if domain is not None else info.get("domain"),
+        notes,
+    )

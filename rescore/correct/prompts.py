@@ -18,7 +18,7 @@ import jinja2
 import jinja2.meta
 import jinja2.sandbox
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS_DIR = Path(__file__).parents[1] / "prompts"  # package data (in a checkout: a link to prompts/)
 VARIABLES = ("best", "hypotheses", "others", "domain", "entities", "examples")
 
 

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from rescore.correct.guards import GuardConfig, check_output
+from rescore.correct.guards import GuardConfig, check_output, clean_output
 from rescore.metrics import edit_counts, normalize
 from rescore.records import NBest
 
@@ -21,10 +21,24 @@ EDIT_RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 NOVEL_WORDS = (0, 1, 2, 4)
 
 
+def recorded_guards(record: NBest) -> GuardConfig | None:
+    """The guard settings a corrected record was last decided with (None: none stored, e.g. an old file).
+
+    After :func:`reguard` turned the corrector off, the settings before that (``prior_guard_config``).
+    """
+    c = record.correction or {}
+    d = c.get("guard_config") or c.get("prior_guard_config")
+    return GuardConfig.from_dict(d) if isinstance(d, dict) else None
+
+
 def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = None) -> NBest:
     """A copy of a corrected record decided again under ``guards`` from its stored (cleaned) output.
 
-    ``guards=None`` turns the corrector off: every record keeps its reranked text.
+    ``guards=None`` turns the corrector off: every record keeps its reranked text. ``vocab`` (normalized
+    words) defaults to the vocabulary words the record stored when it was corrected (``guard_vocabulary``),
+    so the novel-word guard counts as the corrector did; give it to override. ``guards.quote`` is kept as
+    recorded (it shaped the prompt, so the output cannot be re-decided without it); a ``clean`` other than
+    recorded re-derives the cleaned text from the raw output.
     """
     out = copy.deepcopy(record)
     c = out.correction
@@ -33,8 +47,16 @@ def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = 
     reranked = out.text("rerank")
     if guards is None:
         out.corrected = reranked
+        if c.get("guard_config") is not None:  # kept, so a later reguard / tune_guards still finds them
+            c["prior_guard_config"] = c["guard_config"]
         c.update(accepted=False, reason="corrector off (tuned guards)", changed=False, guard_config=None)
         return out
+    recorded = recorded_guards(out) or GuardConfig()
+    guards = replace(guards, quote=recorded.quote)
+    if guards.clean != recorded.clean and isinstance(c.get("output"), str):
+        c["cleaned"] = clean_output(c["output"])[0] if guards.clean else c["output"].strip()
+    if vocab is None:
+        vocab = set(c.get("guard_vocabulary") or ())
     truncated = bool(c.get("truncated", str(c.get("reason", "")).startswith("runaway output (hit")))
     texts = [h.text for h in out.hypotheses]
     verdict = check_output(c["cleaned"], texts, reranked, guards, vocab=vocab, truncated=truncated)
@@ -42,6 +64,20 @@ def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = 
     c.update(accepted=verdict.accepted, reason=verdict.reason, changed=verdict.accepted and verdict.changed)
     c["guard_config"] = asdict(guards)
     return out
+
+
+def _base_guards(records: Sequence[NBest]) -> GuardConfig:
+    """The guard settings (thresholds aside) the records were corrected with; they must agree."""
+    seen: dict[str, GuardConfig] = {}
+    for r in records:
+        g = recorded_guards(r) or GuardConfig()
+        seen.setdefault(repr(replace(g, max_edit_ratio=None, max_novel_words=None)), g)
+    if len(seen) > 1:
+        raise ValueError(
+            f"the records were corrected under {len(seen)} different guard settings "
+            f"({'; '.join(list(seen)[:2])}): tune them separately or give the base settings"
+        )
+    return next(iter(seen.values()))
 
 
 @dataclass
@@ -76,12 +112,14 @@ def tune_guards(
 
     Turning the corrector off is one of the settings: a corrector that harms the tuning set at every
     threshold is switched off rather than trusted. Ties go to the stricter setting (off first): where the
-    corrector neither helps nor harms, the guards should trust it less, not more.
+    corrector neither helps nor harms, the guards should trust it less, not more. ``base`` (the settings
+    other than the two thresholds) and ``vocab`` default to what the records were corrected with, so a
+    file alone tunes as the corrector that wrote it would (see :func:`reguard`).
     """
-    base = base or GuardConfig()
     recs = [r for r in records if r.ok and r.hypotheses and r.reference is not None and r.correction]
     if not recs:
         raise ValueError("no corrected record with a reference to tune the guards on")
+    base = base or _base_guards(recs)
     tried: list[tuple[float | None, int | None, float]] = [(None, None, corpus_wer([reguard(r, None) for r in recs]))]
     for ratio, novel in itertools.product(edit_ratios, novel_words):
         g = replace(base, max_edit_ratio=ratio, max_novel_words=novel)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -77,6 +77,30 @@ class Batch:
     states: torch.Tensor  # [B, T, D]
     mask: torch.Tensor  # [B, T]
     texts: list[str]
+
+
+# Beam search ranks finished hypotheses by summed log-prob / steps ** length_penalty; at 1 that is the
+# records' ``am_norm`` (am / am_tokens), so the order searched, reported and reranked by is one score.
+LENGTH_PENALTY = 1.0
+
+
+class BeamHypothesis(NamedTuple):
+    """One beam-search result; ``steps`` counts the scored steps (tokens, plus the eos when it ended)."""
+
+    text: str
+    tokens: list[int]
+    score: float  # summed log-prob over the steps
+    steps: int
+
+    @property
+    def per_step(self) -> float:
+        """The score the beam search ranks by (``LENGTH_PENALTY`` 1): summed log-prob per step."""
+        return self.score / max(self.steps, 1)
+
+
+def order_beams(hyps: Sequence[BeamHypothesis]) -> list[BeamHypothesis]:
+    """Best first by what the beam search ranked by (``per_step``); ties keep the search's own order."""
+    return sorted(hyps, key=lambda h: -h.per_step)
 
 
 def collate(ids: Sequence[str], states: Sequence[np.ndarray], texts: Sequence[str]) -> Batch:
@@ -178,11 +202,12 @@ class SpeechLLM(nn.Module):
     @torch.no_grad()
     def generate(
         self, batch: Batch, beam_size: int = 4, nbest: int = 4, max_new_tokens: int | None = None
-    ) -> list[list[tuple[str, list[int], float]]]:
-        """Beam search per utterance: ``[(text, token ids, summed log-prob)]``, best first.
+    ) -> list[list[BeamHypothesis]]:
+        """Beam search per utterance: :class:`BeamHypothesis` (text, token ids, summed log-prob, steps), best first.
 
-        ``max_new_tokens`` defaults to what the longest audio of the batch could hold (7 tokens a second,
-        plus 8), so a model that never says eos cannot run on."""
+        "Best" is what the beam search itself ranks by: the log-prob per step (``length_penalty`` 1), so
+        the order reported is the order searched. ``max_new_tokens`` defaults to what the longest audio of
+        the batch could hold (7 tokens a second, plus 8), so a model that never says eos cannot run on."""
         embeds, attn, _, _ = self.build_inputs(batch, with_targets=False)
         nbest = min(nbest, beam_size)
         if max_new_tokens is None:
@@ -195,7 +220,7 @@ class SpeechLLM(nn.Module):
             num_return_sequences=nbest,
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            length_penalty=1.0,
+            length_penalty=LENGTH_PENALTY,
             eos_token_id=self.eos_id,
             pad_token_id=self.tokenizer.pad_token_id,
             return_dict_in_generate=True,
@@ -204,7 +229,7 @@ class SpeechLLM(nn.Module):
         seqs = out.sequences
         beams = getattr(out, "beam_indices", None)  # greedy search has none; its scores are raw logits
         trans = self.llm.compute_transition_scores(seqs, out.scores, beams, normalize_logits=True)
-        results: list[list[tuple[str, list[int], float]]] = []
+        results: list[list[BeamHypothesis]] = []
         for i in range(len(batch.ids)):
             hyps = []
             for j in range(i * nbest, (i + 1) * nbest):
@@ -218,9 +243,8 @@ class SpeechLLM(nn.Module):
                 n = min(len(toks) + 1, steps.shape[0])  # tokens plus the eos that ended the hypothesis
                 score = float(steps[:n].sum())
                 text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                hyps.append((text, toks, score))
-            hyps.sort(key=lambda h: -h[2])
-            results.append(hyps)
+                hyps.append(BeamHypothesis(text, toks, score, n))
+            results.append(order_beams(hyps))
         return results
 
 

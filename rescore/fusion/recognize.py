@@ -5,12 +5,23 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rescore.datasets import Utterance
 from rescore.records import Hypothesis, NBest
+
+if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this module
+    from rescore.fusion.model import BeamHypothesis
+
+STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
+
+
+def _hypothesis(h: BeamHypothesis) -> Hypothesis:
+    """Scores as the other recognizers write them, so ``rerank``'s default ``am_norm`` weights apply."""
+    steps = float(max(h.steps, 1))
+    return Hypothesis(h.text, h.tokens, {"am": h.score, "am_tokens": steps, "am_norm": h.score / steps})
 
 
 class DeepFusionRecognizer:
@@ -65,11 +76,8 @@ class DeepFusionRecognizer:
                 duration=utt.duration if utt.duration is not None else states.shape[0] / 50,
                 reference=utt.reference,
                 recognizer=dict(self.info),
-                hypotheses=[
-                    Hypothesis(text, tokens, {"am": score, "am_tokens": float(len(tokens) + 1)})
-                    for text, tokens, score in hyps
-                ],
-                timing={"deep_fusion": round(per_utt, 4)},
+                hypotheses=[_hypothesis(h) for h in hyps],  # in the beam search's order (by am_norm)
+                timing={STAGE: round(per_utt, 4)},
             )
 
     def recognize(self, utterances: Iterable[Utterance]) -> Iterator[NBest]:

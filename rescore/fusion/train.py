@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rescore.fusion.model import Batch, SpeechLLM, SpeechLLMConfig, build_model, collate, save_model
+from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, build_model, collate, save_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
@@ -172,7 +172,7 @@ def transcribe_examples(
     beam_size: int = 1,
     nbest: int = 1,
     max_new_tokens: int | None = None,
-) -> Iterator[tuple[Example, list[tuple[str, list[int], float]]]]:
+) -> Iterator[tuple[Example, list[BeamHypothesis]]]:
     """Beam search over examples (sorted by length for less padding), yielding each with its n-best."""
     was = model.training
     model.eval()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from rescore.lm import BaseScorer, Encoded, LMLoadError, short_name
+from rescore.lm.base import BaseScorer, Encoded, LMLoadError, short_name
 
 
 def _special_id(tokenizer: Any, token: str) -> int | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rescore.lm import BaseScorer, Encoded, LMLoadError, short_name
+from rescore.lm.base import BaseScorer, Encoded, LMLoadError, short_name
 
 
 def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
-"""First-pass recognizers: each turns utterances into n-best records of the same format."""
+"""First-pass recognizers: each turns utterances into n-best records of the same format.
 
-from rescore.recognizers.base import Recognizer, combine_windows, make_recognizer
+Build one by name with :func:`rescore.registry.make_recognizer`.
+"""
 
-__all__ = ["Recognizer", "combine_windows", "make_recognizer"]
+from rescore.recognizers.base import Recognizer, combine_windows, in_batches
+
+__all__ = ["Recognizer", "combine_windows", "in_batches"]

@@ -1,4 +1,7 @@
-"""The recognizer protocol, and what every backend shares: long-form n-best combination, the factory."""
+"""The recognizer protocol, and what every backend shares: long-form n-best combination, batching.
+
+Backends are built by name through :func:`rescore.registry.make_recognizer`.
+"""
 
 from __future__ import annotations
 
@@ -60,9 +63,6 @@ def combine_windows(windows: list[Window], nbest: int, rank_key: str = "am_norm"
     return out
 
 
-BACKENDS = ("ctranslate2", "ctc", "openai-whisper", "pocketsphinx")
-
-
 def in_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of ``size`` items (the last may be shorter): how recognizers batch utterances."""
     batch: list[Any] = []
@@ -73,24 +73,3 @@ def in_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
-
-
-def make_recognizer(backend: str = "ctranslate2", **options: Any) -> Recognizer:
-    """Build a recognizer by backend name."""
-    if backend == "ctranslate2":
-        from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
-
-        return CT2WhisperRecognizer(**options)
-    if backend == "ctc":
-        from rescore.recognizers.ctc import CTCRecognizer
-
-        return CTCRecognizer(**options)
-    if backend == "openai-whisper":
-        from rescore.recognizers.openai_whisper import OpenAIWhisperRecognizer
-
-        return OpenAIWhisperRecognizer(**options)
-    if backend == "pocketsphinx":
-        from rescore.recognizers.pocketsphinx import PocketSphinxRecognizer
-
-        return PocketSphinxRecognizer(**options)
-    raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")

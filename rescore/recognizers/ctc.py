@@ -1,11 +1,12 @@
 """A CTC recognizer: a small network over frozen Whisper encoder states, and a CTC prefix beam search.
 
 No pretrained English CTC model installs here, so the head is trained in this project (``rescore ctc
-train``) on the encoder states of the training sets. It gives per-frame log-posteriors over characters
-with a blank; the prefix beam search turns them into n-best lists scored by their CTC log-probability
-(the sum over all alignments of each label sequence), so a CTC n-best file has the same record format
-as Whisper's and every later stage works on it. The deep-fusion bridge reuses the same head for CTC
-compression through :func:`load_ctc_head`.
+train``) on the encoder states of the training sets; the package ships one such head in float16
+(``rescore/data/ctc-head.*``, written by :func:`export_head`), used unless the user trained their own.
+It gives per-frame log-posteriors over characters with a blank; the prefix beam search turns them into
+n-best lists scored by their CTC log-probability (the sum over all alignments of each label sequence),
+so a CTC n-best file has the same record format as Whisper's and every later stage works on it. The
+deep-fusion bridge reuses the same head for CTC compression through :func:`load_ctc_head`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,34 @@ BLANK = 0
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # label i+1 is CHARS[i]; label 0 is the blank
 
 
+SHIPPED_NAME = "ctc-head"  # rescore/data/ctc-head.safetensors (float16 weights) + ctc-head.json (config, meta)
+SHIPPED_FORMAT = "rescore-ctc-head/1"
+
+
 def default_checkpoint() -> Path:
-    """Where ``rescore ctc train`` saves the head by default (and ``--model default`` loads it from)."""
+    """Where ``rescore ctc train`` saves the head by default (``"default"`` loads it when it exists)."""
     return cache_dir() / "ctc" / "tiny-en-char" / "head.pt"
+
+
+def shipped_checkpoint() -> Path:
+    """The float16 head that ships with the package (``"default"`` when the user trained none)."""
+    return Path(__file__).resolve().parent.parent / "data" / f"{SHIPPED_NAME}.safetensors"
+
+
+def resolve_checkpoint(path: str | Path | None = "default") -> tuple[Path, str]:
+    """The checkpoint file ``path`` names, and where it comes from ("user", "shipped" or "file").
+
+    ``None`` or ``"default"``: the head ``rescore ctc train`` wrote into the cache if there is one, else
+    the shipped one. A folder means its ``head.pt`` (or a shipped-form ``ctc-head.safetensors``).
+    """
+    if path in (None, "", "default"):
+        user = default_checkpoint()
+        return (user, "user") if user.exists() else (shipped_checkpoint(), "shipped")
+    p = Path(path)  # type: ignore[arg-type]
+    if p.is_dir():
+        shipped_form = p / f"{SHIPPED_NAME}.safetensors"
+        p = shipped_form if shipped_form.exists() and not (p / "head.pt").exists() else p / "head.pt"
+    return p, "file"
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -193,20 +219,64 @@ def load_ctc_head(path: str | Path | None = None, device: str = "cpu") -> torch.
 
     ``head.blank`` is the blank index, ``head.vocab`` the label vocabulary (:class:`CharVocab`),
     ``head.stride`` the number of encoder frames per output frame. ``path`` ``None`` or ``"default"`` is
-    the checkpoint that ``rescore ctc train`` writes by default.
+    the checkpoint that ``rescore ctc train`` writes by default if it exists, else the one shipped with
+    the package (:func:`resolve_checkpoint`). Reads ``.pt`` checkpoints (float32, as training saves them)
+    and the shipped form (``.safetensors`` float16 weights + a ``.json`` beside it; computed in float32).
+    ``head.meta["checkpoint"]`` says which file was loaded and where it comes from.
     """
     import torch
 
-    p = default_checkpoint() if path in (None, "default") else Path(path)  # type: ignore[arg-type]
-    if p.is_dir():
-        p = p / "head.pt"
+    p, source = resolve_checkpoint(path)
     if not p.exists():
         raise FileNotFoundError(f"no CTC head at {p}: train one with `rescore ctc train`")
-    ckpt = torch.load(p, map_location=device, weights_only=True)
-    head = _build_head(CTCHeadConfig(**ckpt["config"]))
-    head.load_state_dict(ckpt["state_dict"])
-    head.meta = ckpt.get("meta", {})
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        side = p.with_suffix(".json")
+        if not side.exists():
+            raise FileNotFoundError(f"{p} has no {side.name} beside it (the head's config)")
+        info = json.loads(side.read_text(encoding="utf-8"))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(p)).items()}
+        config, meta = info["config"], dict(info.get("meta", {}))
+    else:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        state, config, meta = ckpt["state_dict"], ckpt["config"], dict(ckpt.get("meta", {}))
+    head = _build_head(CTCHeadConfig(**config))
+    head.load_state_dict(state)
+    labels = {"user": "trained by the user (rescore ctc train)", "shipped": "shipped with the package"}
+    meta["checkpoint"] = {"path": str(p), "source": labels.get(source, "given path")}
+    head.meta = meta
     return head.to(device).eval()
+
+
+def export_head(checkpoint: str | Path, out_dir: str | Path, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``checkpoint``'s head in the shipped form: ``ctc-head.safetensors`` (float16 weights) and
+    ``ctc-head.json`` (format, config, vocabulary, and its metadata updated with ``meta``).
+
+    Returns the two paths. :func:`load_ctc_head` reads the result back (in float32).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    head = load_ctc_head(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights, side = out / f"{SHIPPED_NAME}.safetensors", out / f"{SHIPPED_NAME}.json"
+    state = {
+        k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in head.state_dict().items()
+    }
+    save_file(state, str(weights), metadata={"format": SHIPPED_FORMAT, "dtype": "float16"})
+    full = {k: v for k, v in head.meta.items() if k != "checkpoint"} | (meta or {})
+    info = {
+        "format": SHIPPED_FORMAT,
+        "dtype": "float16",
+        "config": asdict(head.config),
+        "vocab": {"blank": head.blank, "labels": ["<blank>", *head.vocab.chars]},
+        "meta": full,
+    }
+    side.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return weights, side
 
 
 # --------------------------------------------------------------------------- prefix beam search
@@ -435,7 +505,12 @@ def ctc_greedy(log_probs: np.ndarray, blank: int = BLANK) -> list[int]:
 
 
 class CTCRecognizer:
-    """Whisper encoder states (cached) -> trained CTC head -> prefix beam search n-best."""
+    """Whisper encoder states (cached) -> trained CTC head -> prefix beam search n-best.
+
+    Options not listed here are refused (``TypeError``): the head is English only and reads encoder
+    states of one compute type, so ``language`` and ``compute_type`` are accepted only where they agree
+    with it ("en"/"auto", "auto"/the head's type); ``device`` is where the encoder runs.
+    """
 
     def __init__(
         self,
@@ -445,13 +520,14 @@ class CTCRecognizer:
         nbest: int = 8,
         batch_size: int = 8,
         device: str = "cpu",
+        compute_type: str = "auto",
+        language: str | None = "en",
         cpu_threads: int = 0,
         lexicon: str | None = "cmudict",
         word_lm: str | None = "pocketsphinx",
         lm_weight: float = LM_WEIGHT,
         word_bonus: float = WORD_BONUS,
         lm_beam: int = 32,
-        **_: Any,
     ) -> None:
         import torch
 
@@ -459,12 +535,14 @@ class CTCRecognizer:
 
         if nbest < 1 or beam_size < 1 or batch_size < 1:
             raise ValueError("nbest, beam_size and batch_size must be at least 1")
+        if language not in (None, "", "en", "auto"):
+            raise ValueError(f"the CTC head spells English only, not language {language!r}")
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         from rescore.models import MODELS
 
         # a Whisper model name (the CLI's default --model) means the default head over that encoder
-        self.path = default_checkpoint() if model in ("default", "", None) or model in MODELS else Path(model)
+        self.path, _ = resolve_checkpoint("default" if model in ("default", "", None) or model in MODELS else model)
         try:
             self.head = load_ctc_head(self.path)
         except FileNotFoundError as e:
@@ -472,7 +550,14 @@ class CTCRecognizer:
         if model in MODELS and self.head.config.encoder != model:
             raise ValueError(f"the default CTC head reads {self.head.config.encoder} states, not {model}")
         cfg = self.head.config
-        self.encoder = WhisperEncoder(cfg.encoder, compute_type=cfg.encoder_compute_type, batch_size=batch_size)
+        if compute_type not in (None, "", "auto", cfg.encoder_compute_type):
+            raise ValueError(
+                f"the CTC head was trained on {cfg.encoder_compute_type} encoder states: compute_type must be"
+                f" auto or {cfg.encoder_compute_type}, not {compute_type!r}"
+            )
+        self.encoder = WhisperEncoder(
+            cfg.encoder, device=device, compute_type=cfg.encoder_compute_type, batch_size=batch_size
+        )
         self.beam_size = max(beam_size, nbest)
         self.nbest = nbest
         self.batch_size = batch_size
@@ -502,6 +587,7 @@ class CTCRecognizer:
             "lm_weight": None if self.fusion is None else lm_weight,
             "word_bonus": None if self.fusion is None else word_bonus,
             "model": str(self.path),
+            "model_source": self.head.meta["checkpoint"]["source"],
             "encoder": cfg.encoder,
             "units": "chars",
             "lexicon": self.lexicon.name if self.lexicon else None,

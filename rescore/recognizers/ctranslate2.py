@@ -3,6 +3,9 @@
 CTranslate2 ranks hypotheses by log-probability divided by their token count (``length_penalty=1``); the
 record keeps that (``am_norm``), the summed log-probability (``am``) and the count (``am_tokens``) so that
 later stages can apply their own length terms.
+
+Windows without speech (silence, noise, a cut file) get the empty transcript instead of Whisper's "you":
+see :mod:`rescore.recognizers.no_speech` for the VAD and no-speech-probability tests and their options.
 """
 
 from __future__ import annotations
@@ -19,22 +22,13 @@ import numpy as np
 
 from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
 from rescore.datasets import Utterance
+from rescore.device import resolve_device
 from rescore.models import resolve_model
 from rescore.recognizers.base import combine_windows
+from rescore.recognizers.no_speech import NoSpeechGate, WindowCheck, apply_checks
 from rescore.records import Hypothesis, NBest, Window
 
 N_FRAMES = 3000  # Whisper's 30 s input
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when CTranslate2 sees a GPU, else ``cpu``."""
-    import ctranslate2
-
-    if device == "auto":
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    if device not in {"cpu", "cuda"}:
-        raise ValueError(f"unknown device {device!r}: expected auto, cpu or cuda")
-    return device
 
 
 @dataclass
@@ -45,14 +39,17 @@ class _Prepared:
     duration: float = 0.0
     spans: list[tuple[float, float]] | None = None
     features: list[np.ndarray] | None = None
+    speech: list[float] | None = None  # VAD speech seconds per window (None: VAD off)
     error: str | None = None
 
 
 class CT2WhisperRecognizer:
     """Whisper n-best recognition with CTranslate2 (int8 on CPU, float16 on CUDA by default).
 
-    ``batch_size`` windows are decoded together; audio decoding and feature extraction of the next batch
-    run in a background thread while the current one decodes.
+    ``batch_size`` windows are decoded together; audio decoding, VAD and feature extraction of the next
+    batch run in a background thread while the current one decodes. ``no_speech_threshold``,
+    ``logprob_threshold``, ``vad`` and ``vad_threshold`` decide which windows hold no speech (``None`` or
+    ``vad=False`` switch a test off).
     """
 
     def __init__(
@@ -67,6 +64,10 @@ class CT2WhisperRecognizer:
         language: str = "en",
         cpu_threads: int = 0,
         max_length: int = 448,
+        no_speech_threshold: float | None = 0.6,
+        logprob_threshold: float | None = -1.0,
+        vad: bool = True,
+        vad_threshold: float = 0.5,
     ) -> None:
         import ctranslate2
         import tokenizers
@@ -96,6 +97,7 @@ class CT2WhisperRecognizer:
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
         self.eot = self._token("<|endoftext|>")
         self.language = language
+        self.gate = NoSpeechGate(no_speech_threshold, logprob_threshold, vad, vad_threshold)
         if self.model.is_multilingual and language != "auto" and self.tokenizer.token_to_id(f"<|{language}|>") is None:
             raise ValueError(f"unknown language code {language!r} for {model}")
         self.info: dict[str, Any] = {
@@ -106,6 +108,7 @@ class CT2WhisperRecognizer:
             "beam_size": self.beam_size,
             "nbest": nbest,
             "language": language if self.model.is_multilingual else "en",
+            **self.gate.info,
         }
 
     def _token(self, text: str) -> int:
@@ -126,13 +129,16 @@ class CT2WhisperRecognizer:
         except AudioError as e:
             return _Prepared(utt, error=str(e))
         spans, feats = [], []
-        for w in split_windows(audio):
+        windows = split_windows(audio)
+        for w in windows:
             mel = self.features(audio[w.start : w.end], padding=N_FRAMES * 160)[:, :N_FRAMES]
             feats.append(np.ascontiguousarray(mel, dtype=np.float32))
             spans.append(w.seconds)
-        return _Prepared(utt, duration=len(audio) / SAMPLE_RATE, spans=spans, features=feats)
+        speech = self.gate.speech_seconds(audio, [(w.start, w.end) for w in windows])
+        return _Prepared(utt, duration=len(audio) / SAMPLE_RATE, spans=spans, features=feats, speech=speech)
 
-    def _decode(self, features: list[np.ndarray]) -> list[list[Hypothesis]]:
+    def _decode(self, features: list[np.ndarray]) -> list[tuple[list[Hypothesis], float, float]]:
+        """Each window's n-best, its no-speech probability and the best hypothesis' average log-probability."""
         import ctranslate2
 
         batch = ctranslate2.StorageView.from_array(np.stack(features))
@@ -148,6 +154,7 @@ class CT2WhisperRecognizer:
             return_scores=True,
             length_penalty=1.0,
             max_length=self.max_length,
+            return_no_speech_prob=True,
         )
         out = []
         for r in results:
@@ -157,14 +164,16 @@ class CT2WhisperRecognizer:
                 n = max(len(ids), 1)
                 text = self.tokenizer.decode(ids).strip()
                 hyps.append(Hypothesis(text, ids, {"am": score * n, "am_tokens": float(n), "am_norm": score}))
-            out.append(hyps)
+            seq_len = len(r.sequences_ids[0]) if r.sequences_ids else 0
+            avg_logprob = r.scores[0] * seq_len / (seq_len + 1) if r.scores else float("-inf")  # as faster-whisper
+            out.append((hyps, float(r.no_speech_prob), avg_logprob))
         return out
 
     def _run_batch(self, prepared: list[_Prepared]) -> Iterator[NBest]:
         good = [p for p in prepared if p.error is None]
         feats = [f for p in good for f in p.features]  # type: ignore[union-attr]
         t0 = time.perf_counter()
-        decoded: list[list[Hypothesis]] = []
+        decoded: list[tuple[list[Hypothesis], float, float]] = []
         for i in range(0, len(feats), self.batch_size):
             decoded += self._decode(feats[i : i + self.batch_size])
         elapsed = time.perf_counter() - t0
@@ -177,7 +186,11 @@ class CT2WhisperRecognizer:
                 yield rec
                 continue
             n = len(p.features)  # type: ignore[arg-type]
-            windows = [Window(s, e, h) for (s, e), h in zip(p.spans, decoded[pos : pos + n], strict=True)]  # type: ignore[arg-type]
+            part = decoded[pos : pos + n]
+            windows = [Window(s, e, h) for (s, e), (h, _, _) in zip(p.spans, part, strict=True)]  # type: ignore[arg-type]
+            speech = p.speech or [None] * n
+            checks = [self.gate.decide(WindowCheck(pr, lp, sp)) for (_, pr, lp), sp in zip(part, speech, strict=True)]
+            apply_checks(windows, checks, rec)
             pos += n
             rec.duration = round(p.duration, 3)
             rec.hypotheses = combine_windows(windows, self.nbest)

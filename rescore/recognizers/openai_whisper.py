@@ -8,6 +8,9 @@ The weights come from the installed CTranslate2 model (no hub download): :func:`
 reads CTranslate2's ``model.bin`` (spec version 6: a flat list of named arrays, then an alias table) with
 numpy, splits the fused query/key/value projections, and saves an openai-whisper checkpoint once into
 the cache folder. A user's own openai-whisper ``.pt`` file is accepted as the model too.
+
+Windows without speech get the empty transcript, as in the CTranslate2 backend
+(:mod:`rescore.recognizers.no_speech`: VAD, and the no-speech probability of openai-whisper's ``DecodingResult``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import numpy as np
 
 from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
 from rescore.datasets import Utterance
+from rescore.device import resolve_device
 from rescore.models import cache_dir, file_digest, resolve_model
 from rescore.recognizers.base import combine_windows, in_batches
+from rescore.recognizers.no_speech import NoSpeechGate, WindowCheck, apply_checks
 from rescore.records import Hypothesis, NBest, Window
 
 # CTranslate2 DataType codes
@@ -206,7 +211,11 @@ def _task_class() -> type:
 
 
 class OpenAIWhisperRecognizer:
-    """n-best recognition with openai-whisper's own beam search (float32 PyTorch on CPU)."""
+    """n-best recognition with openai-whisper's own beam search (float32 PyTorch on CPU).
+
+    The no-speech options are the CTranslate2 backend's; an option this backend does not take (e.g.
+    ``compute_type``) raises ``TypeError``.
+    """
 
     def __init__(
         self,
@@ -218,15 +227,17 @@ class OpenAIWhisperRecognizer:
         batch_size: int = 8,
         language: str = "en",
         cpu_threads: int = 0,
-        **_: Any,
+        no_speech_threshold: float | None = 0.6,
+        logprob_threshold: float | None = -1.0,
+        vad: bool = True,
+        vad_threshold: float = 0.5,
     ) -> None:
         import torch
         import whisper
 
         if nbest < 1 or beam_size < 1 or batch_size < 1:
             raise ValueError("nbest, beam_size and batch_size must be at least 1")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device, runtime="torch")
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         p = Path(model).expanduser()
@@ -237,6 +248,7 @@ class OpenAIWhisperRecognizer:
         self.nbest = nbest
         self.batch_size = batch_size
         self.language = language if self.model.is_multilingual else "en"
+        self.gate = NoSpeechGate(no_speech_threshold, logprob_threshold, vad, vad_threshold)
         self.tokenizer = whisper.tokenizer.get_tokenizer(
             self.model.is_multilingual,
             num_languages=self.model.num_languages,
@@ -251,9 +263,11 @@ class OpenAIWhisperRecognizer:
             "beam_size": self.beam_size,
             "nbest": nbest,
             "language": self.language,
+            **self.gate.info,
         }
 
-    def _decode(self, mels: list[Any]) -> list[list[Hypothesis]]:
+    def _decode(self, mels: list[Any]) -> list[tuple[list[Hypothesis], float, float]]:
+        """Each window's n-best, its no-speech probability and the picked hypothesis' average log-probability."""
         import torch
         from whisper.decoding import DecodingOptions
 
@@ -266,9 +280,9 @@ class OpenAIWhisperRecognizer:
         task = _task_class()(self.model, options)
         ranker = KeepAllRanker(task.sequence_ranker)
         task.sequence_ranker = ranker
-        task.run(torch.stack(mels).to(self.device))
+        results = task.run(torch.stack(mels).to(self.device))
         out = []
-        for cands in ranker.candidates:
+        for cands, result in zip(ranker.candidates, results, strict=True):
             hyps = []
             for ids, lp in cands:
                 ids = [t for t in ids if t < self.tokenizer.eot]
@@ -276,20 +290,22 @@ class OpenAIWhisperRecognizer:
                 text = self.tokenizer.decode(ids).strip()
                 hyps.append(Hypothesis(text, ids, {"am": lp, "am_tokens": float(n), "am_norm": lp / n}))
             hyps.sort(key=lambda h: h.scores["am_norm"], reverse=True)  # the ranker's order
-            out.append(hyps[: self.nbest])
+            out.append((hyps[: self.nbest], float(result.no_speech_prob), float(result.avg_logprob)))
         return out
 
-    def _prepare(self, utt: Utterance) -> tuple[float, list[tuple[float, float]], list[Any]]:
+    def _prepare(self, utt: Utterance) -> tuple[float, list[tuple[float, float]], list[Any], list[float] | None]:
         import torch
         import whisper
 
         audio = load_audio(utt.audio, utt.start, utt.end)
         spans, mels = [], []
-        for w in split_windows(audio):
+        windows = split_windows(audio)
+        for w in windows:
             seg = whisper.pad_or_trim(torch.from_numpy(np.ascontiguousarray(audio[w.start : w.end])))
             mels.append(whisper.log_mel_spectrogram(seg, n_mels=self.model.dims.n_mels))
             spans.append(w.seconds)
-        return len(audio) / SAMPLE_RATE, spans, mels
+        speech = self.gate.speech_seconds(audio, [(w.start, w.end) for w in windows])
+        return len(audio) / SAMPLE_RATE, spans, mels, speech
 
     def _batch(self, utts: list[Utterance]) -> Iterator[NBest]:
         prepared: list[tuple[Utterance, Any, str | None]] = []
@@ -300,7 +316,7 @@ class OpenAIWhisperRecognizer:
                 prepared.append((u, None, str(e)))
         mels = [m for _, p, _ in prepared if p is not None for m in p[2]]
         t0 = time.perf_counter()
-        decoded: list[list[Hypothesis]] = []
+        decoded: list[tuple[list[Hypothesis], float, float]] = []
         for i in range(0, len(mels), self.batch_size):
             decoded += self._decode(mels[i : i + self.batch_size])
         elapsed = time.perf_counter() - t0
@@ -311,9 +327,15 @@ class OpenAIWhisperRecognizer:
                 rec.error = err
                 yield rec
                 continue
-            duration, spans, ms = p
+            duration, spans, ms, speech = p
             n = len(ms)
-            windows = [Window(s, e, h) for (s, e), h in zip(spans, decoded[pos : pos + n], strict=True)]
+            part = decoded[pos : pos + n]
+            windows = [Window(s, e, h) for (s, e), (h, _, _) in zip(spans, part, strict=True)]
+            checks = [
+                self.gate.decide(WindowCheck(pr, lp, sp))
+                for (_, pr, lp), sp in zip(part, speech or [None] * n, strict=True)
+            ]
+            apply_checks(windows, checks, rec)
             pos += n
             rec.duration = round(duration, 3)
             rec.hypotheses = combine_windows(windows, self.nbest)

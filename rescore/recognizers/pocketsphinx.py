@@ -15,6 +15,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,25 +33,31 @@ def _ln(x: float) -> float:
 
 
 class PocketSphinxRecognizer:
-    """n-best lists from PocketSphinx's default en-US model (or a user's model folder: ``hmm``/``lm``/``dict``)."""
+    """n-best lists from PocketSphinx's bundled en-US model, or a user's acoustic model folder (``model``,
+    PocketSphinx's ``hmm``) with its ``lm`` and ``dict``.
+
+    ``model=None`` is the bundled model. Options it does not take (a Whisper ``beam_size``, ``device``...)
+    raise ``TypeError`` here rather than being silently ignored.
+    """
 
     def __init__(
         self,
-        model: str = "en-us",
+        model: str | None = None,
         *,
         nbest: int = 8,
         max_candidates: int = 64,
         lm: str | None = None,
         dict: str | None = None,  # noqa: A002 - PocketSphinx's option name
-        **_: Any,
     ) -> None:
         from pocketsphinx import Decoder
 
         if nbest < 1:
             raise ValueError("nbest must be at least 1")
         kwargs: dict[str, Any] = {"samprate": SAMPLE_RATE, "loglevel": "ERROR"}
-        if model not in ("en-us", "default", "", "whisper-tiny.en"):  # the CLI's default model is Whisper's
-            kwargs["hmm"] = model
+        if model is not None:
+            if not Path(model).expanduser().is_dir():  # a Whisper model name would fail deep inside the decoder
+                raise ValueError(f"{model}: not a PocketSphinx acoustic model folder (model=None: the bundled en-US)")
+            kwargs["hmm"] = str(Path(model).expanduser())
         if lm:
             kwargs["lm"] = lm
         if dict:

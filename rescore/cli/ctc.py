@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from rescore.cli import app, console, fail, progress_bar, warn
+from rescore.cli.console import check_writable, console, fail, load_stage, run_stage_command, warn
+from rescore.cli.records_io import read_records
 
 ctc_app = typer.Typer(no_args_is_help=True, help="The CTC head over Whisper encoder states: train it, show it.")
-app.add_typer(ctc_app, name="ctc")
 
 
 @ctc_app.command("train")
@@ -19,7 +19,8 @@ def train(
     sets: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Training sets (folders or manifests). Default: an4-train, arctic-cathy, speechocean-train."
+            help="Training sets (folders or manifests). Default: an4-train, arctic-cathy, speechocean-train"
+            " from $RESCORE_DATA or ./shared/data or ../shared/data."
         ),
     ] = None,
     output: Annotated[
@@ -48,8 +49,12 @@ def train(
     from rescore.recognizers.ctc import CTCHeadConfig
 
     if not sets:
-        root = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-        sets = [str(root / s) for s in DEFAULT_SETS]
+        from rescore.datasets import shared_data_dir
+
+        try:
+            sets = [str(shared_data_dir() / s) for s in DEFAULT_SETS]
+        except FileNotFoundError as e:
+            raise fail(str(e)) from None
     for s in sets:
         if not Path(s).exists():
             raise fail(f"training set not found: {s}")
@@ -100,26 +105,13 @@ def score(
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL with a 'ctc' score per hypothesis.")],
     model: Annotated[str, typer.Option(help="CTC head checkpoint, or 'default'.")] = "default",
     key: Annotated[str, typer.Option(help="Score key to write.")] = "ctc",
+    resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
 ) -> None:
     """Add the CTC head's log-probability of every hypothesis (joint CTC/attention scores for the reranker)."""
-    from rescore.recognizers.ctc import CTCScorer
-    from rescore.records import RecordError, read_nbest, write_nbest
+    from rescore.stages import CTCScoreOptions, CTCScoreStage
 
-    try:
-        records = list(read_nbest(nbest))
-        scorer = CTCScorer(model, key=key)
-    except (FileNotFoundError, RecordError) as e:
-        raise fail(str(e)) from None
-    out_records, failures = [], []
-    with progress_bar() as bar:
-        task = bar.add_task("ctc score", total=len(records))
-        for rec in scorer.score(records):
-            out_records.append(rec)
-            if not rec.ok:
-                failures.append(rec.id)
-                console.print(f"[red]failed[/] {rec.id}: {rec.error}", highlight=False)
-            bar.update(task, advance=1)
-    write_nbest(output, out_records)
-    console.print(f"wrote {len(out_records)} records to {output}")
-    if failures:
-        raise fail(f"{len(failures)} record(s) failed (recorded with an 'error' field)", 1)
+    stage = CTCScoreStage(CTCScoreOptions(model=model, key=key))
+    records = read_records(nbest)
+    check_writable(output, resume)
+    load_stage(stage, f"CTC head {model}", (FileNotFoundError, ValueError, RuntimeError))
+    run_stage_command(stage, records, output, resume=resume, label="ctc score")

@@ -8,19 +8,18 @@ from typing import Annotated
 
 import typer
 
-from rescore.cli import app, console, fail, progress_bar, warn
+from rescore.cli.console import console, fail, progress_bar, warn
 
 deep_app = typer.Typer(
     no_args_is_help=True,
     help="Deep fusion: Whisper encoder states -> trained bridge -> causal LM that writes the text.",
 )
-app.add_typer(deep_app, name="deep")
 
 
 def _default_output() -> Path:
-    from rescore.models import cache_dir
+    from rescore.stages.deep import default_model_dir
 
-    return cache_dir() / "deep" / "model"
+    return default_model_dir()
 
 
 @deep_app.command("train")
@@ -165,17 +164,16 @@ def transcribe(
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
     """Beam search from a trained speech-LLM; one n-best record per utterance (score/rerank/correct apply)."""
-    from rescore.cli import recognize_to_file
-    from rescore.fusion.recognize import DeepFusionRecognizer
+    from rescore.cli.transcribe import transcribe_dataset
+    from rescore.stages import DeepOptions, DeepStage
 
-    def make() -> DeepFusionRecognizer:
-        return DeepFusionRecognizer(
-            model or _default_output(),
-            beam_size=beam_size,
-            nbest=nbest,
-            batch_size=batch_size,
-            device=device,
-            threads=threads,
-        )
-
-    recognize_to_file(input, make, output, resume=resume, limit=limit, label="deep transcribe")
+    options = DeepOptions(
+        enabled=True,
+        checkpoint=str(model) if model else None,
+        beam_size=beam_size,
+        nbest=nbest,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+    )
+    transcribe_dataset(DeepStage(options), input, output, resume=resume, limit=limit, label="deep transcribe")

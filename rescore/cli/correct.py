@@ -6,10 +6,8 @@ default command (``run``) is taken when the first argument is not a subcommand n
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +15,8 @@ import typer
 from rich.table import Table
 from typer.core import TyperGroup
 
-from rescore.cli import app, console, fail, out, progress_bar, warn
+from rescore.cli.console import check_writable, console, fail, load_stage, out, progress_bar, run_stage_command, warn
+from rescore.cli.records_io import read_records, read_text_option
 
 
 class _DefaultGroup(TyperGroup):
@@ -35,8 +34,6 @@ correct_app = typer.Typer(
     help="Correct n-best files with an instruction LLM (rescore correct NBEST -o OUT), or train a LoRA adapter.",
 )
 prompts_app = typer.Typer(no_args_is_help=True, help="List and show the prompt templates of `rescore correct`.")
-app.add_typer(correct_app, name="correct")
-app.add_typer(prompts_app, name="prompts")
 
 LLMOpt = Annotated[str, typer.Option("--llm", help="qwen2.5-0.5b, smollm2-135m, a GGUF file or transformers folder.")]
 PromptOpt = Annotated[
@@ -47,23 +44,7 @@ DomainFileOpt = Annotated[Path | None, typer.Option(help="Read the domain descri
 
 
 def _domain(domain: str | None, domain_file: Path | None) -> str | None:
-    if domain is not None and domain_file is not None:
-        raise fail("give --domain or --domain-file, not both")
-    if domain_file is not None:
-        try:
-            return domain_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise fail(f"cannot read --domain-file {domain_file}: {e.strerror or e}") from None
-    return domain
-
-
-def _read(path: Path) -> list:
-    from rescore.records import RecordError, read_nbest
-
-    try:
-        return list(read_nbest(path))
-    except (OSError, RecordError) as e:
-        raise fail(str(e)) from None
+    return read_text_option(domain, domain_file, "domain")
 
 
 @correct_app.command("run")
@@ -100,92 +81,53 @@ def correct_run(
     limit: Annotated[int, typer.Option(help="Only the first N records (0: all).")] = 0,
 ) -> None:
     """Correct each record's reranked text with an LLM; guards keep the reranked text when it strays."""
-    from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
-    from rescore.correct.lora import read_adapter_info
-    from rescore.correct.prompts import TemplateError
-    from rescore.models import ModelNotFoundError
-    from rescore.records import NBestWriter
+    from pydantic import ValidationError
 
-    records = _read(file)
+    from rescore.stages import CorrectOptions, CorrectStage
+
+    records = read_records(file)
     if limit:
         records = records[:limit]
-    adapter_info = read_adapter_info(adapter) if adapter else {}
-    if adapter and backend != "transformers":
-        warn("a LoRA adapter runs on the transformers backend: using --backend transformers")
-        backend = "transformers"
-    dom = _domain(domain, domain_file)
-    cfg = CorrectorConfig(
-        llm=adapter_info.get("llm", llm) if adapter else llm,
-        backend=backend,
-        template=prompt or adapter_info.get("template", "nbest"),
-        adapter=str(adapter) if adapter else None,
-        domain=dom if dom is not None else adapter_info.get("domain"),
-        entities=str(entities) if entities else None,
-        top_k_entities=top_k,
-        max_hypotheses=max_hypotheses,
-        n_threads=threads or None,
-        guards=GuardConfig(
+    try:
+        options = CorrectOptions(
+            llm=llm,
+            backend=backend,
+            prompt=prompt,
+            domain=_domain(domain, domain_file),
+            entities=str(entities) if entities else None,
+            top_k=top_k,
+            adapter=str(adapter) if adapter else None,
+            examples=str(examples) if examples else None,
+            n_examples=n_examples,
+            max_hypotheses=max_hypotheses,
+            max_edit_ratio=max_edit_ratio,
+            max_novel_words=max_novel_words,
             quote=quote,
             clean=clean,
-            max_edit_ratio=max_edit_ratio if max_edit_ratio >= 0 else None,
-            max_novel_words=max_novel_words if max_novel_words >= 0 else None,
-        ),
-        examples=examples_from_records(_read(examples), n_examples) if examples else [],
-    )
-    if adapter and llm != cfg.llm:
-        warn(f"the adapter was trained on {cfg.llm}: using it instead of --llm {llm}")
-    try:
-        writer = NBestWriter(output, resume=resume)
-    except OSError as e:
-        raise fail(f"cannot write {output}: {e.strerror or e}") from None
-    todo = [r for r in records if r.id not in writer.done]
-    if len(todo) < len(records):
-        console.print(f"resuming: {len(records) - len(todo)} of {len(records)} records already in {output}")
-    try:
-        with console.status(f"loading {cfg.llm} ({cfg.backend})"):
-            corrector = LLMCorrector(cfg)
-    except (ModelNotFoundError, TemplateError, ValueError, OSError, RuntimeError) as e:
-        writer.close()
-        raise fail(str(e)) from None
-    failures: list[str] = []
-    counts = {"accepted": 0, "changed": 0, "abstained": 0}
-    t0 = time.perf_counter()
-    interrupted = False
-    with writer, progress_bar() as bar:
-        task = bar.add_task("correct", total=len(todo))
-        try:
-            for r in todo:
-                if not r.ok or not r.hypotheses:
-                    failures.append(f"{r.id}: {r.error or 'no hypotheses'}")
-                    warn(f"not corrected {r.id}: {r.error or 'no hypotheses'}")
-                    writer.write(r)
-                    bar.update(task, advance=1)
-                    continue
-                try:
-                    corrector.correct(r)
-                except (ValueError, RuntimeError) as e:  # one bad record: recorded, the batch goes on
-                    r.error = f"correct: {e}"
-                    failures.append(f"{r.id}: {r.error}")
-                    console.print(f"[red]failed[/] {r.id}: {r.error}", highlight=False)
-                else:
-                    c = r.correction or {}
-                    counts["accepted" if c.get("accepted") else "abstained"] += 1
-                    counts["changed"] += bool(c.get("changed"))
-                writer.write(r)
-                bar.update(task, advance=1)
-        except KeyboardInterrupt:
-            interrupted = True
-    n = counts["accepted"] + counts["abstained"]
-    elapsed = time.perf_counter() - t0
-    rate = f", {elapsed / n:.2f} s per utterance" if n else ""
-    console.print(
-        f"corrected {n} records into {output} in {elapsed:.1f} s{rate}: {counts['accepted']} accepted "
-        f"({counts['changed']} changed), {counts['abstained']} abstained"
-    )
-    if interrupted:
-        raise fail("interrupted: the records written so far are kept; rerun the same command to resume", 130)
-    if failures:
-        raise fail(f"{len(failures)} record(s) failed or had no hypotheses; see the messages above", 1)
+            threads=threads,
+        )
+        stage = CorrectStage(options)
+    except (ValidationError, ValueError, OSError) as e:
+        raise fail(str(e).splitlines()[0]) from None
+    for note in stage.notes:
+        warn(note)
+    check_writable(output, resume)
+    load_stage(stage, f"{stage.config.llm} ({stage.config.backend})")
+    no_hyps = [r.id for r in records if r.ok and not r.hypotheses]
+    for rid in no_hyps:
+        warn(f"not corrected {rid}: no hypotheses")
+
+    def summary(run, written) -> str:
+        done = [r for r in written if r.ok and r.correction]
+        accepted = sum(1 for r in done if r.correction.get("accepted"))
+        changed = sum(1 for r in done if r.correction.get("changed"))
+        rate = f", {run.seconds / len(done):.2f} s per utterance" if done else ""
+        return (
+            f"corrected {len(done)} records into {output} in {run.seconds:.1f} s{rate}: {accepted} accepted "
+            f"({changed} changed), {len(done) - accepted} abstained"
+        )
+
+    run_stage_command(stage, records, output, resume=resume, label="correct", summary=summary)
 
 
 @correct_app.command("train")
@@ -209,7 +151,7 @@ def correct_train(
     """Fine-tune the corrector with LoRA on (n-best, reference) pairs; `correct --adapter` loads the result."""
     from rescore.correct.lora import LoraConfig, train_lora
 
-    records = [r for f in files for r in _read(f)]
+    records = [r for f in files for r in read_records(f)]
     usable = [r for r in records if r.ok and r.hypotheses and r.reference]
     if len(usable) < len(records):
         warn(f"{len(records) - len(usable)} record(s) without hypotheses or reference skipped")
@@ -236,13 +178,10 @@ def correct_train(
             bar.update(task, completed=step, total=total, description=f"train loss {loss:.3f}")
 
         try:
-            summary = train_lora(usable, output, cfg, on_step=on_step)
+            command = "rescore " + " ".join(shlex.quote(a) for a in sys.argv[1:])  # how to make it again
+            summary = train_lora(usable, output, cfg, on_step=on_step, command=command)
         except (ValueError, OSError, RuntimeError) as e:
             raise fail(str(e)) from None
-    info_path = output / "rescore-lora.json"  # how to make it again
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    info["command"] = "rescore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
     console.print(
         f"saved the adapter to {output}: {summary['steps']} steps, {summary['pairs']} pairs, "
         f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['seconds'] / 60:.1f} min"
@@ -270,7 +209,7 @@ def correct_tune_guards(
     if (apply is None) != (output is None):
         raise fail("give --apply and --output together")
     try:
-        tuned = tune_guards(_read(tuning))
+        tuned = tune_guards(read_records(tuning))
     except ValueError as e:
         raise fail(f"{tuning}: {e}") from None
     table = Table("max_edit_ratio", "max_novel_words", "WER %", title=f"guard settings on {tuning.name}")
@@ -286,7 +225,7 @@ def correct_tune_guards(
     console.print(f"chosen: {chosen} ({100 * tuned.wer:.2f} % on {tuned.utterances} utterances)")
     if apply is not None and output is not None:
         try:
-            write_nbest(output, [reguard(r, g) for r in _read(apply)])
+            write_nbest(output, [reguard(r, g) for r in read_records(apply)])
         except OSError as e:
             raise fail(f"cannot write {output}: {e.strerror or e}") from None
         console.print(f"wrote {output}")
@@ -329,7 +268,7 @@ def prompts_show(
         out.print(f"[bold]{t.name}[/] ({t.path})", highlight=False)
         out.print(t.source, highlight=False, markup=False)
         return
-    rec = next((r for r in _read(nbest) if r.ok and r.hypotheses), None)
+    rec = next((r for r in read_records(nbest) if r.ok and r.hypotheses), None)
     if rec is None:
         raise fail(f"{nbest}: no record with hypotheses")
     q = prepare_input([h.text for h in rec.hypotheses], rec.chosen or 0, GuardConfig())

@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from rescore.cli import app, console, fail, out, progress_bar
-
-
-def _stage_table(summary) -> Table:
-    table = Table(title=f"run {summary.name}: {summary.scored} utterances, {summary.audio_seconds / 60:.1f} min audio")
-    for col in ("stage", "WER %", "95 % CI", "better", "worse", "gap %", "p", "seconds"):
-        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
-    for s in summary.stages:
-        table.add_row(
-            s.stage,
-            f"{100 * s.wer:.2f}",
-            f"{100 * s.ci_low:.2f}-{100 * s.ci_high:.2f}",
-            str(s.better),
-            str(s.worse),
-            "" if s.gap_closed is None else f"{100 * s.gap_closed:.1f}",
-            "" if s.p_vs_first is None else f"{s.p_vs_first:.3f}",
-            f"{s.seconds:.1f}",
-        )
-    oracle = (
-        f"n-best oracle WER at k={len(summary.oracle)}: {100 * summary.oracle[-1]:.2f} %; " if summary.oracle else ""
-    )
-    table.caption = (
-        f"{oracle}gap %: share of the first-pass-to-oracle gap closed; "
-        "p: paired bootstrap, share of resamples where the stage is not better than the first pass"
-    )
-    return table
+from rescore.cli.console import console, fail, out, progress_bar
 
 
-@app.command()
 def run(
     source: Annotated[str, typer.Argument(help="A config .toml, or an input (folder/manifest) with --preset.")],
     preset: Annotated[str | None, typer.Option(help="default, fast, first-pass or spelling.")] = None,
@@ -45,13 +18,22 @@ def run(
     name: Annotated[str | None, typer.Option(help="Run name (default: the input's name).")] = None,
     engine: Annotated[str | None, typer.Option(help="local or ray.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N utterances.")] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            help="Final transcripts written into the run folder: some of txt,tsv,json,srt,vtt [default: txt,tsv]."
+        ),
+    ] = None,
 ) -> None:
     """First pass, rerank, correct and scoring in one command; each stage's output is cached by hash."""
-    from rescore.pipeline import ConfigError, load_config, run_pipeline, stage_plan
+    from rescore.pipeline import TRANSCRIPTS_DIR, ConfigError, load_config, run_pipeline, stage_plan
+    from rescore.tables import stage_table
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v for k, v in {"output": output, "name": name, "engine": engine, "limit": limit}.items() if v is not None
     }
+    if output_format is not None:
+        overrides["output_format"] = [f.strip() for f in output_format.split(",") if f.strip()]
     try:
         if source.endswith(".toml"):
             cfg = load_config(source, preset=preset, overrides=overrides)
@@ -84,19 +66,20 @@ def run(
     for r in results:
         note = "cached" if r.cached else f"{r.seconds:.1f} s"
         console.print(f"{r.name}: {r.path.name} ({note}, {len(r.failed)} failed)")
-    out.print(_stage_table(summary))
+    out.print(stage_table(summary))
     console.print(f"report: {cfg.run_dir / 'report.md'}, {cfg.run_dir / 'report.html'}, {cfg.run_dir / 'summary.json'}")
+    console.print(f"transcripts ({', '.join(cfg.output_format)}): {cfg.run_dir / TRANSCRIPTS_DIR}")
     if any(r.failed for r in results):
         raise fail("some utterances failed (see above); they are recorded with an 'error' field", 1)
 
 
-@app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (each with summary.json).")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write an HTML comparison here.")] = None,
 ) -> None:
     """Side-by-side table (and HTML plot) of several runs."""
     from rescore.report import RunSummary, render_html
+    from rescore.tables import compare_table
 
     summaries = []
     for run_dir in runs:
@@ -105,17 +88,7 @@ def compare(
             summaries.append(RunSummary.from_dict(json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise fail(f"{path}: not a run summary ({e})") from None
-    stages = list(dict.fromkeys(s.stage for sm in summaries for s in sm.stages))
-    table = Table(title="runs compared: WER % (whisper normalizer)")
-    table.add_column("run")
-    for st in stages:
-        table.add_column(st, justify="right")
-    table.add_column("oracle", justify="right")
-    for sm in summaries:
-        by = {s.stage: s for s in sm.stages}
-        cells = [f"{100 * by[st].wer:.2f}" if st in by else "" for st in stages]
-        table.add_row(sm.name, *cells, f"{100 * sm.oracle[-1]:.2f}" if sm.oracle else "")
-    out.print(table)
+    out.print(compare_table(summaries))
     if output is not None:
         output.write_text(render_html(summaries, "rescore: runs compared"), encoding="utf-8")
         console.print(f"wrote {output}")

@@ -1,0 +1,163 @@
+"""``rescore rerank`` and ``rescore tune``: LM scores on n-best lists, weighted choice, weights from a dev set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rescore.cli.console import check_writable, console, fail, load_stage, out, pct, run_stage_command, warn
+from rescore.cli.records_io import load_records, read_records, read_text_option
+from rescore.cli.tables import comparison_table
+from rescore.cli.transcribe import given
+
+LMOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lm",
+        help="LM: smollm2-135m, qwen2.5-0.5b, a GGUF file or a transformers folder. Repeat for an ensemble.",
+    ),
+]
+BackendOpt = Annotated[str, typer.Option(help="LM backend: hf (transformers, batched) or llamacpp (GGUF).")]
+ContextOpt = Annotated[str | None, typer.Option(help="Domain prompt the LM conditions on: P(hypothesis | prompt).")]
+ContextFileOpt = Annotated[Path | None, typer.Option(help="Read the domain prompt from a file.")]
+ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for the LM.")]
+BatchOpt = Annotated[int, typer.Option(help="Token budget of one forward pass (hf backend).")]
+
+
+def rerank(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="n-best JSONL (from transcribe).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
+    lm: LMOpt = None,
+    backend: BackendOpt = "hf",
+    config: Annotated[Path | None, typer.Option(help="Weights from `rescore tune` (also its LMs and context).")] = None,
+    lm_weight: Annotated[
+        list[float] | None,
+        typer.Option(help="Weight of each --lm, in order (without --config; default 0.004 with am_norm, 0.1 with am)."),
+    ] = None,
+    length_bonus: Annotated[
+        float | None, typer.Option(help="Bonus per word (without --config; default 0.03 with am_norm, 0.4 with am).")
+    ] = None,
+    am: Annotated[
+        str, typer.Option(help="Acoustic score without --config: am_norm (per token, default) or am (summed).")
+    ] = "am_norm",
+    context: ContextOpt = None,
+    context_file: ContextFileOpt = None,
+    previous: Annotated[
+        int | None, typer.Option(help="Condition on the N transcripts chosen before, in the same recording.")
+    ] = None,
+    threads: ThreadsOpt = 2,
+    batch_tokens: BatchOpt = 1024,
+    resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
+) -> None:
+    """Add lm:<name> scores to every hypothesis and choose by am + sum(w_i * lm_i) + b * words."""
+    from pydantic import ValidationError
+
+    from rescore.stages import RerankOptions, RerankStage
+
+    ctx_text = read_text_option(context, context_file, "context")
+    opts = given(ctx, ["backend", "lm_weight", "length_bonus", "am", "previous", "threads", "batch_tokens"])
+    if lm:
+        opts["lm"] = list(lm)
+    if ctx_text is not None:
+        opts["context"] = ctx_text
+    if config is not None:
+        opts["weights"] = str(config)
+    try:
+        stage = RerankStage(RerankOptions(**opts), warn=warn)
+    except (ValidationError, ValueError, OSError) as e:
+        raise fail(str(e).splitlines()[0]) from None
+    records = read_records(file)
+    check_writable(output, resume)
+    console.print(f"total = {stage.plan.weights.describe()}", highlight=False)
+    load_stage(stage, f"{', '.join(stage.plan.lms)} ({stage.plan.backend})")
+
+    def summary(run, written) -> str:
+        n_hyp = sum(len(r.hypotheses) for r in written if r.ok)
+        rate = f", {n_hyp / run.seconds:.1f} hypotheses/s" if run.seconds > 0 and n_hyp else ""
+        return f"wrote {run.written} records to {output} in {run.seconds:.1f} s{rate}"
+
+    run_stage_command(stage, records, output, resume=resume, label="rerank", summary=summary)
+
+
+def tune(
+    file: Annotated[Path, typer.Argument(help="Dev n-best JSONL with references.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Config file (JSON) for `rerank --config`.")],
+    lm: LMOpt = None,
+    backend: BackendOpt = "hf",
+    context: ContextOpt = None,
+    context_file: ContextFileOpt = None,
+    reference: Annotated[Path | None, typer.Option(help="Manifest with the references, if not in the records.")] = None,
+    folds: Annotated[int, typer.Option(help="k of the k-fold cross-validation that reports the result (0: none).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold split.")] = 0,
+    report: Annotated[
+        Path | None, typer.Option(help="Also report on this n-best file (must not share ids with the dev file).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Report on --report even where it shares ids with the dev file.")] = False,
+    scored: Annotated[Path | None, typer.Option(help="Write the dev records with their LM scores here.")] = None,
+    threads: ThreadsOpt = 2,
+    batch_tokens: BatchOpt = 1024,
+) -> None:
+    """Search LM weights and length bonus minimising dev WER (grid, then refinement); report by k-fold CV."""
+    from rescore.records import write_nbest
+    from rescore.rerank_tuning import OverlapError, check_disjoint, tune_rerank, usable_for_tuning
+    from rescore.stages import RerankOptions, RerankStage
+
+    ctx_text = read_text_option(context, context_file, "context", "")
+    dev, skipped = usable_for_tuning(load_records(file, reference), "dev")
+    for m in skipped:
+        warn(m)
+    if len(dev) < 2:
+        raise fail(f"{file}: fewer than 2 usable records to tune on")
+    test = None
+    if report is not None:
+        test, skipped = usable_for_tuning(load_records(report, reference), "report")
+        for m in skipped:
+            warn(m)
+        try:
+            note = check_disjoint(dev, test, force=force)
+        except OverlapError as e:
+            raise fail(f"--report: {e} (--force)") from None
+        if note:
+            warn(f"--force: {note}")
+    stage = RerankStage(
+        RerankOptions(lm=list(lm or ["smollm2-135m"]), backend=backend, threads=threads, batch_tokens=batch_tokens),
+        warn=warn,
+    )
+    load_stage(stage, f"{', '.join(stage.plan.lms)} ({backend})")
+    with console.status("tuning") as status:
+        outcome = tune_rerank(
+            dev,
+            stage.load(),
+            backend=backend,
+            context=ctx_text,
+            folds=folds,
+            seed=seed,
+            report=test,
+            dev_name=str(file),
+            report_name=str(report),
+            on_phase=status.update,
+        )
+    if scored is not None:
+        write_nbest(scored, dev)
+    w = outcome.result.weights
+    console.print(
+        f"tuned on {len(dev)} utterances ({outcome.result.evaluated} settings): total = {w.describe()}",
+        highlight=False,
+    )
+    cv = outcome.result.cv
+    if cv is not None:
+        out.print(
+            comparison_table(f"{file.name}: {cv.folds}-fold cross-validated rerank (held-out folds)", cv.comparison)
+        )
+    for note in outcome.notes:
+        warn(note)
+    if outcome.report is not None and report is not None:
+        out.print(comparison_table(f"{report.name}: reranked with the tuned weights", outcome.report))
+    try:
+        outcome.config.save(output)
+    except OSError as e:
+        raise fail(f"cannot write {output}: {e.strerror or e}") from None
+    console.print(f"wrote {output} (in-sample dev WER {pct(outcome.result.wer)} %)")

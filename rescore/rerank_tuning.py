@@ -1,0 +1,109 @@
+"""``rescore tune`` as a library call: score a dev set, fit rerank weights, report honestly.
+
+What makes a tuning figure trustworthy lives here, not in the CLI: records that cannot take part are named,
+a report set that shares utterances with the dev set is refused (unless forced, and then flagged), and the
+dev figure is the k-fold cross-validated one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rescore.evaluate import RerankComparison, rerank_comparison
+from rescore.lm import LMScorer
+from rescore.records import NBest
+from rescore.rerank import LMSpec, Ranker, RerankConfig, TunedWeights, score_nbest, tune
+
+
+class OverlapError(ValueError):
+    """The report set shares utterances with the set the weights were tuned on."""
+
+
+def usable_for_tuning(records: Sequence[NBest], what: str) -> tuple[list[NBest], list[str]]:
+    """The records that can be tuned or reported on, and a message for each one that cannot."""
+    keep, skipped = [], []
+    for r in records:
+        if not r.ok:
+            skipped.append(f"{what}: {r.id} skipped: failed record ({r.error})")
+        elif not r.hypotheses:
+            skipped.append(f"{what}: {r.id} skipped: no hypotheses")
+        elif r.reference is None:
+            skipped.append(f"{what}: {r.id} skipped: no reference (use --reference)")
+        elif any("am" not in h.scores for h in r.hypotheses):
+            skipped.append(f"{what}: {r.id} skipped: a hypothesis has no 'am' score")
+        else:
+            keep.append(r)
+    return keep, skipped
+
+
+def check_disjoint(dev: Sequence[NBest], report: Sequence[NBest], *, force: bool = False) -> str | None:
+    """OverlapError when ``report`` shares ids with ``dev``; with ``force`` a warning to show instead."""
+    shared = {r.id for r in dev} & {r.id for r in report}
+    if not shared:
+        return None
+    if not force:
+        raise OverlapError(
+            f"the report set shares {len(shared)} id(s) with the dev set (e.g. {sorted(shared)[0]}): "
+            "figures on tuned-on utterances are optimistic; use another set, or force it"
+        )
+    return f"{len(shared)} reported id(s) were also tuned on; the report figure is optimistic"
+
+
+@dataclass
+class TuneOutcome:
+    """The tuned config (ready to save) and the figures behind it."""
+
+    config: RerankConfig
+    result: TunedWeights
+    report: RerankComparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def tune_rerank(
+    dev: Sequence[NBest],
+    scorers: Sequence[LMScorer],
+    *,
+    backend: str,
+    context: str = "",
+    folds: int = 5,
+    seed: int = 0,
+    report: Sequence[NBest] | None = None,
+    dev_name: str = "dev",
+    report_name: str = "report",
+    on_phase: Callable[[str], Any] | None = None,
+) -> TuneOutcome:
+    """Score ``dev`` with each LM, search the weights (k-fold CV when ``folds`` >= 2), and rerank ``report``
+    (a disjoint set: check with :func:`check_disjoint`) with them."""
+    if len(dev) < 2:
+        raise ValueError(f"{dev_name}: fewer than 2 usable records to tune on")
+    for s in scorers:
+        if on_phase:
+            on_phase(f"scoring {sum(len(r.hypotheses) for r in dev)} dev hypotheses with {s.name}")
+        score_nbest(dev, s, context=context)
+    if on_phase:
+        on_phase("searching weights")
+    result = tune(dev, keys=[f"lm:{s.name}" for s in scorers], folds=folds, seed=seed)
+    tuning: dict[str, Any] = {
+        "dev": dev_name,
+        "utterances": len(dev),
+        "in_sample_wer": result.wer,
+        "normalizer": "whisper",
+    }
+    notes = []
+    if result.cv is not None:
+        tuning["cv"] = result.cv.to_dict()
+    else:
+        notes.append(f"no cross-validation (folds {folds}): in-sample WER {100 * result.wer:.2f} % is optimistic")
+    comparison = None
+    if report is not None:
+        for s in scorers:
+            score_nbest(report, s, context=context)
+        ranker = Ranker(result.weights)
+        for r in report:
+            ranker.rank(r)
+        comparison = rerank_comparison(report)
+        tuning["report"] = {"file": report_name, **comparison.to_dict()}
+    config = RerankConfig(result.weights, [LMSpec(s.name, backend) for s in scorers], context, 0, tuning)
+    return TuneOutcome(config, result, comparison, notes)

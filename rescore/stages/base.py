@@ -1,0 +1,65 @@
+"""What every stage shares: strict, hashable options and lazily loaded models.
+
+A stage is cheap to build and to pickle (Ray ships it to its actors); the models load on first use or on
+:meth:`BaseStage.load`, which the CLI calls up front so that a model that cannot load is one clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from rescore.records import NBest
+
+
+class StageOptions(BaseModel):
+    """Options of one stage: unknown keys are errors, the dump is the stage's cache identity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseStage:
+    """A :class:`rescore.runner.Stage` with options and a model built once per process."""
+
+    name: ClassVar[str]
+    source: ClassVar[str] = "records"  # "audio": the stage reads the input utterances, not the previous stage
+    batch_size: int | None = 8
+
+    def __init__(self, options: StageOptions) -> None:
+        self.opts = options
+        self._model: Any = None
+
+    def options(self) -> dict[str, Any]:
+        """What determines this stage's output (options plus digests of the files they name)."""
+        return self.opts.model_dump()
+
+    def build(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self) -> Any:
+        if self._model is None:
+            self._model = self.build()
+        return self._model
+
+    def process(self, records: list[NBest]) -> list[NBest]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # ship options, not loaded models
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """A file's content hash, or for a folder (a retrained adapter, a model) its files' sizes and times."""
+    if not path or not Path(path).exists():
+        return None
+    p = Path(path)
+    if p.is_file():
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")):
+        if f.is_file():
+            h.update(f"{f.relative_to(p)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]

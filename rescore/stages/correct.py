@@ -1,0 +1,90 @@
+"""Generative error correction as a stage: an instruction LLM rewrites the reranked text, guards decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
+from rescore.correct.lora import adapter_settings
+from rescore.records import NBest, read_nbest
+from rescore.registry import make_llm
+from rescore.runner import record_errors
+from rescore.stages.base import BaseStage, StageOptions, file_digest
+
+
+class CorrectOptions(StageOptions):
+    """See ``rescore correct``. A negative ``max_edit_ratio``/``max_novel_words`` turns that guard off."""
+
+    enabled: bool = True
+    llm: str = "qwen2.5-0.5b"
+    backend: str = "llama-cpp"
+    prompt: str | None = None  # template name or .j2 file; None: "nbest" (or the adapter's)
+    domain: str | None = None
+    entities: str | None = None
+    top_k: int = Field(5, ge=0)
+    adapter: str | None = None
+    examples: str | None = None  # n-best JSONL with references (a training set): few-shot examples
+    n_examples: int = Field(6, ge=0)
+    max_hypotheses: int = Field(8, ge=1)
+    max_edit_ratio: float = 0.3
+    max_novel_words: int = 1
+    quote: bool = True
+    clean: bool = True
+    threads: int = Field(0, ge=0)  # 0: the backend's default
+
+
+def corrector_config(o: CorrectOptions) -> tuple[CorrectorConfig, list[str]]:
+    """The corrector's config from the stage options (adapter precedence applied) and notes to show."""
+    s = adapter_settings(o.adapter, llm=o.llm, backend=o.backend, template=o.prompt, domain=o.domain)
+    examples = examples_from_records(read_nbest(o.examples, strict=False), o.n_examples) if o.examples else []
+    cfg = CorrectorConfig(
+        llm=s.llm,
+        backend=s.backend,
+        template=s.template,
+        adapter=o.adapter,
+        domain=s.domain,
+        entities=o.entities,
+        top_k_entities=o.top_k,
+        max_hypotheses=o.max_hypotheses,
+        n_threads=o.threads or None,
+        guards=GuardConfig(
+            quote=o.quote,
+            clean=o.clean,
+            max_edit_ratio=o.max_edit_ratio if o.max_edit_ratio >= 0 else None,
+            max_novel_words=o.max_novel_words if o.max_novel_words >= 0 else None,
+        ),
+        examples=examples,
+    )
+    return cfg, s.notes
+
+
+class CorrectStage(BaseStage):
+    """Corrects each record in place (``corrected``, ``correction``); records without hypotheses pass."""
+
+    name = "correct"
+    batch_size = 1  # seconds per record: progress and resume at every record
+
+    def __init__(self, options: CorrectOptions) -> None:
+        super().__init__(options)
+        self.config, self.notes = corrector_config(options)
+
+    def options(self) -> dict[str, Any]:
+        o: CorrectOptions = self.opts  # type: ignore[assignment]
+        return o.model_dump() | {
+            "entities_digest": file_digest(o.entities),
+            "adapter_digest": file_digest(o.adapter),
+            "examples_digest": file_digest(o.examples),
+        }
+
+    def build(self) -> LLMCorrector:
+        c = self.config
+        llm = make_llm(
+            c.backend, c.llm, adapter=c.adapter, n_threads=c.n_threads, n_ctx=c.n_ctx, reuse_prefix=c.reuse_prefix
+        )
+        return LLMCorrector(c, llm=llm)
+
+    def process(self, records: list[NBest]) -> list[NBest]:
+        corrector = self.load()
+        return record_errors(records, corrector.correct, "correct", (ValueError, RuntimeError))
