@@ -23,6 +23,7 @@ class ScoreReport:
     wer: list[ErrorRate]
     cer: list[ErrorRate]
     oracle: list[float] = field(default_factory=list)  # WER at k = 1..N, Whisper normalizer
+    features: dict[str, float] = field(default_factory=dict)  # score key -> share of hypotheses that have it
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,7 +58,37 @@ def score_records(
     wer = [error_rate(refs, hyps, n) for n in normalizers] if scored else []
     cer = [error_rate(refs, hyps, n, chars=True) for n in normalizers] if scored else []
     oracle = oracle_curve(refs, [[h.text for h in r.hypotheses] for r in scored]) if scored else []
-    return ScoreReport(stage, len(records), len(scored), failed, missing, wer, cer, oracle)
+    return ScoreReport(stage, len(records), len(scored), failed, missing, wer, cer, oracle, features_present(records))
+
+
+NOT_FEATURES = frozenset({"total", "am_tokens"})  # the ranker's output and a count, not evidence
+ACOUSTIC_KEYS = ("am", "am_norm", "ctc")
+
+
+def features_present(records: Iterable[NBest]) -> dict[str, float]:
+    """The score keys the hypotheses carry (what a ranker could use), each with the share of hypotheses that
+    have it, in order of first appearance; ``total`` and ``am_tokens`` are left out."""
+    counts: dict[str, int] = {}
+    n = 0
+    for r in records:
+        if not r.ok:
+            continue
+        for h in r.hypotheses:
+            n += 1
+            for k in h.scores:
+                if k not in NOT_FEATURES:
+                    counts[k] = counts.get(k, 0) + 1
+    return {k: c / n for k, c in counts.items()} if n else {}
+
+
+def describe_features(features: dict[str, float]) -> str:
+    """``features: lm:smollm2-135m, rank (text-only: no acoustic score)``; a key on only some hypotheses
+    shows its share."""
+    if not features:
+        return "features: none (no scores on the hypotheses)"
+    parts = [k if share >= 1 else f"{k} ({100 * share:.0f} % of hypotheses)" for k, share in sorted(features.items())]
+    note = "" if any(k in features for k in ACOUSTIC_KEYS) else " (text-only: no acoustic score)"
+    return f"features: {', '.join(parts)}{note}"
 
 
 def alignment_text(record: NBest, stage: str = "auto", normalizer: str = "whisper") -> str:

@@ -24,11 +24,18 @@ from rescore.datasets import Dataset, load_dataset
 from rescore.records import NBest, read_nbest
 from rescore.registry import stages as stage_registry
 from rescore.runner import Engine, LocalEngine, StageRun, run_stage
-from rescore.stages import CorrectOptions, DeepOptions, RerankOptions, TranscribeOptions, utterance_record
+from rescore.stages import (
+    AScoreOptions,
+    CorrectOptions,
+    DeepOptions,
+    RerankOptions,
+    TranscribeOptions,
+    utterance_record,
+)
 from rescore.writers import FORMATS, write_transcripts
 
 TRANSCRIPTS_DIR = "transcripts"  # in the run folder: one file per audio (txt, srt, vtt), transcripts.tsv/json
-STAGE_SECTIONS = ("transcribe", "rerank", "correct", "deep")  # config sections, in the order they run
+STAGE_SECTIONS = ("transcribe", "ascore", "rerank", "correct", "deep")  # config sections, in the order they run
 
 
 class _Strict(BaseModel):
@@ -43,6 +50,12 @@ class RayOptions(_Strict):
     gpus_per_actor: float = Field(0.0, ge=0)
 
 
+class AScoreSection(AScoreOptions):
+    """Acoustic scoring of every hypothesis by every model (see ``rescore ascore``); off unless enabled."""
+
+    enabled: bool = False
+
+
 class RunConfig(_Strict):
     """A whole run. Unknown keys anywhere are errors, so a typo never silently falls back to a default."""
 
@@ -53,6 +66,7 @@ class RunConfig(_Strict):
     engine: Literal["local", "ray"] = "local"
     limit: int = Field(0, ge=0)
     transcribe: TranscribeOptions = TranscribeOptions()
+    ascore: AScoreSection = AScoreSection()
     rerank: RerankOptions = RerankOptions()
     correct: CorrectOptions = CorrectOptions()
     deep: DeepOptions = DeepOptions()

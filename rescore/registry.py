@@ -99,6 +99,7 @@ chat_llms.register("transformers", "rescore.correct.llm:TransformersChat", alias
 
 acoustic_scorers = Registry("acoustic scorer")
 acoustic_scorers.register("ctc", "rescore.recognizers.ctc:CTCScorer")
+acoustic_scorers.register("whisper", "rescore.ascore:WhisperScorer")
 
 stages = Registry("stage")  # filled by rescore.stages (the stage classes live above this module)
 

@@ -2,7 +2,9 @@
 
 A hypothesis's total is ``sum_k(w_k * score_k) + b * words`` over named scores: ``am`` (the recognizer's
 summed log-prob, weight 1), one ``lm:<name>`` per language model (weight ``w_i``) and a per-word length
-bonus ``b``, which offsets the bias of summed log-probabilities towards short hypotheses. ``tune`` picks
+bonus ``b``, which offsets the bias of summed log-probabilities towards short hypotheses. Text-only lists
+(imported, no acoustic score) use their own order instead: ``rank`` (the 0-based list position) weighted
+-1, a prior the LMs can overrule (:func:`default_weights` with ``am="rank"``). ``tune`` picks
 the weights that minimise corpus WER on a dev set (grid, then pattern-search refinement), and
 ``cross_validate`` reports what those weights are worth on utterances they were not tuned on.
 """
@@ -48,21 +50,47 @@ DEFAULT_SUM_LM_WEIGHT = 0.1
 DEFAULT_SUM_LENGTH_BONUS = 0.4
 AM_KEYS = ("am_norm", "am")  # the acoustic scores default_weights has weights for
 
+# Text-only lists (imported n-best without acoustic scores, e.g. HyPoradise CHiME-4): the list's own order is
+# the prior. `rank` is the 0-based position the importer kept (rescore.formats), weighted -1 so that with no
+# other evidence the first hypothesis wins; the LM weight and length bonus are on that scale (one rank step).
+RANK_KEY = "rank"
+RANK_WEIGHT = -1.0
+# What `tune` chose with `rank` fixed at -1 on the whole HyPoradise ATIS train list (3964 utterances, Whisper
+# 5-best, smollm2-135m without context, hyporadise normalizer; never a reported set): 0.232 and 2.18 (the 5
+# folds: LM 0.21-0.23, bonus 2.07-2.40), rounded. 5-fold cross-validated WER there 7.59 -> 7.00 % (285 better,
+# 131 worse, p < 0.001); on the test sets see eval/RESULTS.md (python -m eval.bench_hyporadise).
+DEFAULT_RANK_LM_WEIGHT = 0.23
+DEFAULT_RANK_LENGTH_BONUS = 2.2
+DEFAULT_KEYS = (*AM_KEYS, RANK_KEY)  # the keys default_weights has weights for
+
 
 def default_weights(lm_keys: Sequence[str], am: str = "am_norm") -> Weights:
     """Weights for `rerank` without a tuned config, for the acoustic score ``am`` (its scale sets theirs).
 
-    ``am_norm``: + 0.004 per LM + 0.03 per word; ``am`` (summed): + 0.1 per LM + 0.4 per word. Another
-    acoustic key has no defaults: ValueError (give the weights, or a config from ``rescore tune``).
+    ``am_norm``: + 0.004 per LM + 0.03 per word; ``am`` (summed): + 0.1 per LM + 0.4 per word; ``rank``
+    (text-only lists, no acoustic score: the list's order as a prior, -1 per position): + 0.23 per LM +
+    2.2 per word. Another key has no defaults: ValueError (give the weights, or a config from ``rescore tune``).
     """
     if am == "am_norm":
         return Weights({"am_norm": 1.0, **{k: DEFAULT_NORM_LM_WEIGHT for k in lm_keys}}, DEFAULT_NORM_LENGTH_BONUS)
     if am == "am":
         return Weights({"am": 1.0, **{k: DEFAULT_SUM_LM_WEIGHT for k in lm_keys}}, DEFAULT_SUM_LENGTH_BONUS)
+    if am == RANK_KEY:
+        return Weights(
+            {RANK_KEY: RANK_WEIGHT, **{k: DEFAULT_RANK_LM_WEIGHT for k in lm_keys}}, DEFAULT_RANK_LENGTH_BONUS
+        )
     raise ValueError(
-        f"no default weights for the acoustic score {am!r} (defaults exist for {' and '.join(AM_KEYS)}): "
-        "give the LM weights and the length bonus, or a weights config from `rescore tune`"
+        f"no default weights for the acoustic score {am!r} (defaults exist for {' and '.join(AM_KEYS)}, and "
+        f"{RANK_KEY} for text-only lists): give the LM weights and the length bonus, or a weights config from "
+        "`rescore tune`"
     )
+
+
+def is_text_only(record: NBest, acoustic: str) -> bool:
+    """A record whose hypotheses lack the acoustic score ``acoustic`` but all carry their ``rank``: an
+    imported text-only list, for the ``rank`` weights."""
+    hyps = record.hypotheses
+    return bool(hyps) and any(acoustic not in h.scores for h in hyps) and all(RANK_KEY in h.scores for h in hyps)
 
 
 CONTEXT_KEY = "lm_context"  # record.extra[CONTEXT_KEY][score key] = the context the LM score was taken after
@@ -476,24 +504,30 @@ def _refine(
 
 
 AM_CHOICES = ({"am": 1.0}, {"am_norm": 1.0})
+RANK_CHOICE = {RANK_KEY: RANK_WEIGHT}
 
 
 def _problems(
     records: Sequence[NBest], keys: Sequence[str], fixed: dict[str, float] | None, normalizer: str
 ) -> list[tuple[dict[str, float], _Problem]]:
-    """One search problem per acoustic score to try: ``fixed`` if given, else summed ``am`` and ``am_norm``.
+    """One search problem per prior to try: ``fixed`` if given, else summed ``am``, ``am_norm`` and ``rank``,
+    each where every hypothesis has it (MissingScoreError, about the first, when none is there).
 
     ``am_norm`` (what the recognizer ranked by) lets the tuner fall back to the recognizer's own choice;
-    summed ``am`` with a length bonus is the usual shallow-fusion form. The dev set decides.
+    summed ``am`` with a length bonus is the usual shallow-fusion form; ``rank`` (-1 per list position) is
+    the prior of a text-only imported list. The dev set decides.
     """
-    choices = [dict(fixed)] if fixed is not None else [dict(c) for c in AM_CHOICES]
+    choices = [dict(fixed)] if fixed is not None else [dict(c) for c in (*AM_CHOICES, RANK_CHOICE)]
     out = []
+    first_error: MissingScoreError | None = None
     for c in choices:
         try:
             out.append((c, _build(records, keys, c, normalizer)))
-        except MissingScoreError:
-            if fixed is not None or c == AM_CHOICES[0]:
-                raise
+        except MissingScoreError as e:
+            first_error = first_error or e
+    if not out:
+        assert first_error is not None
+        raise first_error
     return out
 
 
@@ -531,8 +565,9 @@ def tune(
     """Weights of the LM scores and the length bonus minimising corpus WER on ``records``.
 
     The LM scores are taken with ``scorers`` (after ``context``) where missing; ``keys`` names score keys
-    already in the records instead. ``fixed`` weights are not searched (default: the better of ``am``: 1
-    and ``am_norm``: 1). With ``folds`` >= 2 the result also carries a k-fold cross-validated report.
+    already in the records instead. ``fixed`` weights are not searched (default: the best of ``am``: 1,
+    ``am_norm``: 1 and, for text-only lists, ``rank``: -1, among those the records have). With ``folds`` >= 2
+    the result also carries a k-fold cross-validated report.
     """
     for s in scorers:
         score_nbest(records, s, context=context)

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rescore.evaluate import RerankComparison, rerank_comparison
+from rescore.features import add_derived, feature_names
+from rescore.learned import train_reranker
 from rescore.lm import LMScorer
 from rescore.records import NBest
-from rescore.rerank import LMSpec, Ranker, RerankConfig, TunedWeights, score_nbest, tune
+from rescore.rerank import LMSpec, Ranker, RerankConfig, Weights, score_nbest, tune
 
 
 class OverlapError(ValueError):
@@ -31,8 +33,8 @@ def usable_for_tuning(records: Sequence[NBest], what: str) -> tuple[list[NBest],
             skipped.append(f"{what}: {r.id} skipped: no hypotheses")
         elif r.reference is None:
             skipped.append(f"{what}: {r.id} skipped: no reference (use --reference)")
-        elif any("am" not in h.scores for h in r.hypotheses):
-            skipped.append(f"{what}: {r.id} skipped: a hypothesis has no 'am' score")
+        elif any(not {"am", "am_norm", "rank"} & set(h.scores) for h in r.hypotheses):
+            skipped.append(f"{what}: {r.id} skipped: a hypothesis has no 'am', 'am_norm' or 'rank' score")
         else:
             keep.append(r)
     return keep, skipped
@@ -56,9 +58,17 @@ class TuneOutcome:
     """The tuned config (ready to save) and the figures behind it."""
 
     config: RerankConfig
-    result: TunedWeights
+    weights: Weights
+    method: str
+    in_sample_wer: float | None = None
+    cv: RerankComparison | None = None
+    folds: int = 0
+    settings: int = 0  # weight settings the grid search evaluated, or C values the learned one tried
     report: RerankComparison | None = None
     notes: list[str] = field(default_factory=list)
+
+
+METHODS = ("grid", "learned")
 
 
 def tune_rerank(
@@ -66,6 +76,8 @@ def tune_rerank(
     scorers: Sequence[LMScorer],
     *,
     backend: str,
+    method: str = "grid",
+    features: Sequence[str] | None = None,
     context: str = "",
     folds: int = 5,
     seed: int = 0,
@@ -74,8 +86,16 @@ def tune_rerank(
     report_name: str = "report",
     on_phase: Callable[[str], Any] | None = None,
 ) -> TuneOutcome:
-    """Score ``dev`` with each LM, search the weights (k-fold CV when ``folds`` >= 2), and rerank ``report``
-    (a disjoint set: check with :func:`check_disjoint`) with them."""
+    """Score ``dev`` with each LM, fit the weights, and rerank ``report`` (a disjoint set: check with
+    :func:`check_disjoint`) with them.
+
+    ``grid``: the LM weights and length bonus on top of the acoustic score (a grid, then refinement).
+    ``learned``: pairwise logistic regression over named features (:mod:`rescore.learned`): ``features``,
+    or every score all hypotheses share, plus the derived ones (:mod:`rescore.features`).
+    Both report the k-fold cross-validated rerank of ``dev`` when ``folds`` >= 2.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown tuning method {method!r}: expected one of {', '.join(METHODS)}")
     if len(dev) < 2:
         raise ValueError(f"{dev_name}: fewer than 2 usable records to tune on")
     for s in scorers:
@@ -83,27 +103,34 @@ def tune_rerank(
             on_phase(f"scoring {sum(len(r.hypotheses) for r in dev)} dev hypotheses with {s.name}")
         score_nbest(dev, s, context=context)
     if on_phase:
-        on_phase("searching weights")
-    result = tune(dev, keys=[f"lm:{s.name}" for s in scorers], folds=folds, seed=seed)
-    tuning: dict[str, Any] = {
-        "dev": dev_name,
-        "utterances": len(dev),
-        "in_sample_wer": result.wer,
-        "normalizer": "whisper",
-    }
+        on_phase(f"fitting the weights ({method})")
+    tuning: dict[str, Any] = {"dev": dev_name, "utterances": len(dev), "normalizer": "whisper", "method": method}
     notes = []
-    if result.cv is not None:
-        tuning["cv"] = result.cv.to_dict()
+    if method == "learned":
+        add_derived(dev)
+        feats = list(features) if features else feature_names(dev)
+        learned = train_reranker(dev, feats, folds=folds, seed=seed)
+        weights, cv, in_sample, settings = learned.weights, learned.cv, None, len(learned.cv_by_c)
+        tuning["learned"] = learned.to_dict()
     else:
-        notes.append(f"no cross-validation (folds {folds}): in-sample WER {100 * result.wer:.2f} % is optimistic")
+        result = tune(dev, keys=[f"lm:{s.name}" for s in scorers], folds=folds, seed=seed)
+        weights, in_sample, settings = result.weights, result.wer, result.evaluated
+        cv = result.cv.comparison if result.cv is not None else None
+        tuning["in_sample_wer"] = result.wer
+        if result.cv is not None:
+            tuning["cv"] = result.cv.to_dict()
+    if cv is None:
+        notes.append(f"no cross-validation (folds {folds}): the dev figure is in-sample, optimistic")
     comparison = None
     if report is not None:
         for s in scorers:
             score_nbest(report, s, context=context)
-        ranker = Ranker(result.weights)
+        if method == "learned":
+            add_derived(report)
+        ranker = Ranker(weights)
         for r in report:
             ranker.rank(r)
         comparison = rerank_comparison(report)
         tuning["report"] = {"file": report_name, **comparison.to_dict()}
-    config = RerankConfig(result.weights, [LMSpec(s.name, backend) for s in scorers], context, 0, tuning)
-    return TuneOutcome(config, result, comparison, notes)
+    config = RerankConfig(weights, [LMSpec(s.name, backend) for s in scorers], context, 0, tuning)
+    return TuneOutcome(config, weights, method, in_sample, cv, folds if cv else 0, settings, comparison, notes)

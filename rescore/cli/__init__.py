@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rescore.cli import correct, ctc, deep, rerank, run, score, transcribe
+from rescore.cli import ascore, correct, ctc, deep, io, merge, rerank, run, score, transcribe
 
 app = typer.Typer(
     add_completion=False,
@@ -31,12 +31,16 @@ def _main(
 
 
 app.command()(transcribe.transcribe)
+app.command()(merge.merge)
 app.command()(score.score)
 app.command()(score.models)
+app.command()(ascore.ascore)
 app.command()(rerank.rerank)
 app.command()(rerank.tune)
 app.command()(run.run)
 app.command()(run.compare)
+app.command("import")(io.import_)
+app.command("export")(io.export)
 app.add_typer(correct.correct_app, name="correct")
 app.add_typer(correct.prompts_app, name="prompts")
 app.add_typer(ctc.ctc_app, name="ctc")

@@ -9,12 +9,16 @@ from rescore.cli.console import fail, warn
 
 
 def read_records(path: Path) -> list[Any]:
-    """The records of an n-best file, or exit 2 naming the file (and line) that cannot be read."""
-    from rescore.records import RecordError, read_nbest
+    """The records of an n-best file, or exit 2 naming the file (and line) that cannot be read.
+
+    A HyPoradise JSON list or an ESPnet decode folder is recognised by its content and imported on the fly
+    (``rescore.formats.read_any_nbest``); other foreign formats need ``rescore import``."""
+    from rescore.formats import FormatError, read_any_nbest
+    from rescore.records import RecordError
 
     try:
-        return list(read_nbest(path))
-    except (OSError, RecordError) as e:
+        return read_any_nbest(path)
+    except (OSError, RecordError, FormatError) as e:
         raise fail(str(e)) from None
 
 

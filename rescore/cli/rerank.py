@@ -97,10 +97,20 @@ def tune(
     ] = None,
     force: Annotated[bool, typer.Option(help="Report on --report even where it shares ids with the dev file.")] = False,
     scored: Annotated[Path | None, typer.Option(help="Write the dev records with their LM scores here.")] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="grid: LM weights and length bonus on top of the acoustic score; learned: pairwise logistic"
+            " regression over every named feature (acoustic scores of each model, LMs, ranks, consensus)."
+        ),
+    ] = "grid",
+    feature: Annotated[
+        list[str] | None, typer.Option(help="--method learned: only these score keys (repeat; default: all shared).")
+    ] = None,
     threads: ThreadsOpt = 2,
     batch_tokens: BatchOpt = 1024,
 ) -> None:
-    """Search LM weights and length bonus minimising dev WER (grid, then refinement); report by k-fold CV."""
+    """Fit rerank weights minimising dev WER (a grid search, or a learned reranker); report by k-fold CV."""
     from rescore.records import write_nbest
     from rescore.rerank_tuning import OverlapError, check_disjoint, tune_rerank, usable_for_tuning
     from rescore.stages import RerankOptions, RerankStage
@@ -127,11 +137,17 @@ def tune(
         warn=warn,
     )
     load_stage(stage, f"{', '.join(stage.plan.lms)} ({backend})")
+    from rescore.rerank_tuning import METHODS
+
+    if method not in METHODS:
+        raise fail(f"--method {method}: expected one of {', '.join(METHODS)}")
     with console.status("tuning") as status:
         outcome = tune_rerank(
             dev,
             stage.load(),
             backend=backend,
+            method=method,
+            features=feature or None,
             context=ctx_text,
             folds=folds,
             seed=seed,
@@ -142,16 +158,14 @@ def tune(
         )
     if scored is not None:
         write_nbest(scored, dev)
-    w = outcome.result.weights
+    w = outcome.weights
     console.print(
-        f"tuned on {len(dev)} utterances ({outcome.result.evaluated} settings): total = {w.describe()}",
+        f"tuned on {len(dev)} utterances ({outcome.method}, {outcome.settings} settings): total = {w.describe()}",
         highlight=False,
     )
-    cv = outcome.result.cv
-    if cv is not None:
-        out.print(
-            comparison_table(f"{file.name}: {cv.folds}-fold cross-validated rerank (held-out folds)", cv.comparison)
-        )
+    if outcome.cv is not None:
+        title = f"{file.name}: {outcome.folds}-fold cross-validated rerank (held-out folds)"
+        out.print(comparison_table(title, outcome.cv))
     for note in outcome.notes:
         warn(note)
     if outcome.report is not None and report is not None:
@@ -160,4 +174,5 @@ def tune(
         outcome.config.save(output)
     except OSError as e:
         raise fail(f"cannot write {output}: {e.strerror or e}") from None
-    console.print(f"wrote {output} (in-sample dev WER {pct(outcome.result.wer)} %)")
+    in_sample = f" (in-sample dev WER {pct(outcome.in_sample_wer)} %)" if outcome.in_sample_wer is not None else ""
+    console.print(f"wrote {output}{in_sample}")

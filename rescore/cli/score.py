@@ -34,7 +34,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Corpus WER/CER with S/D/I under several normalizers, n-best oracle and 95 % bootstrap intervals."""
-    from rescore.evaluate import alignment_text, score_records
+    from rescore.evaluate import alignment_text, describe_features, score_records
 
     records = load_records(file, reference)
     try:
@@ -77,6 +77,7 @@ def score(
             pct(c.rate),
         )
     out.print(table)
+    out.print(describe_features(report.features), highlight=False)
     if report.oracle:
         ot = Table(title="n-best oracle WER % (whisper normalizer)")
         for k in range(1, len(report.oracle) + 1):

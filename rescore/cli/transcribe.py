@@ -73,8 +73,11 @@ def transcribe(
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
     model: Annotated[
-        str | None,
-        typer.Option(help="whisper-tiny.en (default of the Whisper backends), whisper-base, or a model folder/file."),
+        list[str] | None,
+        typer.Option(
+            help="whisper-tiny.en (default of the Whisper backends), whisper-base, or a model folder/file. Repeat"
+            " for the n-best union of several models (system combination, see `rescore merge`)."
+        ),
     ] = None,
     backend: Annotated[
         str,
@@ -91,6 +94,15 @@ def transcribe(
         str, typer.Option(help="auto (int8 on CPU, float16 on CUDA) or a CTranslate2 type.")
     ] = "auto",
     language: Annotated[str, typer.Option(help="Language code for multilingual models, or auto.")] = "en",
+    distinct: Annotated[
+        bool,
+        typer.Option(
+            "--distinct",
+            help="ctranslate2: keep the --nbest best hypotheses that differ after normalisation (not only in"
+            " punctuation or case), from a beam twice as wide searched for 8 times more finished hypotheses"
+            " (at most 128).",
+        ),
+    ] = False,
     word_lm: Annotated[
         str | None,
         typer.Option(
@@ -107,21 +119,27 @@ def transcribe(
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
-    """Run the first pass and write one n-best record per utterance."""
+    """Run the first pass and write one n-best record per utterance (with several --model, their union)."""
     from pydantic import ValidationError
 
     from rescore.registry import RegistryError
     from rescore.stages import TranscribeOptions, TranscribeStage
 
     names = ["model", "nbest", "beam_size", "batch_size", "device", "compute_type", "language"]
-    names += ["word_lm", "lm_weight", "word_bonus"]
+    names += ["word_lm", "lm_weight", "word_bonus", "distinct"]
     try:
         options = TranscribeOptions(backend=backend, **given(ctx, names))
         stage = TranscribeStage(options)
         options.recognizer_options()  # an unknown backend: one line now, not after loading the input
     except (ValidationError, RegistryError) as e:
         raise fail(str(e).splitlines()[0] if isinstance(e, RegistryError) else _first_error(e)) from None
-    transcribe_dataset(stage, input, output, resume=resume, limit=limit, label="transcribe")
+    label = "transcribe" if len(options.models) == 1 else f"transcribe ({' + '.join(map(str, options.models))})"
+    transcribe_dataset(stage, input, output, resume=resume, limit=limit, label=label)
+    if len(options.models) > 1:
+        from rescore.cli.merge import print_union_oracle
+        from rescore.records import read_nbest
+
+        print_union_oracle(list(read_nbest(output, strict=False)), output.name)
 
 
 def _first_error(e: Any) -> str:

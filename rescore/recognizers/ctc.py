@@ -542,9 +542,10 @@ class CTCRecognizer:
         from rescore.models import MODELS
 
         # a Whisper model name (the CLI's default --model) means the default head over that encoder
-        self.path, _ = resolve_checkpoint("default" if model in ("default", "", None) or model in MODELS else model)
+        spec = "default" if model in ("default", "", None) or model in MODELS else model
+        self.path, _ = resolve_checkpoint(spec)
         try:
-            self.head = load_ctc_head(self.path)
+            self.head = load_ctc_head(spec)  # the spec, not the path: the head's meta says where it comes from
         except FileNotFoundError as e:
             raise ValueError(str(e)) from None
         if model in MODELS and self.head.config.encoder != model:

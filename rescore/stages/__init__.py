@@ -5,6 +5,7 @@ records through any of them, from the CLI, ``rescore run`` or Ray.
 """
 
 from rescore.registry import stages as _registry
+from rescore.stages.ascore import AScoreOptions, AScoreStage
 from rescore.stages.base import BaseStage, StageOptions
 from rescore.stages.correct import CorrectOptions, CorrectStage
 from rescore.stages.ctc_score import CTCScoreOptions, CTCScoreStage
@@ -12,10 +13,12 @@ from rescore.stages.deep import DeepOptions, DeepStage
 from rescore.stages.rerank import RerankOptions, RerankStage
 from rescore.stages.transcribe import TranscribeOptions, TranscribeStage, record_utterance, utterance_record
 
-for _stage in (TranscribeStage, RerankStage, CorrectStage, DeepStage, CTCScoreStage):
+for _stage in (TranscribeStage, RerankStage, CorrectStage, DeepStage, CTCScoreStage, AScoreStage):
     _registry.register(_stage.name, _stage)
 
 __all__ = [
+    "AScoreOptions",
+    "AScoreStage",
     "BaseStage",
     "CTCScoreOptions",
     "CTCScoreStage",

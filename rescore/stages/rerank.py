@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from rescore.features import DERIVED_PREFIXES, add_derived
 from rescore.lm import short_name
 from rescore.records import NBest
 from rescore.registry import make_scorer
-from rescore.rerank import AM_KEYS, RerankConfig, Weights, default_weights, lm_key, rerank_iter
+from rescore.rerank import (
+    DEFAULT_KEYS,
+    RANK_KEY,
+    RerankConfig,
+    Weights,
+    default_weights,
+    is_text_only,
+    lm_key,
+    rerank_iter,
+)
 from rescore.stages.base import BaseStage, StageOptions, file_digest
+
+SHIPPED_RERANKER = Path(__file__).resolve().parents[1] / "data" / "reranker.json"
+
+
+def needs_derived(weights: Weights) -> bool:
+    """Whether the weights use features :func:`rescore.features.add_derived` computes."""
+    return any(k.startswith((*DERIVED_PREFIXES, "rank:")) for k in weights.scores)
+
+
+def weights_file(path: str | None) -> str | None:
+    """``shipped``: the learned reranker in the package (trained on training sets; see its ``tuning``)."""
+    return str(SHIPPED_RERANKER) if path == "shipped" else path
 
 
 class RerankOptions(StageOptions):
@@ -41,11 +64,15 @@ class RerankPlan:
     context: str
     previous: int
     weights: Weights
+    # for records without the acoustic score of ``weights`` but with their list ``rank`` (imported text-only
+    # n-best): the rank-prior defaults; None when the weights were given or tuned (they apply to every record)
+    text_only: Weights | None = None
+    acoustic: str = "am_norm"
 
 
 def plan_rerank(o: RerankOptions) -> RerankPlan:
     """Precedence: explicit options, then the tuned config file, then the defaults. ValueError if they clash."""
-    cfg = RerankConfig.load(o.weights) if o.weights else None
+    cfg = RerankConfig.load(weights_file(o.weights)) if o.weights else None
     lm_given = "lm" in o.model_fields_set
     names = list(o.lm) if lm_given or cfg is None else [s.name for s in cfg.lms] or list(o.lm)
     backend = o.backend
@@ -58,10 +85,13 @@ def plan_rerank(o: RerankOptions) -> RerankPlan:
         raise ValueError(f"{len(o.lm_weight)} LM weight(s) for {len(names)} LM(s)")
     if cfg is not None and lm_given and o.lm_weight is None and set(keys) - {lm_key(s.name) for s in cfg.lms}:
         raise ValueError(f"LMs {', '.join(names)} differ from the ones {o.weights} was tuned for; give LM weights")
+    text_only = None
     if cfg is not None and o.lm_weight is None:
         weights = Weights(dict(cfg.weights.scores), cfg.weights.length_bonus)
     else:
-        if o.am in AM_KEYS or o.lm_weight is None or o.length_bonus is None:
+        if o.lm_weight is None and o.length_bonus is None and "am" not in o.model_fields_set:
+            text_only = default_weights(keys, am=RANK_KEY)  # used only where a record has no acoustic score
+        if o.am in DEFAULT_KEYS or o.lm_weight is None or o.length_bonus is None:
             weights = default_weights(keys, am=o.am)  # on the scale of that acoustic score (ValueError if none)
         else:
             weights = Weights({o.am: 1.0}, 0.0)  # another acoustic key, with every weight given
@@ -71,7 +101,7 @@ def plan_rerank(o: RerankOptions) -> RerankPlan:
         weights.length_bonus = o.length_bonus
     context = o.context if o.context is not None else (cfg.context if cfg else "")
     previous = o.previous if o.previous is not None else (cfg.previous if cfg else 0)
-    return RerankPlan(names, backend, context, previous, weights)
+    return RerankPlan(names, backend, context, previous, weights, text_only, o.am)
 
 
 class RerankStage(BaseStage):
@@ -88,7 +118,7 @@ class RerankStage(BaseStage):
         self.batch_size = None if self.plan.previous else 32
 
     def options(self) -> dict[str, Any]:
-        return self.opts.model_dump() | {"weights_digest": file_digest(self.opts.weights)}
+        return self.opts.model_dump() | {"weights_digest": file_digest(weights_file(self.opts.weights))}
 
     def build(self) -> list[Any]:
         o: RerankOptions = self.opts  # type: ignore[assignment]
@@ -102,8 +132,26 @@ class RerankStage(BaseStage):
         return scorers
 
     def process(self, records: list[NBest]) -> list[NBest]:
+        """Rerank with the plan's weights; records without its acoustic score but with their list rank (an
+        imported text-only n-best) get the rank-prior weights instead, unless weights were given or tuned."""
         p = self.plan
-        out = list(rerank_iter(records, self.load(), p.weights, context=p.context, previous=p.previous))
-        for r in out:
-            r.extra["rerank"] = {"weights": p.weights.describe(), "backend": p.backend, "previous": p.previous}
+        if needs_derived(p.weights):  # a learned reranker's features computed from the list itself
+            add_derived(records)
+        groups = [(p.weights, records)]
+        if p.text_only is not None:
+            text = [r for r in records if r.ok and is_text_only(r, p.acoustic)]
+            if text:
+                ids = {id(r) for r in text}
+                groups = [(p.weights, [r for r in records if id(r) not in ids]), (p.text_only, text)]
+        out: list[NBest] = []
+        for weights, group in groups:
+            if not group:
+                continue
+            done = list(rerank_iter(group, self.load(), weights, context=p.context, previous=p.previous))
+            for r in done:
+                r.extra["rerank"] = {"weights": weights.describe(), "backend": p.backend, "previous": p.previous}
+            out.extend(done)
+        if len(groups) > 1:  # both kinds: back in input order (rerank_iter yields the records it was given)
+            order = {id(r): i for i, r in enumerate(records)}
+            out.sort(key=lambda r: order[id(r)])
         return out

@@ -1,15 +1,21 @@
-"""The first pass as a stage: utterances (carried in placeholder records) -> n-best records."""
+"""The first pass as a stage: utterances (carried in placeholder records) -> n-best records.
+
+With several models (``model = ["whisper-tiny.en", "whisper-base"]``) each recognizer decodes the batch
+and their records are merged into the n-best union (:mod:`rescore.merge`). With ``ascore`` the union is
+scored as it goes: every hypothesis with every model (``am:<model>``, ``am_tokens:<model>``, as the ascore
+stage writes them) against the encoder output that model's first pass computed (ctranslate2 backend).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from rescore.datasets import Utterance
 from rescore.records import NBest
-from rescore.registry import accepted_options, make_recognizer, recognizers
+from rescore.registry import accepted_options, acoustic_scorers, make_recognizer, recognizers
 from rescore.stages.base import BaseStage, StageOptions
 
 UTTERANCE_KEY = "utterance"  # placeholder record -> the utterance (audio span, reference) to recognize
@@ -32,7 +38,8 @@ class TranscribeOptions(StageOptions):
     at their defaults and are an error when set explicitly."""
 
     backend: str = "ctranslate2"
-    model: str | None = None  # None: the backend's own default (whisper-tiny.en for the Whisper backends)
+    # None: the backend's own default (whisper-tiny.en for the Whisper backends); several: their n-best union
+    model: str | list[str] | None = None
     nbest: int = Field(8, ge=1)
     beam_size: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -42,10 +49,39 @@ class TranscribeOptions(StageOptions):
     word_lm: str | None = None  # ctc: pocketsphinx, an ARPA/binary LM file, or none
     lm_weight: float | None = None  # ctc: weight of the word LM [default: tuned]
     word_bonus: float | None = None  # ctc: score added per word [default: tuned]
+    distinct: bool = False  # ctranslate2: the n best hypotheses that differ after normalisation (wider beam)
+    # a union of ctranslate2 models: score every union hypothesis with every model, reusing its encoder output
+    ascore: bool = False
 
-    def recognizer_options(self) -> dict[str, Any]:
-        """The options for the backend: every explicitly set one, and the defaults the backend takes."""
-        opts = self.model_dump(exclude={"backend"}, exclude_none=True)
+    @field_validator("model")
+    @classmethod
+    def _one_or_several(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if not isinstance(v, list):
+            return v
+        if len(set(v)) != len(v):
+            raise ValueError(f"a model is given twice: {', '.join(v)}")
+        if not v:
+            return None
+        return v[0] if len(v) == 1 else v  # one model in a list is the same run (and cache) as a string
+
+    @model_validator(mode="after")
+    def _ascore_needs_a_union(self) -> TranscribeOptions:
+        if self.ascore and (not isinstance(self.model, list) or recognizers.canonical(self.backend) != "ctranslate2"):
+            raise ValueError("ascore scores a union as it goes: it needs several models and the ctranslate2 backend")
+        return self
+
+    @property
+    def models(self) -> list[str | None]:
+        """The models to run: one (``None``: the backend's default), or the systems of a union."""
+        return list(self.model) if isinstance(self.model, list) else [self.model]
+
+    def recognizer_options(self, model: str | None = None) -> dict[str, Any]:
+        """The options for the backend: every explicitly set one, and the defaults the backend takes
+        (for a union, those of one of its ``model``s; by default the first)."""
+        opts = self.model_dump(exclude={"backend", "model", "ascore"}, exclude_none=True)
+        model = model if model is not None else self.models[0]
+        if model is not None:
+            opts["model"] = model
         accepted = accepted_options(recognizers.factory(self.backend))
         if accepted is None:
             return opts
@@ -62,9 +98,36 @@ class TranscribeStage(BaseStage):
         super().__init__(options)
         self.batch_size = options.batch_size
 
+    def options(self) -> dict[str, Any]:
+        d = super().options()
+        for added_later in ("distinct", "ascore"):
+            if not d.get(added_later):
+                del d[added_later]  # off, the stage hashes (and reuses its cached files) as before
+        return d
+
     def build(self) -> Any:
         o: TranscribeOptions = self.opts  # type: ignore[assignment]
-        return make_recognizer(o.backend, **o.recognizer_options())
+        if len(o.models) == 1:
+            return make_recognizer(o.backend, **o.recognizer_options())
+        from rescore.merge import UnionRecognizer
+
+        models = [m for m in o.models if m is not None]
+        recs = [make_recognizer(o.backend, **o.recognizer_options(m)) for m in models]
+        if not o.ascore:
+            return UnionRecognizer(recs, models)
+        scorers = [  # the recognizer's loaded model shared; the scores are those of the ascore stage
+            acoustic_scorers.create(
+                "whisper",
+                m,
+                device=r.device,
+                compute_type=r.compute_type,
+                batch_size=o.batch_size,
+                language=o.language,
+                ct2_model=r.model,
+            )
+            for m, r in zip(models, recs, strict=True)
+        ]
+        return UnionRecognizer(recs, models, scorers=scorers)
 
     @property
     def info(self) -> dict[str, Any]:
