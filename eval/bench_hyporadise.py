@@ -261,7 +261,9 @@ def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) ->
     from rescore.rerank import Ranker
 
     lm = args.lms[0]
-    cfg = CorrectorConfig(llm=args.llm, backend=args.backend, template="nbest", n_threads=2, guards=GuardConfig())
+    cfg = CorrectorConfig(
+        llm=args.llm, backend=args.backend, template="nbest", n_threads=args.llm_threads, guards=GuardConfig()
+    )
     corrector = LLMCorrector(cfg)
     tag = f"{args.llm}-{args.backend}-nbest-{lm}"
     # guards: tuned on corrections of ATIS train utterances (reranked by the same text-only weights)
@@ -280,7 +282,7 @@ def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) ->
         "|---|---:|---:|---:|---:|---|",
     ]
     secs = []
-    for s in TESTS:
+    for s in args.correct_sets:
         recs = corrected(
             corrector,
             sample(text_only[s], args.correct_n, args.seed),
@@ -324,9 +326,12 @@ def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) ->
         acc = sum(bool((r.correction or {}).get("changed")) for r in recs)
         print("\n".join(lines[-4:]), f"({acc} changed by the corrector, default guards)", flush=True)
     md = [
-        f"Corrector {args.llm} ({args.backend}, 2 threads), template `nbest` (the HyPoradise-style prompt: the "
-        f"reranked hypothesis plus the others), zero-shot, on a fixed random subset of {args.correct_n} utterances "
-        f"of each test set (numpy seed {args.seed}; the LLM takes {np.mean(secs):.1f} s per utterance here), "
+        f"Corrector {args.llm} ({args.backend}, {args.llm_threads} thread(s)), template `nbest` (the "
+        "HyPoradise-style prompt: the reranked hypothesis plus the others), zero-shot, on a fixed random subset "
+        f"of {args.correct_n} utterances "
+        f"of each test set corrected ({', '.join(NAMES[s] for s in args.correct_sets)}; numpy seed {args.seed}; "
+        f"the LLM took {np.mean(secs):.1f} s per utterance on average on the loaded shared CPU; with other jobs "
+        "running one llama.cpp thread was about 6x faster than two, and the cached corrections mix both), "
         f"on top of the text-only rerank with {lm}. Guards tuned on the corrections of {tuning.utterances} "
         f"random ATIS train utterances (seed {args.seed}): of {len(tuning.tried)} settings the lowest WER there "
         f"({100 * tuning.wer:.2f} %, Whisper normalizer as `correct.tuning` counts) came with {chosen} "
@@ -347,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--correct-train-n", type=int, default=60, help="ATIS train utterances corrected to tune guards")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-correct", action="store_true")
+    ap.add_argument("--llm-threads", type=int, default=1, help="llama.cpp threads (1: no spin-waiting on a busy CPU)")
+    ap.add_argument("--correct-sets", nargs="+", default=list(TESTS), choices=TESTS, help="test sets to correct")
     args = ap.parse_args(argv)
     import torch
 

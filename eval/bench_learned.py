@@ -123,8 +123,8 @@ def row(name: str, c) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train-per-set", type=int, default=120)
-    ap.add_argument("--heldout-per-set", type=int, default=40)
+    ap.add_argument("--train-per-set", type=int, default=60)
+    ap.add_argument("--heldout-per-set", type=int, default=20)
     ap.add_argument("--report", nargs="*", default=["librispeech-dev", "an4-test"])
     ap.add_argument("--report-limit", type=int, default=0, help="first N utterances of each --report set (0: all)")
     ap.add_argument("--ship", action="store_true", help="write the all-feature model to rescore/data/reranker.json")
@@ -160,7 +160,7 @@ def main() -> None:
         "### Learned reranker over the tiny.en + base union (trained on training sets only)",
         "",
         f"Command: `python -m eval.bench_learned --train-per-set {args.train_per_set} --heldout-per-set "
-        f"{args.heldout_per_set}{' --ship' if args.ship else ''}`",
+        f"{args.heldout_per_set} --report-limit {args.report_limit}{' --ship' if args.ship else ''}`",
         "",
         f"Training: {len(train)} utterances, seeded samples of {args.train_per_set} from each of "
         f"{', '.join(TRAIN_SETS)}; first pass whisper-tiny.en and whisper-base 8-best (CTranslate2 int8), merged; "
@@ -199,7 +199,8 @@ def main() -> None:
             "trained_on": {s: args.train_per_set for s in TRAIN_SETS},
             "sample": "seeded shuffle (seed 0) of each set's ids, the first N",
             "first_pass": list(MODELS),
-            "command": f"python -m eval.bench_learned --train-per-set {args.train_per_set} --ship",
+            "command": f"python -m eval.bench_learned --train-per-set {args.train_per_set} "
+            f"--heldout-per-set {args.heldout_per_set} --report-limit {args.report_limit} --ship",
             "learned": full.to_dict(),
             "reported_in": "eval/RESULTS.md, section bench_learned",
         }

@@ -87,6 +87,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # first pass and LM rescoring only: seconds, not minutes
     "fast": {"correct": {"enabled": False}},
+    # the union of tiny.en and base, every hypothesis scored by both (encoder output reused), the shipped
+    # learned reranker (trained on training sets only) with its truncation guard, then the corrector. Not the
+    # default: the whole pipeline's real-time factor was not shown to stay under 0.5 on 2 cores (RESULTS.md)
+    "union": {
+        "transcribe": {"model": ["whisper-tiny.en", "whisper-base"], "ascore": True},
+        "rerank": {"weights": "shipped"},
+    },
     "first-pass": {"rerank": {"enabled": False}, "correct": {"enabled": False}},
     # spelled letters and digits (AN4-like): no LM rerank (the LibriSpeech-tuned weights raise an4-test WER,
     # 41.5 -> 48.8 % in eval/RESULTS.md), the spelling template with a domain description for the corrector

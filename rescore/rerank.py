@@ -173,18 +173,23 @@ class Weights:
 class Ranker:
     """Sets ``total`` on every hypothesis and ``chosen`` to the best (the earlier one on ties)."""
 
-    def __init__(self, weights: Weights) -> None:
+    def __init__(self, weights: Weights, *, min_length_ratio: float = 0.0) -> None:
         self.weights = weights
+        # truncation guard: a hypothesis with fewer words than this share of the recognizer's first one is
+        # never chosen (Whisper's n-best holds lists cut after the first sentence of a long utterance)
+        self.min_length_ratio = min_length_ratio
 
     def rank(self, nbest: NBest) -> NBest:
         if not nbest.ok or not nbest.hypotheses:
             return nbest
         totals = []
+        shortest = self.min_length_ratio * words(nbest.hypotheses[0].text)
         for j, h in enumerate(nbest.hypotheses):
             missing = [k for k, w in self.weights.scores.items() if w and k not in h.scores]
             if missing:
                 raise MissingScoreError(f"{nbest.id}: hypothesis {j} has no {', '.join(missing)} score")
-            totals.append(self.weights.total(h.scores, h.text))
+            total = self.weights.total(h.scores, h.text)
+            totals.append(total if words(h.text) >= shortest else total - 1e6)
         for h, t in zip(nbest.hypotheses, totals, strict=True):
             h.scores["total"] = t
         nbest.chosen = int(np.argmax(totals))
@@ -256,6 +261,7 @@ def rerank_iter(
     context: str = "",
     previous: int = 0,
     chunk: int = 32,
+    min_length_ratio: float = 0.0,
 ) -> Iterator[NBest]:
     """Score and rank records, yielding each when done; a per-record failure is set as its ``error``.
 
@@ -264,7 +270,7 @@ def rerank_iter(
     so records go in rounds: the k-th utterance of every recording together, after the (k-1)-th. A long
     recording cut into ``windows`` is reranked window by window, each after the N windows chosen before.
     """
-    ranker = Ranker(weights)
+    ranker = Ranker(weights, min_length_ratio=min_length_ratio)
     records = list(records)
     if previous <= 0:
         for start in range(0, len(records), chunk):

@@ -94,3 +94,22 @@ def test_tune_learned_and_rerank_with_the_saved_config(tmp_path) -> None:
     assert all("mbr:x" in h.scores and "lm:smollm2-135m" in h.scores for r in out for h in r.hypotheses)
     right = sum(r.text("rerank") == r.reference for r in out)
     assert right > sum(r.text("first-pass") == r.reference for r in out) and right >= 8
+
+
+def test_truncation_guard_never_picks_a_cut_hypothesis() -> None:
+    from rescore.rerank import Ranker, Weights
+    from rescore.stages.rerank import RerankOptions, plan_rerank
+
+    r = NBest(
+        id="u",
+        hypotheses=[
+            Hypothesis("chapter one it was a dark and stormy night", scores={"lm": -60.0}),
+            Hypothesis("chapter one", scores={"lm": -12.0}),
+            Hypothesis("chapter one it was a dark and stormy knight", scores={"lm": -58.0}),
+        ],
+    )
+    w = Weights({"lm": 1.0}, 0.0)
+    assert Ranker(w).rank(NBest.from_dict(r.to_dict())).chosen == 1  # summed LM alone prefers the cut one
+    assert Ranker(w, min_length_ratio=0.5).rank(r).chosen == 2
+    assert plan_rerank(RerankOptions(weights="shipped")).min_length_ratio == 0.5
+    assert plan_rerank(RerankOptions(weights="shipped", min_length_ratio=0.0)).min_length_ratio == 0.0

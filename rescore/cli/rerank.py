@@ -55,6 +55,7 @@ def rerank(
     """Add lm:<name> scores to every hypothesis and choose by am + sum(w_i * lm_i) + b * words."""
     from pydantic import ValidationError
 
+    from rescore.rerank import is_text_only
     from rescore.stages import RerankOptions, RerankStage
 
     ctx_text = read_text_option(context, context_file, "context")
@@ -72,6 +73,8 @@ def rerank(
     records = read_records(file)
     check_writable(output, resume)
     console.print(f"total = {stage.plan.weights.describe()}", highlight=False)
+    if stage.plan.text_only is not None and any(r.ok and is_text_only(r, stage.plan.acoustic) for r in records):
+        console.print(f"text-only records (no acoustic score): total = {stage.plan.text_only.describe()}")
     load_stage(stage, f"{', '.join(stage.plan.lms)} ({stage.plan.backend})")
 
     def summary(run, written) -> str:

@@ -103,6 +103,14 @@ def transcribe(
             " (at most 128).",
         ),
     ] = False,
+    ascore: Annotated[
+        bool,
+        typer.Option(
+            "--ascore",
+            help="With several --model: score every hypothesis of the union with every model (am:<model>, by"
+            " teacher forcing), reusing each model's encoder output from its own decoding.",
+        ),
+    ] = False,
     word_lm: Annotated[
         str | None,
         typer.Option(
@@ -126,7 +134,7 @@ def transcribe(
     from rescore.stages import TranscribeOptions, TranscribeStage
 
     names = ["model", "nbest", "beam_size", "batch_size", "device", "compute_type", "language"]
-    names += ["word_lm", "lm_weight", "word_bonus", "distinct"]
+    names += ["word_lm", "lm_weight", "word_bonus", "distinct", "ascore"]
     try:
         options = TranscribeOptions(backend=backend, **given(ctx, names))
         stage = TranscribeStage(options)

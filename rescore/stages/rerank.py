@@ -51,6 +51,8 @@ class RerankOptions(StageOptions):
     lm_weight: list[float] | None = None
     length_bonus: float | None = None
     am: str = "am_norm"
+    # truncation guard (see rescore.rerank.Ranker); None: the tuned config's value, else off
+    min_length_ratio: float | None = Field(None, ge=0, le=1)
     threads: int = Field(2, ge=1)
     batch_tokens: int = Field(1024, ge=16)
 
@@ -68,6 +70,7 @@ class RerankPlan:
     # n-best): the rank-prior defaults; None when the weights were given or tuned (they apply to every record)
     text_only: Weights | None = None
     acoustic: str = "am_norm"
+    min_length_ratio: float = 0.0
 
 
 def plan_rerank(o: RerankOptions) -> RerankPlan:
@@ -101,7 +104,10 @@ def plan_rerank(o: RerankOptions) -> RerankPlan:
         weights.length_bonus = o.length_bonus
     context = o.context if o.context is not None else (cfg.context if cfg else "")
     previous = o.previous if o.previous is not None else (cfg.previous if cfg else 0)
-    return RerankPlan(names, backend, context, previous, weights, text_only, o.am)
+    ratio = o.min_length_ratio
+    if ratio is None:
+        ratio = float((cfg.tuning or {}).get("min_length_ratio", 0.0)) if cfg is not None else 0.0
+    return RerankPlan(names, backend, context, previous, weights, text_only, o.am, ratio)
 
 
 class RerankStage(BaseStage):
@@ -147,7 +153,16 @@ class RerankStage(BaseStage):
         for weights, group in groups:
             if not group:
                 continue
-            done = list(rerank_iter(group, self.load(), weights, context=p.context, previous=p.previous))
+            done = list(
+                rerank_iter(
+                    group,
+                    self.load(),
+                    weights,
+                    context=p.context,
+                    previous=p.previous,
+                    min_length_ratio=p.min_length_ratio,
+                )
+            )
             for r in done:
                 r.extra["rerank"] = {"weights": weights.describe(), "backend": p.backend, "previous": p.previous}
             out.extend(done)
