@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rescore.records import Hypothesis, NBest
 
@@ -84,6 +85,18 @@ def read_lines(path: str | os.PathLike[str]) -> list[str]:
         raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
+def json_lines(path: str | os.PathLike[str], lines: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a JSONL file; a line that is not JSON is a
+    FormatError naming the file and line."""
+    for lineno, line in enumerate(read_lines(path) if lines is None else lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FormatError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+
+
 def read_references(path: str | os.PathLike[str]) -> dict[str, str]:
     """References by id from a JSONL manifest (``id`` + ``text``/``reference``) or a Kaldi-style ``text``
     file (``ID words ...``)."""
@@ -91,20 +104,17 @@ def read_references(path: str | os.PathLike[str]) -> dict[str, str]:
     refs: dict[str, str] = {}
     first = next((ln for ln in lines if ln.strip()), "")
     as_json = first.lstrip().startswith("{")
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    rows = (
+        json_lines(path, lines) if as_json else ((lineno, line) for lineno, line in enumerate(lines, 1) if line.strip())
+    )
+    for lineno, row in rows:
         if as_json:
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-            text = d.get("text", d.get("reference")) if isinstance(d, dict) else None
-            if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(text, str):
+            text = row.get("text", row.get("reference")) if isinstance(row, dict) else None
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(text, str):
                 raise FormatError(f"{path}:{lineno}: expected an object with 'id' and 'text' strings")
-            uid = d["id"]
+            uid = row["id"]
         else:
-            uid, _, text = line.strip().partition(" ")
+            uid, _, text = row.strip().partition(" ")
         if uid in refs:
             raise FormatError(f"{path}:{lineno}: duplicate id {uid!r}")
         refs[uid] = " ".join(text.split())

@@ -13,23 +13,16 @@ entries, which must divide exactly.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from rescore.formats.base import FormatError, check_unique, make_record, parse_float, read_lines
+from rescore.formats.base import FormatError, check_unique, json_lines, make_record, parse_float, read_lines
 from rescore.records import NBest
 
 
 def _manifest(path: Path) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+    for lineno, d in json_lines(path):
         if not isinstance(d, dict) or not (isinstance(d.get("audio_filepath"), str) or isinstance(d.get("id"), str)):
             raise FormatError(f"{path}:{lineno}: expected a NeMo manifest line with 'audio_filepath'")
         d["_line"] = lineno

@@ -9,12 +9,11 @@ Export: ``tsv`` writes ``id<TAB>text`` of the chosen stage, one row per utteranc
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from rescore.formats.base import FormatError, atomic_write_text, make_record, parse_float, read_lines
+from rescore.formats.base import FormatError, atomic_write_text, json_lines, make_record, parse_float, read_lines
 from rescore.records import NBest
 
 
@@ -67,13 +66,7 @@ def read_tsv(path: str | os.PathLike[str], *, score_key: str = "am") -> list[NBe
 def read_jsonl(path: str | os.PathLike[str], *, score_key: str = "am") -> list[NBest]:
     path = Path(path)
     rows = []
-    for lineno, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+    for lineno, d in json_lines(path):
         if not isinstance(d, dict) or not isinstance(d.get("text"), str) or d.get("id") in (None, ""):
             raise FormatError(f"{path}:{lineno}: expected an object with 'id' and 'text'")
         if "hypotheses" in d:
