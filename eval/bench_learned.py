@@ -21,16 +21,17 @@ import random
 import time
 from pathlib import Path
 
+from eval.nbest_cache import nbest_for
 from eval.results import update_section
 from rescore.datasets import load_dataset, shared_data_dir
 from rescore.evaluate import rerank_comparison
 from rescore.features import add_derived, feature_names
-from rescore.learned import train_reranker
+from rescore.learned import rerank_copy, train_reranker
 from rescore.merge import merge_records
 from rescore.models import cache_dir
-from rescore.records import NBest, NBestWriter, read_nbest, write_nbest
-from rescore.registry import make_recognizer, make_scorer
-from rescore.rerank import Ranker, score_nbest
+from rescore.records import NBest, read_nbest, write_nbest
+from rescore.registry import make_scorer
+from rescore.rerank import score_nbest
 
 MODELS = ("whisper-tiny.en", "whisper-base")
 TRAIN_SETS = ("an4-train", "arctic-cathy", "speechocean-train")
@@ -46,23 +47,9 @@ def sample_ids(set_name: str, n: int, skip: int = 0, seed: int = 0) -> list[str]
     return ids[skip : skip + n] if n else ids[skip:]
 
 
-_RECOGNIZERS: dict = {}
-
-
-def nbest_of(set_name: str, model: str, ids: list[str], nbest: int = 8) -> list[NBest]:
-    """The model's n-best of those utterances, cached (and resumed) in the cache folder."""
-    path = cache_dir() / "nbest" / f"{set_name}.{model}.jsonl"
-    wanted = set(ids)
-    utts = [u for u in load_dataset(shared_data_dir() / set_name).utterances if u.id in wanted]
-    with NBestWriter(path) as writer:
-        todo = [u for u in utts if u.id not in writer.done]
-        if todo:
-            print(f"  {model}: transcribing {len(todo)} utterances of {set_name}", flush=True)
-            if model not in _RECOGNIZERS:
-                _RECOGNIZERS[model] = make_recognizer("ctranslate2", model=model, nbest=nbest, beam_size=nbest)
-            for r in _RECOGNIZERS[model].recognize(todo):
-                writer.write(r)
-    by_id = {r.id: r for r in read_nbest(path)}
+def nbest_of(set_name: str, model: str, ids: list[str]) -> list[NBest]:
+    """The model's 8-best of those utterances (the shared benchmark cache, :mod:`eval.nbest_cache`)."""
+    by_id = {r.id: r for r in read_nbest(nbest_for(set_name, model, ids=ids))}
     return [by_id[i] for i in ids if i in by_id]
 
 
@@ -91,16 +78,6 @@ def feature_sets(names: list[str]) -> dict[str, list[str]]:
     rank = [f for f in names if f.startswith("rank:")]
     acoustic = [f for f in names if f.split(":")[0] in {"am", "am_norm", "mbr"} and ":" in f]
     return {"union + LM only": lm + rank, "union + acoustic": acoustic + rank, "union + all": acoustic + lm + rank}
-
-
-def copy_ranked(records: list[NBest], weights) -> list[NBest]:
-    ranker = Ranker(weights)
-    out = []
-    for r in records:
-        c = NBest.from_dict(r.to_dict())
-        ranker.rank(c)
-        out.append(c)
-    return out
 
 
 def system_first(records: list[NBest], model: str) -> list[NBest]:
@@ -182,7 +159,7 @@ def main() -> None:
         ]
         lines.append(row("whisper-base 1-best", rerank_comparison(system_first(recs, MODELS[1]))))
         for label, m in models.items():
-            lines.append(row(label, rerank_comparison(copy_ranked(recs, m.weights))))
+            lines.append(row(label, rerank_comparison(rerank_copy(recs, m.weights))))
         lines.append("")
     full = models["union + all"]
     lines += [

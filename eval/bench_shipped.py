@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from eval.bench_learned import MODELS, copy_ranked, row, scored_union, system_first
+from eval.bench_learned import MODELS, row, scored_union, system_first
 from eval.results import update_section
 from rescore.datasets import load_dataset, shared_data_dir
 from rescore.evaluate import rerank_comparison
-from rescore.records import NBest
+from rescore.learned import rerank_copy
 from rescore.registry import make_scorer
-from rescore.rerank import Ranker
 from rescore.stages.rerank import RerankOptions, plan_rerank
 
 
@@ -38,12 +37,7 @@ def main() -> None:
         args.set, ids, make_scorer("smollm2-135m", "hf", threads=2), {m: WhisperScorer(m, device="cpu") for m in MODELS}
     )
     plan = plan_rerank(RerankOptions(weights="shipped"))
-    ranker = Ranker(plan.weights, min_length_ratio=plan.min_length_ratio)
-    guarded: list[NBest] = []
-    for r in recs:
-        c = NBest.from_dict(r.to_dict())
-        ranker.rank(c)
-        guarded.append(c)
+    guarded = rerank_copy(recs, plan.weights, min_length_ratio=plan.min_length_ratio)
     base = rerank_comparison(system_first(recs, MODELS[0]))
     lines = [
         f"### The shipped reranker on {args.set}, utterances {args.skip + 1}-{args.skip + len(recs)}",
@@ -59,7 +53,7 @@ def main() -> None:
         "| system | WER % [95 % CI] | gap closed | better | worse | p |",
         "|---|---|---|---|---|---|",
         row("whisper-base 1-best", rerank_comparison(system_first(recs, MODELS[1]))),
-        row("shipped reranker, no guard", rerank_comparison(copy_ranked(recs, plan.weights))),
+        row("shipped reranker, no guard", rerank_comparison(rerank_copy(recs, plan.weights))),
         row(f"shipped reranker, guard {plan.min_length_ratio:g}", rerank_comparison(guarded)),
     ]
     update_section(f"bench_shipped-{args.set}", "\n".join(lines))

@@ -18,15 +18,26 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TAGS = {"whisper-tiny.en": "tiny-en", "whisper-base": "base"}
 
 
-def nbest_for(set_name: str, model: str = "whisper-tiny.en", *, nbest: int = 8) -> Path:
-    """The n-best file of a set of ../shared/data, transcribed (or resumed) when incomplete."""
+_RECOGNIZERS: dict[tuple[str, int], object] = {}
+
+
+def nbest_for(set_name: str, model: str = "whisper-tiny.en", *, nbest: int = 8, ids: list[str] | None = None) -> Path:
+    """The n-best file of a set of ../shared/data, transcribed (or resumed) when incomplete; with ``ids``
+    only those utterances are made sure of (the file may hold more)."""
     path = cache_dir() / "nbest" / f"{set_name}.{TAGS.get(model, Path(model).name)}.jsonl"
-    dataset = load_dataset(DATA / set_name)
+    utts = load_dataset(DATA / set_name).utterances
+    if ids is not None:
+        wanted = set(ids)
+        utts = [u for u in utts if u.id in wanted]
     with NBestWriter(path) as writer:
-        todo = [u for u in dataset.utterances if u.id not in writer.done]
+        todo = [u for u in utts if u.id not in writer.done]
         if todo:
             print(f"transcribing {len(todo)} utterances of {set_name} into {path}", flush=True)
-            recognizer = make_recognizer("ctranslate2", model=model, nbest=nbest, beam_size=nbest, device="cpu")
-            for record in recognizer.recognize(todo):
+            key = (model, nbest)
+            if key not in _RECOGNIZERS:  # one model load per process, however many sets
+                _RECOGNIZERS[key] = make_recognizer(
+                    "ctranslate2", model=model, nbest=nbest, beam_size=nbest, device="cpu"
+                )
+            for record in _RECOGNIZERS[key].recognize(todo):  # type: ignore[attr-defined]
                 writer.write(record)
     return path

@@ -81,8 +81,9 @@ def _folds(n: int, k: int, seed: int) -> list[list[int]]:
     return [order[i::k] for i in range(k)]
 
 
-def _rerank_copy(records: Sequence[NBest], weights: Weights) -> list[NBest]:
-    ranker = Ranker(weights)
+def rerank_copy(records: Sequence[NBest], weights: Weights, *, min_length_ratio: float = 0.0) -> list[NBest]:
+    """Copies of ``records`` ranked with ``weights`` (the inputs are left as they were)."""
+    ranker = Ranker(weights, min_length_ratio=min_length_ratio)
     out = []
     for r in records:
         c = NBest.from_dict(r.to_dict())
@@ -135,7 +136,7 @@ def train_reranker(
         for part in parts:
             test = set(part)
             w = fit_weights([r for i, r in enumerate(records) if i not in test], features, c=c)
-            chosen += _rerank_copy([records[i] for i in part], w)
+            chosen += rerank_copy([records[i] for i in part], w)
         by_c[c] = _errors_of_choice(chosen)
         held_out[c] = chosen
     best_c = min(by_c, key=lambda c: (by_c[c], c_grid.index(c))) if by_c else 1.0  # ties: the stronger prior
