@@ -6,7 +6,7 @@ arguments or input, 130 interrupted (what was written is kept; the same command 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,22 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def given(ctx: typer.Context, names: list[str]) -> dict[str, Any]:
+    """The options among ``names`` that the user set on the command line (not left at their defaults; an
+    empty repeated option counts as not set)."""
+    return {
+        n: ctx.params[n]
+        for n in names
+        if _source(ctx, n) not in {"DEFAULT", "DEFAULT_MAP"} and ctx.params[n] not in ([], ())
+    }
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    # by name: typer may run its own vendored copy of click, whose ParameterSource is another enum class
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else "DEFAULT"
 
 
 def pct(x: float | None) -> str:
@@ -59,6 +75,21 @@ def progress_bar() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def record_progress(bar: Progress, task: Any, known_failures: Collection[str] = ()) -> Callable[[Any], None]:
+    """A runner ``on_record`` callback: advances ``task`` (with the audio seconds done, for the real-time
+    factor) and names each failed record, except those already reported (``known_failures``)."""
+    audio = [0.0]
+
+    def advance(record: Any) -> None:
+        if record.ok:
+            audio[0] += record.duration or 0.0
+        elif record.id not in known_failures:
+            console.print(f"[red]failed[/] {record.id}: {record.error}", highlight=False)
+        bar.update(task, advance=1, audio_seconds=audio[0])
+
+    return advance
 
 
 def load_stage(
@@ -105,7 +136,7 @@ def run_stage_command(
     written: list[Any] = []
     with progress_bar() as bar:
         task = bar.add_task(label, total=None, audio_seconds=0.0)
-        audio = [0.0]
+        advance = record_progress(bar, task, known_failures=set(failures))
 
         def on_start(run: Any) -> None:
             bar.update(task, total=run.total - run.resumed)
@@ -114,11 +145,7 @@ def run_stage_command(
 
         def on_record(r: Any) -> None:
             written.append(r)
-            if r.ok:
-                audio[0] += r.duration or 0.0
-            elif r.id not in failures:
-                console.print(f"[red]failed[/] {r.id}: {r.error}", highlight=False)
-            bar.update(task, advance=1, audio_seconds=audio[0])
+            advance(r)
 
         try:
             run = run_stage(stage, records, output, resume=resume, on_record=on_record, on_start=on_start)

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from rescore.cli.console import check_writable, console, fail, load_stage, out, pct, run_stage_command, warn
+from rescore.cli.console import check_writable, console, fail, given, load_stage, out, pct, run_stage_command, warn
 from rescore.cli.records_io import load_records, read_records, read_text_option
 from rescore.cli.tables import comparison_table
-from rescore.cli.transcribe import given
 
 LMOpt = Annotated[
     list[str] | None,

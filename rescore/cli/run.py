@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rescore.cli.console import console, fail, out, progress_bar
+from rescore.cli.console import console, fail, out, progress_bar, record_progress
 
 
 def run(
@@ -46,16 +46,7 @@ def run(
     with progress_bar() as bar:
 
         def on_stage(stage: str, total: int):
-            task = bar.add_task(stage, total=total, audio_seconds=0.0)
-            state = {"audio": 0.0}
-
-            def advance(record) -> None:
-                state["audio"] += record.duration or 0.0
-                bar.update(task, advance=1, audio_seconds=state["audio"])
-                if not record.ok:
-                    console.print(f"[red]failed[/] {record.id}: {record.error}", highlight=False)
-
-            return advance
+            return record_progress(bar, bar.add_task(stage, total=total, audio_seconds=0.0))
 
         try:
             results, summary = run_pipeline(cfg, on_stage=on_stage)

@@ -7,23 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rescore.cli.console import check_writable, fail, load_stage, run_stage_command, warn
-
-
-def given(ctx: typer.Context, names: list[str]) -> dict[str, Any]:
-    """The options among ``names`` that the user set on the command line (not left at their defaults; an
-    empty repeated option counts as not set)."""
-    return {
-        n: ctx.params[n]
-        for n in names
-        if _source(ctx, n) not in {"DEFAULT", "DEFAULT_MAP"} and ctx.params[n] not in ([], ())
-    }
-
-
-def _source(ctx: typer.Context, name: str) -> str:
-    # by name: typer may run its own vendored copy of click, whose ParameterSource is another enum class
-    source = ctx.get_parameter_source(name)
-    return source.name if source is not None else "DEFAULT"
+from rescore.cli.console import check_writable, fail, given, load_stage, run_stage_command, warn
 
 
 def load_input(input: str) -> Any:
