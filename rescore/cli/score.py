@@ -101,5 +101,6 @@ def models() -> None:
     table.add_column("description")
     for m in list_models():
         size = f"{m.size / 1e6:.0f} MB" if m.size else ""
-        table.add_row(m.name, m.kind, "yes" if m.installed else "[red]no[/]", size, m.path or "", m.description)
+        about = f"{m.description}. {m.terms}" if m.terms else m.description
+        table.add_row(m.name, m.kind, "yes" if m.installed else "[red]no[/]", size, m.path or "", about)
     out.print(table)
