@@ -263,7 +263,7 @@ def run_pipeline(
     summary = summarize_stages(
         cfg.run_name, [(r.name, r.records) for r in results], config=cfg.model_dump(), wall=time.perf_counter() - t0
     )
-    write_report(run_dir, summary)
+    write_report(run_dir, summary, [(r.name, r.records) for r in results])
     final = next((r for r in reversed(results) if r.name != "deep"), results[-1]) if results else None
     if final is not None:
         write_transcripts(final.records, run_dir / TRANSCRIPTS_DIR, formats=cfg.output_format)

@@ -44,6 +44,11 @@ class StageSummary:
     gap_closed: float | None = None  # share of the first-pass 1-best -> oracle gap this stage closed
     p_vs_first: float | None = None  # paired bootstrap: share of resamples where this stage is not better
     failed: int = 0
+    # against the previous stage (what this stage itself did), on the scored utterances: the harm figure
+    better_vs_previous: int | None = None
+    worse_vs_previous: int | None = None
+    changed_scored: int | None = None  # scored utterances whose text this stage changed
+    p_vs_previous: float | None = None
     # What the stage did to the text, on the utterances every stage processed: needs no reference.
     changed_vs_previous: int | None = None  # utterances whose text differs from the previous stage's
     changed_vs_first: int | None = None
@@ -121,6 +126,8 @@ def summarize_stages(
     refs = [normalize(first[i].reference or "", NORMALIZER) for i in ids]
     oracle = oracle_curve([first[i].reference or "" for i in ids], [[h.text for h in first[i].hypotheses] for i in ids])
     base_errors: np.ndarray | None = None
+    prev_errors: np.ndarray | None = None
+    prev_scored: list[str] | None = None
     out: list[StageSummary] = []
     first_texts: list[str] | None = None
     prev_texts: list[str] | None = None
@@ -129,9 +136,16 @@ def summarize_stages(
         s = StageSummary(stage, *(float("nan"),) * 4, 0, 0, 0, 0, round(seconds, 3))
         s.failed = sum(not r.ok for r in m.values())
         if ids:
-            hyps = [normalize(_stage_text(m[i], stage), NORMALIZER) for i in ids]
+            raw = [" ".join(_stage_text(m[i], stage).split()) for i in ids]
+            hyps = [normalize(t, NORMALIZER) for t in raw]
             errors = _score(s, refs, hyps, base_errors, out, oracle)
+            if prev_errors is not None and prev_scored is not None:
+                s.better_vs_previous = int((errors < prev_errors).sum())
+                s.worse_vs_previous = int((errors > prev_errors).sum())
+                s.changed_scored = sum(a != b for a, b in zip(prev_scored, raw, strict=True))
+                s.p_vs_previous = paired_bootstrap(prev_errors, errors, np.asarray([len(r.split()) for r in refs]))
             base_errors = errors if base_errors is None else base_errors
+            prev_errors, prev_scored = errors, raw
         texts = [" ".join(_stage_text(m[i], stage).split()) for i in common]
         if prev_texts is not None and first_texts is not None:
             s.changed_vs_previous = sum(a != b for a, b in zip(prev_texts, texts, strict=True))
@@ -197,13 +211,24 @@ def _num(x: int | None) -> str:
     return "" if x is None else str(x)
 
 
+def _p(x: float | None) -> str:
+    return "" if x is None or x != x else f"{x:.3f}"
+
+
+def _harm(s: StageSummary) -> str:
+    """Worse / changed vs the previous stage, with the share: how often an edit this stage made was a harm."""
+    if s.worse_vs_previous is None or not s.changed_scored:
+        return "" if s.worse_vs_previous is None else "0/0"
+    return f"{s.worse_vs_previous}/{s.changed_scored} ({100 * s.worse_vs_previous / s.changed_scored:.0f} %)"
+
+
 def _rtf(seconds: float, audio: float) -> str:
     return f"{seconds / audio:.3f}" if audio else ""
 
 
 SCORE_COLUMNS = (
     "stage", "WER %", "95 % CI", "CER %", "S", "D", "I", "better", "worse", "unchanged", "gap closed %",
-    "p (vs first)", "seconds", "RTF",
+    "p (vs first)", "vs previous: better/worse", "harm (worse / changed)", "p (vs previous)", "seconds", "RTF",
 )  # fmt: skip
 CHANGE_COLUMNS = (
     "stage", "changed vs previous", "changed vs first pass", "words changed", "accepted", "abstained", "failed",
@@ -228,7 +253,10 @@ def score_rows(summary: RunSummary) -> list[list[str]]:
             str(s.worse),
             str(s.unchanged),
             _pct(s.gap_closed),
-            "" if s.p_vs_first is None or s.p_vs_first != s.p_vs_first else f"{s.p_vs_first:.3f}",
+            _p(s.p_vs_first),
+            "" if s.better_vs_previous is None else f"{s.better_vs_previous}/{s.worse_vs_previous}",
+            _harm(s),
+            _p(s.p_vs_previous),
             f"{s.seconds:.1f}",
             _rtf(s.seconds, summary.audio_seconds),
         ]
@@ -386,7 +414,8 @@ _CHANGES_NOTE = (
 )
 
 
-def render_html(summaries: Sequence[RunSummary], title: str) -> str:
+def render_html(summaries: Sequence[RunSummary], title: str, utterances: str = "") -> str:
+    """The report page; ``utterances``: the per-utterance section (:func:`rescore.diffs.render_rows`)."""
     figs = plots(summaries)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -416,6 +445,7 @@ def render_html(summaries: Sequence[RunSummary], title: str) -> str:
     ):
         if key in figs:
             parts.append(f"<h3>{caption}</h3><img alt='{caption}' src='data:image/png;base64,{figs[key]}'>")
+    parts.append(utterances)
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -438,10 +468,16 @@ def render_markdown(summary: RunSummary) -> str:
     )
 
 
-def write_report(run_dir: Path, summary: RunSummary) -> dict[str, Path]:
-    """Write summary.json (strict JSON: null where a figure does not exist), report.md and report.html."""
+def write_report(
+    run_dir: Path, summary: RunSummary, stages: Sequence[tuple[str, Sequence[NBest]]] = ()
+) -> dict[str, Path]:
+    """Write summary.json (strict JSON: null where a figure does not exist), report.md and report.html (with the
+    per-utterance table of ``stages``' records, when given)."""
+    from rescore.diffs import render_rows, utterance_rows
+
     paths = {"summary": run_dir / "summary.json", "markdown": run_dir / "report.md", "html": run_dir / "report.html"}
     paths["summary"].write_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
     paths["markdown"].write_text(render_markdown(summary), encoding="utf-8")
-    paths["html"].write_text(render_html([summary], f"rescore run {summary.name}"), encoding="utf-8")
+    utterances = render_rows(utterance_rows(stages)) if stages else ""
+    paths["html"].write_text(render_html([summary], f"rescore run {summary.name}", utterances), encoding="utf-8")
     return paths

@@ -187,3 +187,39 @@ def test_real_run_over_audio_without_references(tiny_dir, tmp_path):
     rows = (out / "transcripts.tsv").read_text().splitlines()
     assert rows[0].split("\t")[:2] == ["id", "text"] and sorted(r.split("\t")[0] for r in rows[1:]) == ids
     assert all(len(r.split("\t")[1]) > 3 for r in rows[1:])
+
+
+def test_per_utterance_table_names_what_each_stage_made_worse(tmp_path):
+    from rescore.diffs import render_rows, utterance_rows, word_diff
+    from rescore.records import Hypothesis, NBest
+    from rescore.report import summarize_stages, write_report
+
+    def record(uid: str, ref: str, hyps: list[str], chosen: int, corrected: str | None, why: str) -> NBest:
+        r = NBest(id=uid, reference=ref, hypotheses=[Hypothesis(h) for h in hyps], chosen=chosen, duration=1.0)
+        if corrected is not None:
+            r.corrected = corrected
+            r.correction = {"cleaned": corrected, "accepted": True, "reason": why}
+        return r
+
+    first = [record("a", "drained of men", ["drained of man", "drained of men"], 0, None, ""),
+             record("b", "the tales", ["the tales"], 0, None, "")]  # fmt: skip
+    rerank = [record("a", "drained of men", ["drained of man", "drained of men"], 1, None, ""),
+              record("b", "the tales", ["the tales"], 0, None, "")]  # fmt: skip
+    correct = [record("a", "drained of men", ["drained of man", "drained of men"], 1, "drained of men", "ok"),
+               record("b", "the tales", ["the tales"], 0, "the tails", "ok")]  # fmt: skip
+    stages = [("transcribe", first), ("rerank", rerank), ("correct", correct)]
+    rows = utterance_rows(stages)
+    assert [s.worse for s in rows[1].stages] == [False, False, True] and rows[0].stages[1].better
+    assert rows[1].proposal == "the tails" and rows[1].verdict.startswith("taken")
+    assert word_diff("the tales", "the tails") == "the <del>tales</del> <ins>tails</ins>"
+    page = render_rows(rows)
+    assert "made worse by correct (1)" in page and "made worse by rerank (0)" in page
+    assert "data-worse='correct'" in page
+    summary = summarize_stages("t", stages)
+    corr = summary.stages[2]
+    assert (corr.better_vs_previous, corr.worse_vs_previous, corr.changed_scored) == (0, 1, 1)
+    assert summary.stages[1].better_vs_previous == 1 and summary.stages[1].worse_vs_previous == 0
+    paths = write_report(tmp_path, summary, stages)
+    html_text = paths["html"].read_text()
+    assert "id='utts'" in html_text and "<del>tales</del>" in html_text
+    assert "1/1 (100 %)" in paths["markdown"].read_text()  # the harm column: worse / changed

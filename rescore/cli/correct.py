@@ -76,11 +76,20 @@ def correct_run(
     ] = 1,
     quote: Annotated[bool, typer.Option(help="Quote and sanitize hypotheses as data in the prompt.")] = True,
     clean: Annotated[bool, typer.Option(help="Strip quotes, prefixes and explanations from the output.")] = True,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="Score an accepted edit against the audio (and LMs) with the weights the record was reranked "
+            "with; keep it only if it wins. Records without audio: the guards alone decide."
+        ),
+    ] = True,
+    verify_margin: Annotated[float, typer.Option(help="What the edit's total must beat the reranked one by.")] = 0.0,
     threads: Annotated[int, typer.Option(help="CPU threads (0: up to 4).")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N records (0: all).")] = 0,
 ) -> None:
-    """Correct each record's reranked text with an LLM; guards keep the reranked text when it strays."""
+    """Correct each record's reranked text with an LLM; guards and acoustic verification keep the reranked
+    text when the edit strays or the audio does not support it."""
     from pydantic import ValidationError
 
     from rescore.stages import CorrectOptions, CorrectStage
@@ -104,6 +113,8 @@ def correct_run(
             max_novel_words=max_novel_words,
             quote=quote,
             clean=clean,
+            verify=verify,
+            verify_margin=verify_margin,
             threads=threads,
         )
         stage = CorrectStage(options)
@@ -121,10 +132,13 @@ def correct_run(
         done = [r for r in written if r.ok and r.correction]
         accepted = sum(1 for r in done if r.correction.get("accepted"))
         changed = sum(1 for r in done if r.correction.get("changed"))
+        checked = [r.correction["verification"] for r in done if r.correction.get("verification")]
+        refused = sum(1 for v in checked if v.get("checked") and not v.get("taken"))
         rate = f", {run.seconds / len(done):.2f} s per utterance" if done else ""
+        verified = f"; verification refused {refused} of {len(checked)} edits" if checked else ""
         return (
             f"corrected {len(done)} records into {output} in {run.seconds:.1f} s{rate}: {accepted} accepted "
-            f"({changed} changed), {len(done) - accepted} abstained"
+            f"({changed} changed), {len(done) - accepted} abstained{verified}"
         )
 
     run_stage_command(stage, records, output, resume=resume, label="correct", summary=summary)

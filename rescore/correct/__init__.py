@@ -25,6 +25,7 @@ from rescore.correct.guards import (
 )
 from rescore.correct.llm import ChatLLM, make_llm
 from rescore.correct.prompts import PromptTemplate, load_template
+from rescore.correct.verify import AudioVerifier, Verdict
 from rescore.records import NBest
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CorrectorConfig",
     "GuardConfig",
     "LLMCorrector",
+    "AudioVerifier",
     "examples_from_records",
     "make_corrector",
 ]
@@ -86,8 +88,15 @@ def examples_from_records(records: Iterable[NBest], k: int = 4, max_hypotheses: 
 class LLMCorrector:
     """The corrector: template + chat LLM + entity retrieval + guards."""
 
-    def __init__(self, config: CorrectorConfig, llm: ChatLLM | None = None, template: PromptTemplate | None = None):
+    def __init__(
+        self,
+        config: CorrectorConfig,
+        llm: ChatLLM | None = None,
+        template: PromptTemplate | None = None,
+        verifier: AudioVerifier | None = None,
+    ):
         self.config = config
+        self.verifier = verifier  # None: the text-level guards alone decide
         self.template = template or load_template(config.template)
         self.entity_list = load_entities(config.entities) if config.entities else []
         self.retriever = EntityRetriever(self.entity_list, k=config.top_k_entities) if self.entity_list else None
@@ -154,13 +163,21 @@ class LLMCorrector:
         g = self.config.guards
         cleaned, clean_notes = clean_output(gen.text) if g.clean else (gen.text.strip(), [])
         verdict = check_output(cleaned, texts, reranked, g, vocab=self.vocab, truncated=gen.truncated)
-        nbest.corrected = cleaned if verdict.accepted else reranked
+        accepted, reason = verdict.accepted, verdict.reason
+        checked: Verdict | None = None
+        if accepted and verdict.changed and self.verifier is not None:  # the guards are the cheap first filter
+            checked = self.verifier.verify(nbest, cleaned)
+            if not checked.taken:
+                accepted, reason = False, f"verification: {checked.reason}"
+        nbest.corrected = cleaned if accepted else reranked
         seconds = time.perf_counter() - t0
         nbest.correction = {
             **self.metadata(),
-            "accepted": verdict.accepted,
-            "reason": verdict.reason,
-            "changed": verdict.accepted and verdict.changed,
+            "accepted": accepted,
+            "reason": reason,
+            "changed": accepted and verdict.changed,
+            "guards_accepted": verdict.accepted,
+            "verification": checked.to_dict() if checked else None,
             "output": gen.text,
             "cleaned": cleaned,
             "truncated": gen.truncated,  # with the cleaned output: enough to re-decide under other guards

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
+from rescore.correct import AudioVerifier, CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.lora import adapter_settings
 from rescore.records import NBest, read_nbest
-from rescore.registry import make_llm
+from rescore.registry import acoustic_scorers, make_llm, make_scorer
 from rescore.runner import record_errors
 from rescore.stages.base import BaseStage, StageOptions, file_digest
 
@@ -33,6 +33,11 @@ class CorrectOptions(StageOptions):
     quote: bool = True
     clean: bool = True
     threads: int = Field(0, ge=0)  # 0: the backend's default
+    # acoustic verification (rescore.correct.verify): a proposal the guards let through must also win under
+    # the weights the record was reranked with, scored against the audio; off: the guards alone decide
+    verify: bool = True
+    verify_margin: float = 0.0
+    verify_device: str = "auto"
 
 
 def corrector_config(o: CorrectOptions) -> tuple[CorrectorConfig, list[str]]:
@@ -83,7 +88,25 @@ class CorrectStage(BaseStage):
         llm = make_llm(
             c.backend, c.llm, adapter=c.adapter, n_threads=c.n_threads, n_ctx=c.n_ctx, reuse_prefix=c.reuse_prefix
         )
-        return LLMCorrector(c, llm=llm)
+        return LLMCorrector(c, llm=llm, verifier=self.verifier() if self.opts.verify else None)  # type: ignore[attr-defined]
+
+    def verifier(self) -> AudioVerifier:
+        """A verifier whose scorers load on first use and are kept (one per model and backend)."""
+        o: CorrectOptions = self.opts  # type: ignore[assignment]
+        acoustic: dict[str, Any] = {}
+        lms: dict[tuple[str, str], Any] = {}
+
+        def am(model: str) -> Any:
+            if model not in acoustic:
+                acoustic[model] = acoustic_scorers.create("whisper", model, device=o.verify_device)
+            return acoustic[model]
+
+        def lm(name: str, backend: str) -> Any:
+            if (name, backend) not in lms:
+                lms[name, backend] = make_scorer(name, backend)
+            return lms[name, backend]
+
+        return AudioVerifier(am, lm, margin=o.verify_margin)
 
     def process(self, records: list[NBest]) -> list[NBest]:
         corrector = self.load()

@@ -164,7 +164,15 @@ class RerankStage(BaseStage):
                 )
             )
             for r in done:
-                r.extra["rerank"] = {"weights": weights.describe(), "backend": p.backend, "previous": p.previous}
+                r.extra["rerank"] = {
+                    "weights": weights.describe(),
+                    "backend": p.backend,
+                    "previous": p.previous,
+                    # what verification of a later correction needs to judge it on the same scale
+                    "weight_scores": dict(weights.scores),
+                    "length_bonus": weights.length_bonus,
+                    "min_length_ratio": p.min_length_ratio,
+                }
             out.extend(done)
         if len(groups) > 1:  # both kinds: back in input order (rerank_iter yields the records it was given)
             order = {id(r): i for i, r in enumerate(records)}
