@@ -177,6 +177,7 @@ def test_real_lora_train_and_transformers_backend(tiny_nbest, tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads((adapter / "rescore-lora.json").read_text())
     assert info["steps"] == 2 and info["pairs"] == 2 and info["template"] == "1best"
+    assert info["held_out_pairs"] == 0  # too few pairs to hold any out
     assert (adapter / "adapter_config.json").exists()
     out = tmp_path / "c.jsonl"
     res = runner.invoke(app, ["correct", str(tiny_nbest), "-o", str(out), "--adapter", str(adapter), "--limit", "2"])
@@ -188,3 +189,37 @@ def test_real_lora_train_and_transformers_backend(tiny_nbest, tmp_path):
         assert c["backend"] == "transformers" and c["template"] == "1best" and c["adapter"] == str(adapter)
         assert r.corrected and c["new_tokens"] >= 1
     assert recs[1].correction["reused_tokens"] > 20  # the second prompt reuses the cached system prefix
+
+
+def test_held_out_split_is_seeded_and_disjoint():
+    from rescore.correct.lora import split_pairs
+
+    pairs = [([i], [i]) for i in range(40)]
+    train, held = split_pairs(pairs, 0.1, seed=0)
+    assert len(held) == 4 and len(train) == 36 and not {p[0][0] for p in held} & {p[0][0] for p in train}
+    assert split_pairs(pairs, 0.1, seed=0) == (train, held) and split_pairs(pairs, 0.1, seed=1) != (train, held)
+    assert split_pairs(pairs[:9], 0.5, seed=0) == (pairs[:9], [])  # under 10 pairs: nothing held out
+    assert split_pairs(pairs, 0.0, seed=0) == (pairs, [])
+
+
+@pytest.mark.slow
+def test_real_lora_early_stopping_keeps_the_best_held_out_step(tiny_nbest, tmp_path):
+    """Real n-best pairs (the fixture's two, five copies each: the mechanism, not generalisation), 1 held out,
+    measured every step: the saved adapter is the one with the best held-out loss."""
+    import copy
+
+    from rescore.correct.lora import LoraConfig, train_lora
+
+    base = [r for r in read_nbest(tiny_nbest) if r.ok and r.hypotheses and r.reference]
+    records = []
+    for k in range(5):
+        for r in base:
+            records.append(copy.deepcopy(r))
+            records[-1].id = f"{r.id}-{k}"
+    cfg = LoraConfig(llm="smollm2-135m", template="1best", max_hypotheses=1, batch_size=3, epochs=1, lr=3e-3,
+                     threads=2, held_out=0.1, eval_every=1, patience=2)  # fmt: skip
+    info = train_lora(records, tmp_path / "a", cfg)
+    assert info["held_out_pairs"] == 1 and info["pairs"] == len(records)
+    losses = dict((int(s), v) for s, v in info["held_out_losses"])
+    assert info["best_step"] == min(losses, key=losses.get) and len(losses) == min(info["steps"], len(losses))
+    assert info["early_stopped"] == (info["steps"] < info["planned_steps"])

@@ -161,8 +161,16 @@ def correct_train(
     device: Annotated[str, typer.Option(help="auto (GPU when there is one), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: default).")] = 0,
     seed: Annotated[int, typer.Option(help="Shuffling and initialisation seed.")] = 0,
+    held_out: Annotated[
+        float, typer.Option(help="Share of pairs held out for early stopping (0: none, save the last step).")
+    ] = 0.1,
+    eval_every: Annotated[int, typer.Option(help="Steps between held-out loss measurements.")] = 10,
+    patience: Annotated[int, typer.Option(help="Measurements without a new best before stopping.")] = 3,
 ) -> None:
-    """Fine-tune the corrector with LoRA on (n-best, reference) pairs; `correct --adapter` loads the result."""
+    """Fine-tune the corrector with LoRA on (n-best, reference) pairs; `correct --adapter` loads the result.
+
+    Train on n-best lists of training sets (e.g. `rescore transcribe` of a training set with one or more
+    `--model`, or `rescore import hyporadise train_atis.json`), never on the set you report."""
     from rescore.correct.lora import LoraConfig, train_lora
 
     records = [r for f in files for r in read_records(f)]
@@ -184,6 +192,9 @@ def correct_train(
         device=device,
         threads=threads or None,
         seed=seed,
+        held_out=held_out,
+        eval_every=eval_every,
+        patience=patience,
     )
     with progress_bar() as bar:
         task = bar.add_task("train", total=None)
@@ -196,9 +207,15 @@ def correct_train(
             summary = train_lora(usable, output, cfg, on_step=on_step, command=command)
         except (ValueError, OSError, RuntimeError) as e:
             raise fail(str(e)) from None
+    held = (
+        f"; held-out loss best at step {summary['best_step']} of {summary['held_out_pairs']} pairs"
+        f"{' (stopped early)' if summary['early_stopped'] else ''}"
+        if summary["held_out_pairs"]
+        else ""
+    )
     console.print(
         f"saved the adapter to {output}: {summary['steps']} steps, {summary['pairs']} pairs, "
-        f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['seconds'] / 60:.1f} min"
+        f"loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}, {summary['seconds'] / 60:.1f} min{held}"
     )
 
 

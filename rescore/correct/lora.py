@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,12 @@ class LoraConfig:
     device: str = "auto"
     threads: int | None = None
     seed: int = 0
+    # early stopping: this share of the pairs (seeded) is held out, its loss measured every `eval_every`
+    # steps; the adapter saved is the one with the lowest held-out loss, and training stops after `patience`
+    # measurements without a new best. 0: no held-out split, the last step is saved.
+    held_out: float = 0.1
+    eval_every: int = 10
+    patience: int = 3
 
 
 def read_adapter_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -95,6 +101,69 @@ def encode_pairs(records: Sequence[NBest], tokenizer: Any, cfg: LoraConfig) -> l
     return pairs
 
 
+def split_pairs(pairs: list[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """(train, held out): a seeded ``share`` of the pairs held out (none when fewer than 10 pairs)."""
+    n_held = int(round(share * len(pairs))) if share > 0 and len(pairs) >= 10 else 0
+    if n_held == 0:
+        return list(pairs), []
+    idx = list(range(len(pairs)))
+    random.Random(seed + 1).shuffle(idx)
+    held = set(idx[:n_held])
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def padded(batch: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
+    """Input ids, labels (-100 where not scored) and attention mask, right-padded to the longest pair."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    x = torch.full((len(batch), width), pad, dtype=torch.long)
+    y = torch.full((len(batch), width), -100, dtype=torch.long)
+    m = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (ids, labels) in enumerate(batch):
+        x[i, : len(ids)] = torch.tensor(ids)
+        y[i, : len(ids)] = torch.tensor(labels)
+        m[i, : len(ids)] = 1
+    return x, y, m
+
+
+def held_loss(model: Any, held: Sequence[tuple[list[int], list[int]]], pad: int, dev: str, batch_size: int) -> float:
+    """Mean token loss on the held-out pairs (no dropout, no gradient)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(held), batch_size):
+            x, y, m = padded(held[start : start + batch_size], pad)
+            n = int((y[:, 1:] != -100).sum())
+            total += model(input_ids=x.to(dev), attention_mask=m.to(dev), labels=y.to(dev)).loss.item() * n
+            count += n
+    model.train()
+    return total / max(1, count)
+
+
+@dataclass
+class EarlyStopping:
+    """The best held-out loss so far, the adapter weights at it, and how many measurements since."""
+
+    best: float = float("inf")
+    best_step: int = 0
+    best_state: dict[str, Any] | None = None
+    stale: int = 0
+    history: list[list[float]] = field(default_factory=list)
+
+    def measure(self, step: int, loss: float, model: Any) -> None:
+        from peft import get_peft_model_state_dict
+
+        self.history.append([step, round(loss, 5)])
+        if loss < self.best:
+            self.best, self.best_step, self.stale = loss, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+        else:
+            self.stale += 1
+
+
 def train_lora(
     records: Sequence[NBest],
     out_dir: str | os.PathLike[str],
@@ -137,6 +206,7 @@ def train_lora(
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, peft_cfg)
+    pairs, held = split_pairs(pairs, cfg.held_out, cfg.seed)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
@@ -146,6 +216,7 @@ def train_lora(
     order: list[int] = []
     losses: list[float] = []
     step = 0
+    stop = EarlyStopping()
     deadline = t0 + 60 * cfg.max_minutes
     while step < total and time.perf_counter() < deadline:
         if len(order) < cfg.batch_size:
@@ -154,15 +225,7 @@ def train_lora(
             order += more
         batch = [pairs[i] for i in order[: cfg.batch_size]]
         del order[: cfg.batch_size]
-        # shortest-first padding on the right; one forward for the batch
-        width = max(len(ids) for ids, _ in batch)
-        x = torch.full((len(batch), width), pad, dtype=torch.long)
-        y = torch.full((len(batch), width), -100, dtype=torch.long)
-        m = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (ids, labels) in enumerate(batch):
-            x[i, : len(ids)] = torch.tensor(ids)
-            y[i, : len(ids)] = torch.tensor(labels)
-            m[i, : len(ids)] = 1
+        x, y, m = padded(batch, pad)
         loss = model(input_ids=x.to(dev), attention_mask=m.to(dev), labels=y.to(dev)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,6 +236,16 @@ def train_lora(
         losses.append(loss.detach().item())
         if on_step:
             on_step(step, total, sum(losses[-10:]) / len(losses[-10:]))
+        if held and (step % cfg.eval_every == 0 or step == total):
+            stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), model)
+            if stop.stale >= cfg.patience:
+                break
+    if held and (not stop.history or stop.history[-1][0] != step):  # the last steps, when not yet measured
+        stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), model)
+    if stop.best_state is not None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, stop.best_state)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -182,7 +255,8 @@ def train_lora(
         "template": cfg.template,
         "domain": cfg.domain,
         "config": asdict(cfg),
-        "pairs": len(pairs),
+        "pairs": len(pairs) + len(held),
+        "train_pairs": len(pairs),
         "steps": step,
         "planned_steps": total,
         "time_boxed": step < total,
@@ -190,6 +264,10 @@ def train_lora(
         "last_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
         "seconds": seconds,
         "device": dev,
+        "held_out_pairs": len(held),
+        "held_out_losses": stop.history,  # [step, loss] at each measurement
+        "best_step": stop.best_step if held else step,
+        "early_stopped": bool(held) and stop.stale >= cfg.patience,
     }
     if command:
         summary["command"] = command
