@@ -1,4 +1,8 @@
-"""``rescore deep ...``: train a speech-LLM bridge (Whisper encoder -> bridge -> causal LM) and transcribe with it."""
+"""``rescore deep ...``: train a deep-fusion model and transcribe with it.
+
+Default architecture: gated cross-attention from a frozen causal LM (reading the first-pass n-best) into
+Whisper encoder states (``--arch xattn``); ``--arch bridge``: the prefix bridge (encoder -> bridge -> LM prefix).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from rescore.cli.console import console, fail, progress_bar, warn
 
 deep_app = typer.Typer(
     no_args_is_help=True,
-    help="Deep fusion: Whisper encoder states -> trained bridge -> causal LM that writes the text.",
+    help="Deep fusion: a causal LM that reads the first-pass n-best and attends to Whisper encoder states"
+    " (gated cross-attention, default), or the prefix bridge.",
 )
 
 
@@ -25,9 +30,26 @@ def _default_output() -> Path:
 @deep_app.command("train")
 def train(
     train_sets: Annotated[
-        list[str], typer.Option("--train", help="Training manifest or dataset folder (repeat for several).")
+        list[str],
+        typer.Option(
+            "--train",
+            help="xattn: first-pass n-best JSONL with references and audio (`rescore transcribe` output); bridge:"
+            " a manifest or dataset folder. Repeat for several.",
+        ),
     ],
-    dev: Annotated[str | None, typer.Option(help="Dev manifest for the dev loss (and WER with --wer-every).")] = None,
+    dev: Annotated[
+        str | None,
+        typer.Option(help="Dev set (same kind as --train) for the dev loss; xattn default: a held-out share."),
+    ] = None,
+    arch: Annotated[str, typer.Option(help="xattn (gated cross-attention, default) or bridge (prefix).")] = "xattn",
+    every: Annotated[int, typer.Option(help="xattn: a cross-attention block after every k-th LM layer.")] = 6,
+    audio: Annotated[bool, typer.Option(help="xattn: --no-audio forces the attention gates shut (ablation).")] = True,
+    kv_init: Annotated[
+        str, typer.Option(help="xattn: Whisper model whose decoder cross-attention K/V start the blocks, or none.")
+    ] = "whisper-tiny.en",
+    max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
+    dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Model folder (default: the cache's deep/model).")
     ] = None,
@@ -37,8 +59,11 @@ def train(
     encoder: Annotated[str, typer.Option(help="Whisper model whose encoder states are the input.")] = "whisper-tiny.en",
     reducer: Annotated[str, typer.Option(help="Length reduction: conv, stack or ctc.")] = "conv",
     factor: Annotated[int, typer.Option(help="Frame-rate reduction of conv (power of 2) and stack.")] = 4,
-    mixer: Annotated[str, typer.Option(help="Token mixer: none, attention, summary or gaussian.")] = "summary",
-    layers: Annotated[int, typer.Option(help="Mixer blocks.")] = 2,
+    mixer: Annotated[
+        str | None,
+        typer.Option(help="Token mixer: none, attention, summary or gaussian (default: none for xattn, summary)."),
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Mixer blocks (default: 1 for xattn, 2).")] = None,
     dim: Annotated[int, typer.Option(help="Width inside the bridge.")] = 512,
     ctc_head: Annotated[
         str, typer.Option(help="CTC head for --reducer ctc: a checkpoint path or 'default'.")
@@ -61,32 +86,49 @@ def train(
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Train the bridge (LM frozen, optional LoRA); rerunning with the same --output resumes."""
+    """Train the new modules (LM frozen); rerunning with the same --output resumes."""
     from rescore.fusion.bridge import BridgeConfig
     from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
     from rescore.fusion.train import TrainConfig
     from rescore.fusion.train import train as run_training
+    from rescore.fusion.xattn import XAttnConfig
     from rescore.models import ModelNotFoundError
 
     for s in [*train_sets, *([dev] if dev else [])]:
         if not Path(s).exists():
             raise fail(f"dataset not found: {s}")
+    if arch not in ("xattn", "bridge"):
+        raise fail(f"--arch must be xattn or bridge, not {arch!r}")
     out = output or _default_output()
-    model_cfg = SpeechLLMConfig(
-        encoder=encoder,
-        llm=llm,
-        bridge=BridgeConfig(
-            reducer=reducer,
-            factor=factor,
-            mixer=mixer,
-            layers=layers,
-            dim=dim,
-            ctc_head=ctc_head if reducer == "ctc" else None,
-        ),
-        lora=LoraConfig(rank=lora_rank),
-        instruction=instruction if instruction is not None else DEFAULT_INSTRUCTION,
-        text_norm=text_norm,
-    )
+    model_cfg: XAttnConfig | SpeechLLMConfig
+    if arch == "xattn":
+        model_cfg = XAttnConfig(
+            encoder=encoder,
+            llm=llm,
+            every=every,
+            kv_init=None if kv_init.lower() == "none" else kv_init,
+            mixer=mixer or "none",
+            mixer_layers=layers or 1,
+            audio=audio,
+            max_hypotheses=max_hypotheses,
+            text_norm=text_norm,
+        )
+    else:
+        model_cfg = SpeechLLMConfig(
+            encoder=encoder,
+            llm=llm,
+            bridge=BridgeConfig(
+                reducer=reducer,
+                factor=factor,
+                mixer=mixer or "summary",
+                layers=layers or 2,
+                dim=dim,
+                ctc_head=ctc_head if reducer == "ctc" else None,
+            ),
+            lora=LoraConfig(rank=lora_rank),
+            instruction=instruction if instruction is not None else DEFAULT_INSTRUCTION,
+            text_norm=text_norm,
+        )
     cfg = TrainConfig(
         train=list(train_sets),
         dev=dev,
@@ -106,6 +148,9 @@ def train(
         device=device,
         threads=threads,
         seed=seed,
+        dev_fraction=dev_fraction,
+        keep_best=arch == "xattn",
+        patience=patience,
     )
     issues: list[str] = []
 
@@ -146,13 +191,23 @@ def train(
         f"{summary['train_utterances']} utterances in {(time.perf_counter() - t0) / 60:.1f} min{dev_part}; "
         f"model in {out}"
     )
+    if "gates" in summary:
+        console.print(
+            "gates tanh(attention)/tanh(ffn): " + ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in summary["gates"])
+        )
     if issues:
         warn(f"{len(issues)} item(s) skipped; see the messages above")
 
 
 @deep_app.command("transcribe")
 def transcribe(
-    input: Annotated[str, typer.Argument(help="Audio folder, JSONL manifest, LibriSpeech folder or audio file.")],
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="xattn model: a first-pass n-best JSONL (with audio paths); bridge model: an audio folder, JSONL"
+            " manifest, LibriSpeech folder or audio file."
+        ),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
     model: Annotated[Path | None, typer.Option(help="Trained model folder (default: the cache's deep/model).")] = None,
     beam_size: Annotated[int, typer.Option(help="Beam width.")] = 4,
@@ -163,7 +218,7 @@ def transcribe(
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
-    """Beam search from a trained speech-LLM; one n-best record per utterance (score/rerank/correct apply)."""
+    """Beam search from a trained deep-fusion model; one n-best record per utterance (score/rerank/correct apply)."""
     from rescore.cli.transcribe import transcribe_dataset
     from rescore.stages import DeepOptions, DeepStage
 
@@ -176,4 +231,17 @@ def transcribe(
         device=device,
         threads=threads,
     )
-    transcribe_dataset(DeepStage(options), input, output, resume=resume, limit=limit, label="deep transcribe")
+    stage = DeepStage(options)
+    if stage.source == "audio":
+        transcribe_dataset(stage, input, output, resume=resume, limit=limit, label="deep transcribe")
+        return
+    from rescore.cli.console import check_writable, load_stage, run_stage_command
+    from rescore.cli.records_io import read_records
+
+    if not Path(input).is_file():
+        raise fail(f"{input}: the cross-attention model reads a first-pass n-best JSONL (`rescore transcribe`)")
+    records = read_records(Path(input))
+    records = records[:limit] if limit else records
+    check_writable(output, resume)
+    load_stage(stage, "deep transcribe")
+    run_stage_command(stage, records, output, resume=resume, label="deep transcribe", unit="utterances")

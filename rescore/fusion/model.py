@@ -77,6 +77,7 @@ class Batch:
     states: torch.Tensor  # [B, T, D]
     mask: torch.Tensor  # [B, T]
     texts: list[str]
+    hypotheses: list[list[str]] = field(default_factory=list)  # first-pass n-best (the cross-attention model's prompt)
 
 
 # Beam search ranks finished hypotheses by summed log-prob / steps ** length_penalty; at 1 that is the
@@ -103,14 +104,49 @@ def order_beams(hyps: Sequence[BeamHypothesis]) -> list[BeamHypothesis]:
     return sorted(hyps, key=lambda h: -h.per_step)
 
 
-def collate(ids: Sequence[str], states: Sequence[np.ndarray], texts: Sequence[str]) -> Batch:
+def collate(
+    ids: Sequence[str],
+    states: Sequence[np.ndarray],
+    texts: Sequence[str],
+    hypotheses: Sequence[Sequence[str]] | None = None,
+) -> Batch:
     t = max(s.shape[0] for s in states)
     x = np.zeros((len(states), t, states[0].shape[1]), dtype=np.float32)
     mask = np.zeros((len(states), t), dtype=bool)
     for i, s in enumerate(states):
         x[i, : len(s)] = s
         mask[i, : len(s)] = True
-    return Batch(list(ids), torch.from_numpy(x), torch.from_numpy(mask), list(texts))
+    hyps = [list(h) for h in hypotheses] if hypotheses is not None else [[] for _ in ids]
+    return Batch(list(ids), torch.from_numpy(x), torch.from_numpy(mask), list(texts), hyps)
+
+
+def parse_beams(
+    llm: Any, tokenizer: Any, out: Any, n_items: int, nbest: int, eos_id: int
+) -> list[list[BeamHypothesis]]:
+    """``generate``'s output (``return_dict_in_generate``, ``output_scores``) as ``nbest`` hypotheses per item,
+    best first: tokens up to the eos, the summed log-prob of the tokens and of the eos that ended them.
+    ``eos_id`` may be several stop tokens."""
+    stops = set(eos_id) if isinstance(eos_id, Sequence) else {eos_id}
+    seqs = out.sequences
+    beams = getattr(out, "beam_indices", None)  # greedy search has none; its scores are raw logits
+    trans = llm.compute_transition_scores(seqs, out.scores, beams, normalize_logits=True)
+    results: list[list[BeamHypothesis]] = []
+    for i in range(n_items):
+        hyps = []
+        for j in range(i * nbest, (i + 1) * nbest):
+            ids = seqs[j, -trans.shape[1] :].tolist() if seqs.shape[1] >= trans.shape[1] else seqs[j].tolist()
+            steps = trans[j]
+            toks = []
+            for tok in ids:
+                if tok in stops or tok == tokenizer.pad_token_id:
+                    break
+                toks.append(tok)
+            n = min(len(toks) + 1, steps.shape[0])  # tokens plus the eos that ended the hypothesis
+            score = float(steps[:n].sum())
+            text = tokenizer.decode(toks, skip_special_tokens=True).strip()
+            hyps.append(BeamHypothesis(text, toks, score, n))
+        results.append(order_beams(hyps))
+    return results
 
 
 class SpeechLLM(nn.Module):
@@ -150,6 +186,9 @@ class SpeechLLM(nn.Module):
         with torch.no_grad():
             for k, v in state.items():
                 own[k].copy_(v)
+
+    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        save_model(self, folder, extra)
 
     # --- sequences ---------------------------------------------------------------------------------
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -226,26 +265,7 @@ class SpeechLLM(nn.Module):
             return_dict_in_generate=True,
             output_scores=True,
         )
-        seqs = out.sequences
-        beams = getattr(out, "beam_indices", None)  # greedy search has none; its scores are raw logits
-        trans = self.llm.compute_transition_scores(seqs, out.scores, beams, normalize_logits=True)
-        results: list[list[BeamHypothesis]] = []
-        for i in range(len(batch.ids)):
-            hyps = []
-            for j in range(i * nbest, (i + 1) * nbest):
-                ids = seqs[j, -trans.shape[1] :].tolist() if seqs.shape[1] >= trans.shape[1] else seqs[j].tolist()
-                steps = trans[j]
-                toks = []
-                for tok in ids:
-                    if tok == self.eos_id or tok == self.tokenizer.pad_token_id:
-                        break
-                    toks.append(tok)
-                n = min(len(toks) + 1, steps.shape[0])  # tokens plus the eos that ended the hypothesis
-                score = float(steps[:n].sum())
-                text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                hyps.append(BeamHypothesis(text, toks, score, n))
-            results.append(order_beams(hyps))
-        return results
+        return parse_beams(self.llm, self.tokenizer, out, len(batch.ids), nbest, self.eos_id)
 
 
 def save_model(model: SpeechLLM, folder: Path, extra: dict[str, Any] | None = None) -> None:

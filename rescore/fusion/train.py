@@ -1,4 +1,5 @@
-"""Train the bridge (and optional LoRA adapters) of a speech-LLM on cached Whisper encoder states.
+"""Train a deep-fusion model on cached Whisper encoder states: the gated cross-attention blocks (default,
+:mod:`rescore.fusion.xattn`, on first-pass n-best records) or the prefix bridge (and optional LoRA adapters).
 
 The LM stays frozen; the loss is on transcript tokens only. AdamW with linear warm-up and cosine decay
 over whichever runs out first, ``max_steps`` or the time budget, so a time-boxed run still anneals.
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, build_model, collate, save_model
+from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
+from rescore.fusion.xattn import XAttnConfig, XAttnLM, build_deep_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
@@ -33,16 +35,18 @@ class Example:
     id: str
     states: np.ndarray  # [T, D] float16
     text: str
+    hypotheses: list[str] = field(default_factory=list)  # first-pass n-best, best first (cross-attention model)
+    group: str = ""  # the utterance (one per audio, whichever n-best list): held-out splits keep it whole
 
 
 @dataclass
 class TrainConfig:
     """Options of one training run (saved beside the model, so the run is documented and resumable)."""
 
-    train: list[str] = field(default_factory=list)  # manifests / dataset folders
-    dev: str | None = None
+    train: list[str] = field(default_factory=list)  # n-best JSONL (cross-attention) / manifests (bridge)
+    dev: str | None = None  # None: a held-out share (dev_fraction) of the training utterances
     out: str = "deep-model"
-    model: SpeechLLMConfig = field(default_factory=SpeechLLMConfig)
+    model: XAttnConfig | SpeechLLMConfig = field(default_factory=XAttnConfig)
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 1e-3
@@ -62,6 +66,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads (0: torch's default)
+    dev_fraction: float = 0.1  # held-out utterances when no dev set is given
+    keep_best: bool = False  # the saved model is the one of the lowest dev loss (early stopping)
+    patience: int = 0  # stop after this many dev evaluations without a better dev loss (0: never)
+    gate_lr_mult: float = 10.0  # the gates' learning rate over the others' (a gate is one number per block)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +77,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
-        d["model"] = SpeechLLMConfig.from_dict(d.get("model", {}))
+        m = d.get("model", {})
+        d["model"] = SpeechLLMConfig.from_dict(m) if "bridge" in m else XAttnConfig.from_dict(m)
         return cls(**d)
 
 
@@ -118,6 +127,59 @@ def load_examples(
     return examples
 
 
+def load_nbest_examples(
+    files: Sequence[str],
+    encoder: str,
+    *,
+    limit: int = 0,
+    max_frames: int = 0,
+    on_issue: Callable[[str], None],
+) -> list[Example]:
+    """One example per record of the n-best files (first-pass hypotheses, reference, encoder states).
+
+    The same utterance in several lists (tiny.en and base) gives one example per list, sharing its states
+    and its ``group``. Records without a reference, hypotheses or readable audio are reported and left out.
+    """
+    from rescore.datasets import Utterance
+    from rescore.encoder import WhisperEncoder
+    from rescore.records import read_nbest
+
+    enc = WhisperEncoder(encoder)
+    records = []
+    for f in files:
+        recs = list(read_nbest(f, strict=False))
+        for r in recs[:limit] if limit else recs:
+            if not r.ok or not r.hypotheses or not (r.reference or "").strip() or not r.audio:
+                on_issue(f"{f}: {r.id}: no reference, hypotheses or audio; not used")
+            else:
+                records.append((f, r))
+    utts: dict[str, Utterance] = {}
+    for _, r in records:
+        utts.setdefault(r.audio, Utterance(id=r.id, audio=r.audio, reference=r.reference, duration=r.duration))
+    states: dict[str, np.ndarray] = {}
+    for utt, s, error in enc.states(list(utts.values())):
+        if s is None:
+            on_issue(f"{utt.id}: {error}")
+        elif max_frames and s.shape[0] > max_frames:
+            on_issue(f"{utt.id}: {s.shape[0]} frames, longer than --max-frames {max_frames}; skipped")
+        else:
+            states[utt.audio] = s.astype(np.float16)
+    return [
+        Example(f"{Path(f).stem}/{r.id}", states[r.audio], r.reference or "", [h.text for h in r.hypotheses], r.audio)
+        for f, r in records
+        if r.audio in states
+    ]
+
+
+def held_out(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """``(train, dev)``: a random ``fraction`` of the utterances (whole groups) held out for early stopping."""
+    groups = sorted({e.group or e.id for e in examples})
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    dev = set(groups[: max(1, round(fraction * len(groups)))]) if fraction > 0 and len(groups) > 1 else set()
+    return [e for e in examples if (e.group or e.id) not in dev], [e for e in examples if (e.group or e.id) in dev]
+
+
 def batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[list[int]]:
     """One epoch of batches of similar length (less padding), in random order."""
     rng = random.Random(seed)
@@ -134,7 +196,8 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[lis
 
 def make_batch(examples: Sequence[Example], idx: Sequence[int]) -> Batch:
     ex = [examples[i] for i in idx]
-    return collate([e.id for e in ex], [e.states.astype(np.float32) for e in ex], [e.text for e in ex])
+    states = [e.states.astype(np.float32) for e in ex]
+    return collate([e.id for e in ex], states, [e.text for e in ex], [e.hypotheses for e in ex])
 
 
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -149,7 +212,7 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 
 @torch.no_grad()
-def dev_loss(model: SpeechLLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
+def dev_loss(model: SpeechLLM | XAttnLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
     """Token-weighted mean cross-entropy (nats per token) over the examples."""
     was = model.training
     model.eval()
@@ -165,7 +228,7 @@ def dev_loss(model: SpeechLLM, examples: Sequence[Example], batch_size: int, dev
 
 
 def transcribe_examples(
-    model: SpeechLLM,
+    model: SpeechLLM | XAttnLM,
     examples: Sequence[Example],
     batch_size: int,
     device: str,
@@ -188,7 +251,7 @@ def transcribe_examples(
         model.train(was)
 
 
-def dev_wer(model: SpeechLLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
+def dev_wer(model: SpeechLLM | XAttnLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
     """Greedy-decoding corpus WER (Whisper normalizer) on the examples."""
     from rescore.metrics import error_rate
 
@@ -199,7 +262,7 @@ def dev_wer(model: SpeechLLM, examples: Sequence[Example], batch_size: int, devi
     return error_rate(refs, hyps).rate
 
 
-def _save_checkpoint(path: Path, model: SpeechLLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"trainable": model.trainable_state_dict(), "optimizer": opt.state_dict(), **state}, tmp)
     os.replace(tmp, path)
@@ -211,7 +274,7 @@ def train(
     on_issue: Callable[[str], None] = print,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
-    model: SpeechLLM | None = None,
+    model: SpeechLLM | XAttnLM | None = None,
     examples: tuple[list[Example], list[Example]] | None = None,
 ) -> dict[str, Any]:
     """Train, resuming from ``cfg.out`` when it holds a checkpoint. Returns a summary of the run.
@@ -225,28 +288,45 @@ def train(
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    xattn = isinstance(cfg.model, XAttnConfig)
     if examples is None:
         enc = cfg.model.encoder
-        train_ex = load_examples(cfg.train, enc, limit=cfg.limit, max_frames=cfg.max_frames, on_issue=on_issue)
-        dev_ex = load_examples([cfg.dev], enc, limit=cfg.dev_limit, on_issue=on_issue) if cfg.dev else []
+        load = load_nbest_examples if xattn else load_examples
+        train_ex = load(cfg.train, enc, limit=cfg.limit, max_frames=cfg.max_frames, on_issue=on_issue)
+        if cfg.dev:
+            dev_ex = load([cfg.dev], enc, limit=cfg.dev_limit, on_issue=on_issue)
+        elif xattn:
+            train_ex, dev_ex = held_out(train_ex, cfg.dev_fraction, cfg.seed)
+        else:
+            dev_ex = []
     else:
         train_ex, dev_ex = examples
     if not train_ex:
         raise ValueError("no training utterances with encoder states and references")
-    cfg.model.bridge.in_dim = int(train_ex[0].states.shape[1])  # the encoder's width (tiny 384, base 512)
-    model = model or build_model(cfg.model, device)
+    width = int(train_ex[0].states.shape[1])  # the encoder's width (tiny 384, base 512)
+    if isinstance(cfg.model, XAttnConfig):
+        cfg.model.enc_dim = width
+    else:
+        cfg.model.bridge.in_dim = width
+    model = model or build_deep_model(cfg.model, device)
     model.train()
-    model.llm.eval()  # the LM's dropout stays off; only the bridge (and LoRA) train
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.llm.eval()  # the LM's dropout stays off; only the new modules train
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    gates = [p for k, p in named if k.endswith("_gate")]
+    others = [p for k, p in named if not k.endswith("_gate")]
+    params = gates + others
+    groups = [{"params": others, "mult": 1.0}] + ([{"params": gates, "mult": cfg.gate_lr_mult}] if gates else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt_path = out / CHECKPOINT_FILE
     step, epoch, pos, elapsed = 0, 0, 0, 0.0
+    best, since_best = math.inf, 0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_trainable_state_dict(ck["trainable"])
         opt.load_state_dict(ck["optimizer"])
         step, epoch, pos, elapsed = ck["step"], ck["epoch"], ck["pos"], ck["elapsed"]
+        best, since_best = ck.get("best", math.inf), ck.get("since_best", 0)
         on_issue(f"resuming from {ckpt_path} at step {step} ({elapsed / 60:.1f} min trained)")
     (out / "train-config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -256,10 +336,12 @@ def train(
         if on_step:
             on_step(r)
 
-    def save() -> None:
-        state = {"step": step, "epoch": epoch, "pos": pos, "elapsed": elapsed}
+    def save(as_model: bool) -> None:
+        state = {"step": step, "epoch": epoch, "pos": pos, "elapsed": elapsed, "best": best, "since_best": since_best}
         _save_checkpoint(ckpt_path, model, opt, state)
-        save_model(model, out, {"train": cfg.to_dict(), "steps": step, "train_seconds": elapsed})
+        if as_model:
+            info = {"train": cfg.to_dict(), "steps": step, "train_seconds": elapsed, "dev_loss": best}
+            model.save(out, info)
 
     if on_start:
         on_start(step, cfg.max_steps)
@@ -276,7 +358,7 @@ def train(
                 summary["stopped"] = "budget"
                 break
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, elapsed)
+                g["lr"] = lr_at(cfg, step, elapsed) * g.get("mult", 1.0)
             loss_sum = tok_sum = 0.0
             for _ in range(cfg.grad_accum):
                 if pos >= len(order):
@@ -302,22 +384,36 @@ def train(
                 "lr": opt.param_groups[0]["lr"],
                 "elapsed": round(elapsed, 1),
             }
+            improved = False
             if dev_ex and cfg.eval_every and step % cfg.eval_every == 0:
                 rec["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)
+                improved = rec["dev_loss"] < best
+                best, since_best = (rec["dev_loss"], 0) if improved else (best, since_best + 1)
             if dev_ex and cfg.wer_every and step % cfg.wer_every == 0:
                 rec["dev_wer"] = dev_wer(model, dev_ex, cfg.batch_size, device)
             t_last = clock()  # evaluation time does not count against the training budget
             record(rec)
+            if improved and cfg.keep_best:
+                save(True)
             if step % cfg.save_every == 0:
-                save()
+                save(not cfg.keep_best)
             if cfg.stop_wer and rec.get("dev_wer", math.inf) < cfg.stop_wer:
                 summary["stopped"] = "stop_wer"
                 break
+            if cfg.patience and since_best >= cfg.patience:
+                summary["stopped"] = "patience"
+                break
     finally:
-        save()
+        save(not cfg.keep_best or not (out / "deep-config.json").exists())
     summary.update(step=step, epochs=epoch + pos / max(1, len(order)), train_seconds=elapsed)
     summary["train_utterances"], summary["dev_utterances"] = len(train_ex), len(dev_ex)
     if dev_ex:
         summary["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)
         record({"step": step, "final": True, "dev_loss": summary["dev_loss"], "elapsed": round(elapsed, 1)})
+        if cfg.keep_best and summary["dev_loss"] < best:
+            best = summary["dev_loss"]
+            save(True)
+        summary["best_dev_loss"] = min(best, summary["dev_loss"])
+    if isinstance(model, XAttnLM):
+        summary["gates"] = model.gates()
     return summary

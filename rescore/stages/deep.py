@@ -1,7 +1,13 @@
-"""Deep fusion as a stage: the trained speech-LLM decodes the audio again, an alternative system."""
+"""Deep fusion as a stage: a trained model writes the transcript again, an alternative system.
+
+The gated cross-attention model (the default of ``rescore deep train``) reads the previous stage's records
+(their n-best and audio); a prefix-bridge model reads the input utterances' audio alone. Which one a folder
+holds is read from its config file, so the stage takes its input from the right place.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,7 @@ from rescore.stages.base import BaseStage, StageOptions, file_digest
 from rescore.stages.transcribe import record_utterance
 
 MODEL_CONFIG = "deep-config.json"  # what `rescore deep train` writes into its model folder
+XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model (rescore.fusion.xattn)
 
 
 class DeepOptions(StageOptions):
@@ -33,6 +40,15 @@ def default_model_dir() -> Path:
     return cache_dir() / "deep" / "model"
 
 
+def reads_nbest(path: Path) -> bool:
+    """Whether the model folder holds a gated cross-attention model (it reads n-best records); a folder
+    without a model counts as one, the default architecture."""
+    try:
+        return XATTN_KEY in json.loads((path / MODEL_CONFIG).read_text())
+    except (OSError, ValueError):
+        return True
+
+
 def deep_model_dir(o: DeepOptions) -> Path:
     """The configured model folder, else the default one; ValueError when it holds no trained model."""
     path = Path(o.checkpoint) if o.checkpoint else default_model_dir()
@@ -45,11 +61,12 @@ class DeepStage(BaseStage):
     """Decodes the utterances of placeholder records with the speech-LLM (its own n-best records)."""
 
     name = "deep"
-    source = "audio"
 
     def __init__(self, options: DeepOptions) -> None:
         super().__init__(options)
         self.batch_size = options.batch_size
+        path = Path(options.checkpoint) if options.checkpoint else default_model_dir()
+        self.source = "records" if reads_nbest(path) else "audio"  # type: ignore[misc]
 
     def options(self) -> dict[str, Any]:
         path = Path(self.opts.checkpoint) if self.opts.checkpoint else default_model_dir()  # type: ignore[attr-defined]
@@ -68,4 +85,6 @@ class DeepStage(BaseStage):
         )
 
     def process(self, records: list[NBest]) -> list[NBest]:
+        if self.source == "records":
+            return list(self.load().rewrite(records))
         return list(self.load().recognize([record_utterance(r) for r in records]))

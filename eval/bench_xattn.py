@@ -1,0 +1,219 @@
+"""Deep fusion by gated cross-attention (issue 15): the trained model against the first pass and against the same
+model trained without audio, at equal CPU budget; optionally the mixers inside the model.
+
+Training: the first-pass n-best (tiny.en and base lists) of the training sets, an4-train, arctic-cathy and
+speechocean-train, with their audio (Whisper tiny.en encoder states, cached); 10 % of the utterances held out
+for early stopping (dev loss; the saved model is the best one). Reported: the first N utterances of
+librispeech-dev (tiny.en n-best in the prompt), never trained or tuned on. Greedy decoding.
+
+Variants: ``audio`` (the default model: blocks after every 6th SmolLM2 layer, K/V from Whisper tiny's decoder
+cross-attention, no mixer), ``no-audio`` (the same, attention gates forced shut: its gated feed-forward layers
+still train, so it is text-only correction with the same budget), ``step0`` (untrained: the text-only LM),
+``summary`` / ``gaussian`` / ``attention`` (a mixer block over the encoder states before the blocks).
+
+    python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
+    python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
+LISTS = ["whisper-tiny.en", "whisper-base"]
+MIXER_VARIANTS = ("summary", "gaussian", "attention")
+
+
+def nbest_file(set_name: str, model: str) -> str:
+    from rescore.models import cache_dir
+
+    path = cache_dir() / "nbest" / f"{set_name}.{model}.jsonl"
+    if not path.exists():
+        raise SystemExit(f"{path} missing: make it with `rescore transcribe ../shared/data/{set_name} --model {model}`")
+    return str(path)
+
+
+def variant_config(name: str) -> Any:
+    from rescore.fusion.xattn import XAttnConfig
+
+    if name in ("audio", "step0"):
+        return XAttnConfig()
+    if name == "no-audio":
+        return XAttnConfig(audio=False)
+    if name in MIXER_VARIANTS:
+        return XAttnConfig(mixer=name, mixer_layers=1)
+    raise SystemExit(f"unknown variant {name!r}")
+
+
+def evaluate(model: Any, examples: list, batch_size: int) -> tuple[list[str], float]:
+    from rescore.fusion.train import transcribe_examples
+
+    t0 = time.process_time()
+    out = {e.id: h[0].text for e, h in transcribe_examples(model, examples, batch_size, "cpu")}
+    return [out[e.id] for e in examples], (time.process_time() - t0) / max(len(examples), 1)
+
+
+def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]:
+    """WER, CI, better/worse utterances against ``base`` and the paired bootstrap p that hyps is not better."""
+    from rescore.metrics import edit_counts, error_rate, normalize, paired_bootstrap
+
+    er = error_rate(refs, hyps)
+    r = [normalize(t) for t in refs]
+    a = edit_counts(r, [normalize(t) for t in base])
+    b = edit_counts(r, [normalize(t) for t in hyps])
+    return {
+        "wer": er.rate,
+        "ci": (er.ci_low, er.ci_high),
+        "better": int((b.errors < a.errors).sum()),
+        "worse": int((b.errors > a.errors).sum()),
+        "p": paired_bootstrap(a.errors, b.errors, a.ref),
+    }
+
+
+def run(args: argparse.Namespace) -> str:
+    import torch
+
+    from rescore.fusion.train import TrainConfig, held_out, load_nbest_examples, train
+    from rescore.fusion.xattn import build_xattn
+    from rescore.metrics import error_rate
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    files = [nbest_file(s, m) for s in TRAIN_SETS for m in LISTS]
+    examples = load_nbest_examples(files, "whisper-tiny.en", max_frames=1500, on_issue=print)
+    train_ex, dev_ex = held_out(examples, 0.1, args.seed)
+    dev_ex = dev_ex[: args.dev_limit] if args.dev_limit else dev_ex
+    report = load_nbest_examples(
+        [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=args.report_limit, on_issue=print
+    )
+    refs = [e.text for e in report]
+    first = [e.hypotheses[0] for e in report]
+    hours = sum(e.states.shape[0] for e in examples) / 50 / 3600 / len(LISTS)
+    rows, notes, outputs = [], [], {}
+    fp = error_rate(refs, first)
+    for name in args.variants.split(","):
+        cached = out / name / f"report-{args.report_limit}.json"
+        mcfg = variant_config(name)
+        model = build_xattn(mcfg)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        summary: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "stopped": "untrained"}
+        if name != "step0":
+            cfg = TrainConfig(
+                out=str(out / name),
+                model=mcfg,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                warmup_steps=args.warmup,
+                max_steps=100_000,
+                budget_minutes=args.budget,
+                budget_clock="cpu",
+                eval_every=args.eval_every,
+                save_every=25,
+                threads=args.threads,
+                seed=args.seed,
+                keep_best=True,
+            )
+            summary = train(
+                cfg, model=model, examples=(train_ex, dev_ex), on_step=lambda r: print(json.dumps(r), flush=True)
+            )
+            from rescore.fusion.xattn import load_deep_model
+
+            model = load_deep_model(out / name)  # the best dev-loss weights
+        if cached.exists():
+            saved = json.loads(cached.read_text())
+            hyps, per_utt = saved["hyps"], saved["per_utt"]
+        else:
+            hyps, per_utt = evaluate(model, report, args.batch_size)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps({"hyps": hyps, "per_utt": per_utt}))
+        outputs[name] = hyps
+        c = compare(refs, first, hyps)
+        gates = ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in model.gates())
+        print(f"{name}: WER {100 * c['wer']:.2f} % ({c['better']} better, {c['worse']} worse), gates {gates}")
+        rows.append(
+            f"| {name} | {n_train / 1e6:.1f} M | {summary['step']} | {summary['train_seconds'] / 60:.1f} | "
+            f"{summary.get('best_dev_loss', float('nan')):.3f} | {100 * c['wer']:.2f} "
+            f"({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | {c['better']}/{c['worse']} | {c['p']:.3f} | "
+            f"{per_utt:.1f} |"
+        )
+        notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
+    pairs = []
+    if "audio" in outputs and "no-audio" in outputs:
+        c = compare(refs, outputs["no-audio"], outputs["audio"])
+        pairs.append(
+            f"- audio vs no-audio: {c['better']} utterances better, {c['worse']} worse; paired bootstrap p "
+            f"{c['p']:.3f} that the audio model is not better"
+        )
+    examples_md = []
+    show = next((n for n in ("audio", *outputs) if n in outputs), None)
+    if show:
+        for i in range(min(3, len(report))):
+            examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
+    command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
+    sets = ", ".join(TRAIN_SETS)
+    return f"""### Deep fusion: gated cross-attention into Whisper encoder states (issue 15)
+
+Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 distinct hypotheses, prompts/deep.j2)
+and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
+6 heads of 64), attending over Whisper tiny.en encoder states (CTranslate2 int8, cached), K/V projections
+started from Whisper tiny's decoder cross-attention, gates at zero (step 0 is the text-only LM).
+Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of the same {hours:.1f} h of audio), early
+stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
+Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
+(no GPU lent), batch {args.batch_size}, AdamW lr {args.lr} (gates x10), {args.warmup} warm-up steps, cosine decay.
+Reported: the first {len(report)} utterances of librispeech-dev (file order; never trained or tuned on),
+greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
+more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
+the 1-best. Command: `{command}`
+
+| variant | trained params | steps | train CPU min | best dev loss | WER % (95 % CI) | better/worse | p | s/utt decode |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| first-pass 1-best (tiny.en) | | | | | {100 * fp.rate:.2f} ({100 * fp.ci_low:.1f}-{100 * fp.ci_high:.1f}) | | | |
+{chr(10).join(rows)}
+
+{chr(10).join(notes + pairs)}
+
+| reference | first pass | {show} |
+|---|---|---|
+{chr(10).join(examples_md)}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="step0,audio,no-audio")
+    ap.add_argument("--budget", type=float, default=12.0, help="training CPU minutes per variant")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--dev-limit", type=int, default=0, help="held-out examples used (0: all)")
+    ap.add_argument("--report-limit", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--section", default="bench_xattn")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.out is None:
+        from rescore.models import cache_dir
+
+        args.out = str(cache_dir() / "deep" / "bench-xattn")
+    np.random.seed(args.seed)
+    md = run(args)
+    print(md)
+    if not args.no_write:
+        from eval.results import update_section
+
+        update_section(args.section, md)
+
+
+if __name__ == "__main__":
+    main()

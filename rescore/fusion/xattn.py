@@ -1,0 +1,420 @@
+"""Deep fusion by gated cross-attention: a frozen causal LM that reads the first-pass n-best and consults the audio.
+
+After every ``every``-th layer of the frozen LM a :class:`GatedCrossAttention` block attends over the
+(optionally mixer-processed) Whisper encoder states and adds its output through ``tanh(gate)``; a gated
+feed-forward layer follows (Flamingo's Gated XATTN-dense, arXiv 2204.14198; Whispering-LLaMA, arXiv
+2310.06434). Every gate starts at zero, so the untrained model *is* the LM reading a text prompt: the
+first-pass hypotheses (prompts/deep.j2), after which it writes the transcript. Training (only the new
+blocks and gates) teaches it to consult the audio where the hypotheses disagree.
+
+The key/value projections start from Whisper's own decoder cross-attention weights (tiny: 6 heads of 64,
+the head width of SmolLM2), read from the CTranslate2 ``model.bin`` with the reader ``ascore`` uses, so
+the keys and values begin as features Whisper's decoder already knows how to query.
+
+The blocks run as forward hooks on the LM's decoder layers: outside :meth:`XAttnLM.attending` the hooks
+pass the layer's output through, and ``self.llm`` is the plain LM. ``audio=False`` is the no-audio
+ablation: the attention gates are forced shut (and the attention skipped), the gated feed-forward layers
+still train, so the ablation has the same budget and the same text-side capacity.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rescore.fusion.mixers import MIXERS, MixerBlock
+from rescore.fusion.model import (
+    CONFIG_FILE,
+    LENGTH_PENALTY,
+    Batch,
+    BeamHypothesis,
+    normalize_target,
+    parse_beams,
+)
+
+XATTN_KEY = "xattn"  # the config file's key for this architecture ("speech_llm": the prefix bridge)
+WEIGHTS_FILE = "xattn.pt"
+
+
+@dataclass
+class XAttnConfig:
+    """What a trained model needs to be rebuilt: encoder, LM, where the blocks go, prompt and target style."""
+
+    encoder: str = "whisper-tiny.en"
+    llm: str = "smollm2-135m"
+    every: int = 6  # a block after layers every-1, 2*every-1, ... (SmolLM2-135M: 30 layers -> 5 blocks)
+    enc_dim: int = 384  # encoder width (set from the states when training)
+    heads: int = 6
+    head_dim: int = 64
+    ffn_mult: int = 2
+    kv_init: str | None = "whisper-tiny.en"  # Whisper model whose decoder cross-attention K/V start the blocks
+    mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
+    mixer_layers: int = 1
+    audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
+    template: str = "deep"
+    max_hypotheses: int = 4
+    text_norm: str = "lower"
+    max_target_tokens: int = 160
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> XAttnConfig:
+        return cls(**d)
+
+
+def unique_hypotheses(texts: Sequence[str], text_norm: str = "lower") -> list[str]:
+    """The hypotheses normalised as the targets are, duplicates (after normalising) and empty ones dropped,
+    order kept: an n-best list often differs only in punctuation, which would fill the prompt with repeats."""
+    out: list[str] = []
+    for t in texts:
+        n = normalize_target(t, text_norm)
+        if n and n not in out:
+            out.append(n)
+    return out
+
+
+def clean_reply(text: str) -> str:
+    """The reply's first line without the list marker the prompt's hypotheses carry (``- ``): the untrained LM
+    answers in the prompt's own list format."""
+    line = next((x for x in text.splitlines() if x.strip()), "")
+    return line.strip().removeprefix("- ").strip()
+
+
+class GatedCrossAttention(nn.Module):
+    """``h + tanh(a) * XAttn(norm(h), memory)``, then ``h + tanh(f) * FFN(norm(h))``; a = f = 0 at the start,
+    so the block returns its input exactly until training opens the gates."""
+
+    def __init__(self, dim: int, enc_dim: int, heads: int, head_dim: int, ffn_mult: int = 2, eps: float = 1e-5):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.norm = nn.RMSNorm(dim, eps=eps)
+        self.q = nn.Linear(dim, inner)
+        self.k = nn.Linear(enc_dim, inner, bias=False)  # Whisper's key has no bias
+        self.v = nn.Linear(enc_dim, inner)
+        self.out = nn.Linear(inner, dim)
+        self.attn_gate = nn.Parameter(torch.zeros(1))
+        self.ffn_norm = nn.RMSNorm(dim, eps=eps)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
+        self.ffn_gate = nn.Parameter(torch.zeros(1))
+
+    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, T, enc_dim]`` -> keys and values ``[B, H, T, head_dim]`` (once per batch, reused every step)."""
+        b, t, _ = memory.shape
+        k = self.k(memory).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v(memory).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(self, h: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """``h [B, S, dim]``; ``kv``: keys, values and the memory mask ``[B, T]`` (None: no audio)."""
+        if kv is not None:
+            k, v, mask = kv
+            b, s, _ = h.shape
+            q = self.q(self.norm(h)).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None, None, :])
+            h = h + torch.tanh(self.attn_gate).to(h.dtype) * self.out(y.transpose(1, 2).reshape(b, s, -1)).to(h.dtype)
+        return h + torch.tanh(self.ffn_gate).to(h.dtype) * self.ffn(self.ffn_norm(h)).to(h.dtype)
+
+
+def whisper_cross_kv(model: str) -> list[dict[str, torch.Tensor]]:
+    """Per decoder layer of a CTranslate2 Whisper model, its cross-attention ``{k.weight, v.weight, v.bias}``."""
+    import numpy as np
+
+    from rescore.models import resolve_model
+    from rescore.recognizers.openai_whisper import ct2_to_openai_state_dict, read_ct2_model
+
+    sd, dims = ct2_to_openai_state_dict(read_ct2_model(Path(resolve_model(model)) / "model.bin"), 80)
+    out = []
+    for i in range(int(dims["n_text_layer"])):
+        p = f"decoder.blocks.{i}.cross_attn"
+        out.append(
+            {
+                "k.weight": torch.from_numpy(np.asarray(sd[f"{p}.key.weight"], dtype=np.float32)),
+                "v.weight": torch.from_numpy(np.asarray(sd[f"{p}.value.weight"], dtype=np.float32)),
+                "v.bias": torch.from_numpy(np.asarray(sd[f"{p}.value.bias"], dtype=np.float32)),
+            }
+        )
+    return out
+
+
+def init_from_whisper(blocks: Sequence[GatedCrossAttention], layers: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Block j of n takes Whisper decoder layer ``round(j * (L - 1) / (n - 1))``: low blocks the low layers."""
+    n, n_layers = len(blocks), len(layers)
+    with torch.no_grad():
+        for j, block in enumerate(blocks):
+            w = layers[round(j * (n_layers - 1) / max(n - 1, 1))]
+            if w["k.weight"].shape != block.k.weight.shape:
+                raise ValueError(
+                    f"Whisper cross-attention K/V {tuple(w['k.weight'].shape)} do not fit the blocks' "
+                    f"{tuple(block.k.weight.shape)}: heads x head_dim and the encoder width must match"
+                )
+            block.k.weight.copy_(w["k.weight"])
+            block.v.weight.copy_(w["v.weight"])
+            block.v.bias.copy_(w["v.bias"])
+
+
+class _Memory:
+    """The encoder states of the batch being decoded, with each block's keys and values computed once;
+    beam search's expanded batch (each row repeated ``num_beams`` times) gets them repeated to match."""
+
+    def __init__(self, blocks: nn.ModuleList, states: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+        self.blocks, self.states, self.mask = blocks, states, mask
+        self.cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, j: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        if self.states is None or self.mask is None:
+            return None
+        if (j, rows) not in self.cache:
+            if (j, self.states.shape[0]) not in self.cache:
+                k, v = self.blocks[j].keys_values(self.states)
+                self.cache[(j, self.states.shape[0])] = (k, v, self.mask)
+            k, v, m = self.cache[(j, self.states.shape[0])]
+            r = rows // self.states.shape[0]
+            self.cache[(j, rows)] = (k.repeat_interleave(r, 0), v.repeat_interleave(r, 0), m.repeat_interleave(r, 0))
+        return self.cache[(j, rows)]
+
+
+class XAttnLM(nn.Module):
+    """Frozen causal LM + gated cross-attention blocks over Whisper encoder states; only the blocks (and the
+    optional mixer over the states) train. The LM reads the n-best prompt and writes the transcript."""
+
+    def __init__(self, config: XAttnConfig, llm: Any, tokenizer: Any) -> None:
+        super().__init__()
+        if config.mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {config.mixer!r}: one of {', '.join(MIXERS)}")
+        if config.every < 1:
+            raise ValueError(f"every must be >= 1, got {config.every}")
+        self.config, self.llm, self.tokenizer = config, llm, tokenizer
+        layers = llm.get_decoder().layers
+        dim = llm.get_input_embeddings().embedding_dim
+        eps = float(getattr(llm.config, "rms_norm_eps", 1e-5))
+        self.where = [i for i in range(len(layers)) if (i + 1) % config.every == 0]
+        c = config
+        self.blocks = nn.ModuleList(
+            GatedCrossAttention(dim, c.enc_dim, c.heads, c.head_dim, c.ffn_mult, eps) for _ in self.where
+        )
+        n_mix = 0 if c.mixer == "none" else c.mixer_layers
+        self.mixer = nn.ModuleList(MixerBlock(c.mixer, c.enc_dim, c.heads, dropout=c.dropout) for _ in range(n_mix))
+        if not c.audio:  # the no-audio ablation: attention gates stay shut, the attention is never run
+            for block in self.blocks:
+                for p in (block.attn_gate, *block.q.parameters(), *block.k.parameters(), *block.v.parameters()):
+                    p.requires_grad_(False)
+                for p in block.out.parameters():
+                    p.requires_grad_(False)
+            for p in self.mixer.parameters():
+                p.requires_grad_(False)
+        self._memory: _Memory | None = None
+        self._hooks = [layers[i].register_forward_hook(self._hook(j)) for j, i in enumerate(self.where)]
+        self.eos_id: int = tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        # generation also stops at a line break: the transcript is one line (the untrained LM lists on)
+        newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+        self.stop_ids: list[int] = [self.eos_id, *newline[-1:]]
+        from rescore.correct.prompts import load_template
+
+        self.template = load_template(c.template)
+
+    def init_kv_from_whisper(self) -> None:
+        """Start the blocks' key/value projections from Whisper's decoder cross-attention (``kv_init``)."""
+        if self.config.kv_init:
+            init_from_whisper(list(self.blocks), whisper_cross_kv(self.config.kv_init))
+
+    def _hook(self, j: int) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            if self._memory is None:  # outside attending(): the plain LM
+                return output
+            h = output[0] if isinstance(output, tuple) else output
+            h = self.blocks[j](h, self._memory.get(j, h.shape[0]))
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        return hook
+
+    @contextmanager
+    def attending(self, states: torch.Tensor | None, mask: torch.Tensor | None) -> Iterator[None]:
+        """Within the block, the LM's forward passes go through the blocks over these encoder states."""
+        device = self.device
+        if states is not None and mask is not None and self.config.audio:
+            states, mask = states.to(device), mask.to(device)
+            for block in self.mixer:
+                states = block(states, mask)
+            self._memory = _Memory(self.blocks, states, mask)
+        else:
+            self._memory = _Memory(self.blocks, None, None)
+        try:
+            yield
+        finally:
+            self._memory = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.get_input_embeddings().weight.device
+
+    # --- parameters that train and are saved -------------------------------------------------------
+    def new_modules(self) -> dict[str, nn.Module]:
+        return {"blocks": self.blocks, "mixer": self.mixer}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every weight of the new blocks and the mixer (shut ones too: a checkpoint always fits its config)."""
+        return {
+            f"{name}.{k}": v.detach().cpu() for name, m in self.new_modules().items() for k, v in m.state_dict().items()
+        }
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.trainable_state_dict()
+        missing, unknown = [k for k in own if k not in state], [k for k in state if k not in own]
+        if missing or unknown:
+            raise ValueError(f"checkpoint does not fit the model: missing {missing[:3]}, unexpected {unknown[:3]}")
+        for name, m in self.new_modules().items():
+            prefix = name + "."
+            m.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def gates(self) -> list[tuple[float, float]]:
+        """``(tanh(attention gate), tanh(ffn gate))`` per block: how far training opened each."""
+        return [(float(torch.tanh(b.attn_gate)), float(torch.tanh(b.ffn_gate))) for b in self.blocks]
+
+    # --- sequences ---------------------------------------------------------------------------------
+    def prompt_ids(self, hypotheses: Sequence[str]) -> list[int]:
+        """The chat prompt with the first ``max_hypotheses`` distinct hypotheses (normalised as targets are),
+        ready for the assistant's reply."""
+        hyps = unique_hypotheses(hypotheses, self.config.text_norm)[: self.config.max_hypotheses]
+        messages = self.template.render({"hypotheses": hyps or [""]})
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "\n".join(m["content"] for m in messages) + "\nTranscript:"
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def target_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(normalize_target(text, self.config.text_norm), add_special_tokens=False)["input_ids"]
+        return ids[: self.config.max_target_tokens] + [self.eos_id]
+
+    def build_inputs(
+        self, batch: Batch, with_targets: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Left-padded ``(input_ids, attention_mask, position_ids, labels)``: prompt, then the target."""
+        device = self.device
+        seqs, labels = [], []
+        for i, hyps in enumerate(batch.hypotheses):
+            prompt = self.prompt_ids(hyps)
+            tgt = self.target_ids(batch.texts[i]) if with_targets else []
+            seqs.append(prompt + tgt)
+            labels.append([-100] * len(prompt) + tgt)
+        total = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), total), self.pad_id, dtype=torch.long)
+        attn = torch.zeros(len(seqs), total, dtype=torch.long)
+        lab = torch.full((len(seqs), total), -100, dtype=torch.long)
+        for i, (s, la) in enumerate(zip(seqs, labels, strict=True)):
+            ids[i, total - len(s) :] = torch.tensor(s)
+            attn[i, total - len(s) :] = 1
+            lab[i, total - len(s) :] = torch.tensor(la)
+        positions = (attn.cumsum(1) - 1).clamp(min=0)
+        return ids.to(device), attn.to(device), positions.to(device), (lab.to(device) if with_targets else None)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Next-token logits ``[B, S, V]`` over the left-padded prompts (for tests and inspection)."""
+        ids, attn, positions, _ = self.build_inputs(batch, with_targets=False)
+        with self.attending(batch.states, batch.mask):
+            return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count."""
+        ids, attn, positions, labels = self.build_inputs(batch, with_targets=True)
+        with self.attending(batch.states, batch.mask):
+            hidden = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
+        target = labels[:, 1:]  # type: ignore[index]
+        where = target != -100
+        logits = self.llm.get_output_embeddings()(hidden.last_hidden_state[:, :-1][where]).float()
+        return F.cross_entropy(logits, target[where]), int(where.sum())
+
+    def max_new_tokens(self, batch: Batch) -> int:
+        """Room for the longest hypothesis of the batch and half again, plus 8 (capped by the targets' limit)."""
+        longest = max(
+            (len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for hs in batch.hypotheses for h in hs),
+            default=8,
+        )
+        return min(self.config.max_target_tokens + 1, int(1.5 * longest) + 8)
+
+    @torch.no_grad()
+    def generate(
+        self, batch: Batch, beam_size: int = 4, nbest: int = 4, max_new_tokens: int | None = None
+    ) -> list[list[BeamHypothesis]]:
+        """Beam search (greedy at beam 1) per utterance: best first by log-prob per step, as the bridge's."""
+        ids, attn, _, _ = self.build_inputs(batch, with_targets=False)
+        nbest = min(nbest, beam_size)
+        with self.attending(batch.states, batch.mask):
+            out = self.llm.generate(
+                input_ids=ids,
+                attention_mask=attn,
+                num_beams=beam_size,
+                num_return_sequences=nbest,
+                max_new_tokens=max_new_tokens or self.max_new_tokens(batch),
+                do_sample=False,
+                length_penalty=LENGTH_PENALTY,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id,
+                return_dict_in_generate=True,
+                output_scores=True,
+            )
+        beams = parse_beams(self.llm, self.tokenizer, out, len(batch.ids), nbest, self.stop_ids)
+        return [[h._replace(text=clean_reply(h.text)) for h in hs] for hs in beams]
+
+    def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        """The config (everything needed to reload) and the new blocks' weights into folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (WEIGHTS_FILE + ".tmp")
+        torch.save(self.trainable_state_dict(), tmp)
+        tmp.replace(folder / WEIGHTS_FILE)
+        (folder / CONFIG_FILE).write_text(json.dumps({XATTN_KEY: self.config.to_dict(), **(extra or {})}, indent=2))
+
+
+def build_xattn(config: XAttnConfig, device: str = "cpu") -> XAttnLM:
+    """The LM (frozen) with fresh blocks, K/V from Whisper when ``kv_init`` is set; gates shut."""
+    from rescore.fusion.llm import load_causal_lm
+
+    llm, tokenizer = load_causal_lm(config.llm, device=device)
+    model = XAttnLM(config, llm, tokenizer)
+    model.init_kv_from_whisper()
+    return model.to(device)
+
+
+def load_xattn(folder: Path, config: dict[str, Any], device: str = "cpu") -> XAttnLM:
+    cfg = XAttnConfig.from_dict(config[XATTN_KEY])
+    cfg.kv_init = None  # the trained weights replace them
+    model = build_xattn(cfg, device)
+    model.load_trainable_state_dict(torch.load(Path(folder) / WEIGHTS_FILE, map_location=device))
+    model.config.kv_init = config[XATTN_KEY].get("kv_init")
+    model.eval()
+    return model
+
+
+def build_deep_model(config: Any, device: str = "cpu") -> Any:
+    """A fresh deep-fusion model of either architecture: gated cross-attention or the prefix bridge."""
+    if isinstance(config, XAttnConfig):
+        return build_xattn(config, device)
+    from rescore.fusion.model import build_model
+
+    return build_model(config, device)
+
+
+def load_deep_model(folder: Path, device: str = "cpu") -> Any:
+    """A trained model folder of either architecture (its config file says which)."""
+    from rescore.fusion.model import load_model
+
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}; not a trained deep-fusion model folder")
+    config = json.loads(path.read_text())
+    return load_xattn(folder, config, device) if XATTN_KEY in config else load_model(folder, device)

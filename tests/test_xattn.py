@@ -1,0 +1,215 @@
+"""Deep fusion by gated cross-attention: closed gates leave the LM exactly as it is, the Whisper K/V start,
+beam-expanded memory, and on the real path the step-0 model equals the text-only prompt's LM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rescore.fusion.model import collate
+from rescore.fusion.xattn import (
+    GatedCrossAttention,
+    XAttnConfig,
+    _Memory,
+    clean_reply,
+    init_from_whisper,
+    unique_hypotheses,
+)
+
+
+def block(dim: int = 24, enc: int = 16) -> GatedCrossAttention:
+    torch.manual_seed(0)
+    return GatedCrossAttention(dim, enc, heads=2, head_dim=8).eval()
+
+
+def memory(b: GatedCrossAttention, lengths: list[int], enc: int = 16) -> tuple:
+    states = torch.randn(len(lengths), max(lengths), enc)
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    k, v = b.keys_values(states)
+    return states, mask, (k, v, mask)
+
+
+def test_closed_gates_return_the_input_exactly():
+    b = block()
+    h = torch.randn(2, 5, 24) * 30
+    _, _, kv = memory(b, [7, 3])
+    assert torch.equal(b(h, kv), h)
+    with torch.no_grad():
+        b.attn_gate.fill_(0.5)
+    assert not torch.allclose(b(h, kv), h)
+
+
+def test_padding_frames_do_not_reach_the_output():
+    b = block()
+    with torch.no_grad():
+        b.attn_gate.fill_(1.0)
+    h = torch.randn(2, 4, 24)
+    states, mask, kv = memory(b, [6, 3])
+    garbage = states.clone()
+    garbage[1, 3:] = 1e3
+    k, v = b.keys_values(garbage)
+    torch.testing.assert_close(b(h, kv), b(h, (k, v, mask)))
+    alone = b(h[1:], b.keys_values(states[1:, :3]) + (mask[1:, :3],))
+    torch.testing.assert_close(b(h, kv)[1:], alone)
+
+
+def test_memory_is_repeated_for_beams():
+    blocks = torch.nn.ModuleList([block()])
+    states, mask, _ = memory(blocks[0], [5, 2])
+    m = _Memory(blocks, states, mask)
+    k, v, mk = m.get(0, 6)  # 2 utterances x 3 beams, as generate expands them
+    assert k.shape[0] == 6 and torch.equal(k[0], k[2]) and torch.equal(mk[3], mask[1])
+    assert _Memory(blocks, None, None).get(0, 6) is None
+
+
+def test_whisper_kv_start_maps_layers_and_checks_shapes():
+    blocks = [GatedCrossAttention(24, 16, 2, 8) for _ in range(3)]
+    layers = [
+        {"k.weight": torch.full((16, 16), float(i)), "v.weight": torch.full((16, 16), -i), "v.bias": torch.ones(16) * i}
+        for i in range(4)
+    ]
+    init_from_whisper(blocks, layers)
+    assert [float(b.k.weight[0, 0].detach()) for b in blocks] == [0.0, 2.0, 3.0]  # round(j * 3 / 2): 0, 2, 3
+    with pytest.raises(ValueError, match="do not fit"):
+        init_from_whisper([GatedCrossAttention(24, 16, 3, 8)], layers)
+
+
+def test_prompt_hypotheses_and_reply_cleaning():
+    assert unique_hypotheses(["Enter 989.", "enter 989", "", "Enter, 1989"]) == ["enter 989", "enter 1989"]
+    assert clean_reply("- the cat sat\n- the cat") == "the cat sat"
+    assert clean_reply("\n  hello world ") == "hello world"
+
+
+def test_config_round_trip():
+    c = XAttnConfig(every=4, mixer="summary", audio=False)
+    assert XAttnConfig.from_dict(c.to_dict()) == c
+
+
+# --------------------------------------------------------------------------- the real path
+
+
+HYPS = [["the cat sat on the mat", "the cat sat on a mat", "a cat sat on the mat"], ["hello world", "hello word"]]
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    from rescore.fusion.xattn import build_xattn
+
+    torch.manual_seed(0)
+    return build_xattn(XAttnConfig(every=10, max_hypotheses=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def audio_batch(real_model, tiny_manifest):
+    from rescore.datasets import load_dataset
+    from rescore.encoder import WhisperEncoder
+
+    utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
+    states = [s for _, s, _ in WhisperEncoder("whisper-tiny.en").states(utts)]
+    return collate([u.id for u in utts], [s.astype(np.float32) for s in states], ["", ""], HYPS)
+
+
+def test_whisper_kv_are_the_start(real_model):
+    from rescore.fusion.xattn import whisper_cross_kv
+
+    layers = whisper_cross_kv("whisper-tiny.en")
+    assert len(real_model.blocks) == 3 and real_model.where == [9, 19, 29]
+    torch.testing.assert_close(real_model.blocks[0].k.weight, layers[0]["k.weight"])
+    torch.testing.assert_close(real_model.blocks[2].v.bias, layers[3]["v.bias"])
+
+
+def test_step_zero_equals_the_text_only_prompt(real_model, audio_batch):
+    """Gates closed: the same logits as the plain LM on the text prompt, and the same greedy text."""
+    model = real_model
+    ids, attn, positions, _ = model.build_inputs(audio_batch, with_targets=False)
+    with torch.no_grad():
+        fused = model.logits(audio_batch)
+        plain = model.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits  # no hooks active
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=1e-5)
+    real = attn.bool()
+    assert torch.equal(fused[real], plain[real])
+
+    greedy = model.generate(audio_batch, beam_size=1, nbest=1, max_new_tokens=12)
+    for i, hyps in enumerate(HYPS):
+        one = torch.tensor([model.prompt_ids(hyps)])
+        out = model.llm.generate(one, max_new_tokens=12, do_sample=False, eos_token_id=model.stop_ids)
+        text = model.tokenizer.decode(out[0, one.shape[1] :], skip_special_tokens=True).strip()
+        assert greedy[i][0].text == clean_reply(text) and greedy[i][0].text
+
+    with torch.no_grad():  # an open gate: now the audio changes the output, the text-only LM does not
+        model.blocks[1].attn_gate.fill_(0.5)
+        opened = model.logits(audio_batch)
+        model.blocks[1].attn_gate.fill_(0.0)
+    assert not torch.allclose(opened[real], plain[real])
+
+
+@pytest.mark.slow
+def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
+    from rescore.fusion.train import Example, TrainConfig, train
+    from rescore.fusion.xattn import load_deep_model
+
+    ex = [
+        Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
+        for i, (t, h) in enumerate(zip(["the cat sat on the mat", "hello world"], HYPS, strict=True))
+    ]
+    cfg = TrainConfig(
+        out=str(tmp_path / "m"),
+        model=XAttnConfig(every=15),
+        batch_size=2,
+        lr=1e-3,
+        warmup_steps=1,
+        max_steps=2,
+        eval_every=1,
+        keep_best=True,
+    )
+    summary = train(cfg, examples=(ex, ex), on_issue=lambda m: None)
+    assert summary["step"] == 2 and len(summary["gates"]) == 2
+    assert all(abs(a) > 0 for a, _ in summary["gates"])  # the gates moved off zero
+    loaded = load_deep_model(tmp_path / "m")
+    assert len(loaded.blocks) == 2 and loaded.config.every == 15
+
+
+def test_held_out_keeps_utterances_whole():
+    from rescore.fusion.train import Example, held_out
+
+    z = np.zeros((2, 4), dtype=np.float16)
+    ex = [Example(f"{lst}/u{i}", z, "t", ["t"], f"u{i}") for i in range(20) for lst in ("tiny", "base")]
+    train_ex, dev_ex = held_out(ex, 0.1, seed=0)
+    dev_groups = {e.group for e in dev_ex}
+    assert len(dev_groups) == 2 and len(dev_ex) == 4
+    assert not dev_groups & {e.group for e in train_ex}
+
+
+def test_stage_reads_records_for_a_cross_attention_model(tmp_path):
+    import json
+
+    from rescore.stages.deep import DeepOptions, DeepStage
+
+    xattn, bridge = tmp_path / "x", tmp_path / "b"
+    for folder, cfg in ((xattn, {"xattn": {}}), (bridge, {"speech_llm": {}})):
+        folder.mkdir()
+        (folder / "deep-config.json").write_text(json.dumps(cfg))
+    assert DeepStage(DeepOptions(enabled=True, checkpoint=str(xattn))).source == "records"
+    assert DeepStage(DeepOptions(enabled=True, checkpoint=str(bridge))).source == "audio"
+
+
+def test_prompt_puts_the_reranked_choice_first():
+    from rescore.fusion.recognize import prompt_texts
+    from rescore.records import Hypothesis, NBest
+
+    r = NBest(id="a", hypotheses=[Hypothesis("x", [], {}), Hypothesis("y", [], {}), Hypothesis("z", [], {})])
+    assert prompt_texts(r) == ["x", "y", "z"]
+    r.chosen = 2
+    assert prompt_texts(r) == ["z", "x", "y"]
+
+
+def test_cli_train_rejects_an_unknown_architecture(tmp_path):
+    from typer.testing import CliRunner
+
+    from rescore.cli import app
+
+    f = tmp_path / "n.jsonl"
+    f.write_text("")
+    result = CliRunner().invoke(app, ["deep", "train", "--train", str(f), "--arch", "lstm", "-o", str(tmp_path / "m")])
+    assert result.exit_code != 0 and "xattn or bridge" in result.output
