@@ -96,10 +96,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "first-pass": {"rerank": {"enabled": False}, "correct": {"enabled": False}},
     # spelled letters and digits (AN4-like): no LM rerank (the LibriSpeech-tuned weights raise an4-test WER,
-    # 41.5 -> 48.8 % in eval/RESULTS.md), the spelling template with a domain description for the corrector
+    # 41.5 -> 48.8 % in eval/RESULTS.md), the spelling template with a domain description for the corrector.
+    # No acoustic verification: the template rewrites into a spelled form ("R U B O U T") that Whisper never
+    # writes, so a teacher-forced score would judge the format, not the words
     "spelling": {
         "rerank": {"enabled": False},
         "correct": {
+            "verify": False,
             "prompt": "spelling",
             "domain": "names spelled letter by letter, phone and zip numbers, dates, and the command words RUBOUT, "
             "ERASE, ENTER, GO, YES, NO, STOP, REPEAT, HELP, START.",

@@ -13,6 +13,7 @@ verdict says so (``checked`` false).
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,7 @@ class Verdict:
     proposal_total: float | None = None
     rival_total: float | None = None
     proposal_scores: dict[str, float] = field(default_factory=dict)
+    scored_text: str | None = None  # what was scored: the reranked text with the proposal's word edits
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -80,6 +82,27 @@ def record_weights(record: NBest) -> tuple[Weights, float]:
     return default_weights([], am=am), 0.0
 
 
+def word_edits_only(reranked: str, proposal: str, normalizer: str = "whisper") -> str:
+    """The reranked text with the proposal's word edits applied and its case/punctuation changes left out.
+
+    Whisper scores "The" at the start of a mid-sentence segment, or an added quote, a nat or two lower than
+    what it wrote: such changes would drown the evidence about the words (which is all WER counts). Words
+    are aligned on their normalized forms; where they agree the reranked spelling is kept.
+    """
+    from rescore.metrics import normalize
+
+    old, new = reranked.split(), proposal.split()
+    keys = [[normalize(w, normalizer) for w in ws] for ws in (old, new)]
+    out: list[str] = []
+    matcher = difflib.SequenceMatcher(a=keys[0], b=keys[1], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        out += old[i1:i2] if op == "equal" else new[j1:j2]
+    # a punctuation-only token (normalized to "") the proposal dropped or added is not a word edit
+    if [k for k in keys[1] if k] == [k for k in keys[0] if k] and len(out) != len(old):
+        return " ".join(old)
+    return " ".join(out)
+
+
 class AudioVerifier:
     """Scores a proposal with the acoustic models and LMs the weights name, then lets the weights decide.
 
@@ -106,9 +129,13 @@ class AudioVerifier:
     def verify(self, record: NBest, proposal: str) -> Verdict:
         if not record.audio:
             return Verdict(False, True, "no audio (a text-only list): the guards alone decided")
+        reranked = record.text("rerank")
+        edited = word_edits_only(reranked, proposal)
+        if edited == " ".join(reranked.split()):
+            return Verdict(False, True, "case and punctuation only: no word for the audio to verify")
         weights, ratio = (self.weights, self.min_length_ratio) if self.weights else record_weights(record)
         try:
-            hyps = self._scored_list(record, proposal, weights)
+            hyps = self._scored_list(record, edited, weights)
         except VerificationUnavailable as e:
             return Verdict(False, False, f"not verified, kept the reranked text: {e}", weights.describe())
         trial = NBest(id=record.id, hypotheses=hyps)
@@ -119,7 +146,9 @@ class AudioVerifier:
         taken = p_total > r_total + self.margin
         why = "the audio and LMs prefer it" if taken else "the reranked choice scores higher: not supported"
         used = {k: v for k, v in hyps[-1].scores.items() if k in weights.scores or k.startswith("am_tokens")}
-        return Verdict(True, taken, f"{why} ({p_total - r_total:+.3f})", weights.describe(), p_total, r_total, used)
+        return Verdict(
+            True, taken, f"{why} ({p_total - r_total:+.3f})", weights.describe(), p_total, r_total, used, edited
+        )
 
     def _scored_list(self, record: NBest, proposal: str, weights: Weights) -> list[Hypothesis]:
         """Copies of the record's hypotheses with the proposal appended, every key the weights use filled in."""
