@@ -213,3 +213,29 @@ def test_cli_train_rejects_an_unknown_architecture(tmp_path):
     f.write_text("")
     result = CliRunner().invoke(app, ["deep", "train", "--train", str(f), "--arch", "lstm", "-o", str(tmp_path / "m")])
     assert result.exit_code != 0 and "xattn or bridge" in result.output
+
+
+@pytest.mark.slow
+def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manifest):
+    """The stage over first-pass records: one new record each, in order, the input texts kept, am_norm ranked;
+    a record without hypotheses fails alone."""
+    from rescore.datasets import load_dataset
+    from rescore.records import Hypothesis, NBest
+    from rescore.stages.deep import DeepOptions, DeepStage
+
+    real_model.save(tmp_path / "m")
+    utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
+    records = [
+        NBest(id=u.id, audio=u.audio, reference=u.reference, hypotheses=[Hypothesis(u.reference or "", [], {})])
+        for u in utts
+    ]
+    records.insert(1, NBest(id="empty", audio=utts[0].audio))
+    stage = DeepStage(DeepOptions(enabled=True, checkpoint=str(tmp_path / "m"), beam_size=2, nbest=2, threads=1))
+    assert stage.source == "records"
+    out = stage.process(records)
+    assert [r.id for r in out] == [utts[0].id, "empty", utts[1].id]
+    assert not out[1].ok and out[0].ok and out[2].ok
+    for r, u in zip((out[0], out[2]), utts, strict=True):
+        assert r.extra["first_pass"]["texts"] == [u.reference]
+        norms = [h.scores["am_norm"] for h in r.hypotheses]
+        assert len(norms) == 2 and norms == sorted(norms, reverse=True)
