@@ -184,3 +184,14 @@ def test_no_speech_records_are_not_sent_to_the_llm() -> None:
     speech = record("")  # the same empty text without the flag is corrected (and guarded) as usual
     c.correct(speech)
     assert len(c.llm.sent) == 1 and speech.correction is not None
+
+
+def test_spelling_template_abstains_into_its_spelled_view():
+    """An answer the guards drop leaves the spelled view of the reranked text, the template's own convention."""
+    from rescore.correct.tuning import reguard
+
+    r = corrector("completely unrelated words everywhere here", template="spelling").correct(record("Rub out GMEF39."))
+    assert r.correction["accepted"] is False and r.corrected == "RUB OUT G M E F THREE NINE"
+    assert reguard(r, None).corrected == "RUB OUT G M E F THREE NINE"  # the corrector off: the same view
+    plain = corrector("completely unrelated words everywhere here").correct(record("Rub out GMEF39."))
+    assert plain.corrected == "Rub out GMEF39."  # other templates keep the reranked text as it is

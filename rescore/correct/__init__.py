@@ -169,7 +169,7 @@ class LLMCorrector:
             checked = self.verifier.verify(nbest, cleaned)
             if not checked.taken:
                 accepted, reason = False, f"verification: {checked.reason}"
-        nbest.corrected = cleaned if accepted else reranked
+        nbest.corrected = cleaned if accepted else self.template.abstain_text(reranked)
         seconds = time.perf_counter() - t0
         nbest.correction = {
             **self.metadata(),

@@ -55,6 +55,9 @@ def spelled(text: str) -> str:
     return json.dumps(out, ensure_ascii=False) if quoted else out
 
 
+FALLBACKS = {"spelled": spelled}
+
+
 class TemplateError(ValueError):
     """A template that cannot be found, parsed or rendered."""
 
@@ -74,6 +77,12 @@ class PromptTemplate:
     description: str
     variables: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    # what the corrector writes when it abstains, in the template's output convention: "" the reranked text
+    # as it is, "spelled" its spelled view (a spelling template's answers are spelled; the fallback must be too)
+    fallback: str = ""
+
+    def abstain_text(self, reranked: str) -> str:
+        return FALLBACKS[self.fallback](reranked) if self.fallback else reranked
 
     def __post_init__(self) -> None:
         # Sandboxed: a user's template file cannot reach Python internals through attribute access.
@@ -110,21 +119,23 @@ class PromptTemplate:
 _HEADER = re.compile(r"^\s*\{#-?(.*?)-?#\}", re.S)
 
 
-def parse_header(source: str) -> tuple[str, str, dict[str, str]]:
-    """``(name, description, {variable: meaning})`` from the leading comment of a template."""
+def parse_header(source: str) -> tuple[str, str, dict[str, str], str]:
+    """``(name, description, {variable: meaning}, fallback)`` from the leading comment of a template."""
     m = _HEADER.match(source)
     if not m:
-        return "", "", {}
-    name, desc_lines, variables = "", [], {}
+        return "", "", {}, ""
+    name, desc_lines, variables, fallback = "", [], {}, ""
     section = None
     for line in m.group(1).splitlines():
         if not line.strip():
             continue
         key, _, value = line.strip().partition(":")
-        if not line.startswith((" ", "\t")) and key in {"name", "description", "variables"}:
+        if not line.startswith((" ", "\t")) and key in {"name", "description", "variables", "fallback"}:
             section = key
             if key == "name":
                 name = value.strip()
+            elif key == "fallback":
+                fallback = value.strip()
             elif key == "description" and value.strip():
                 desc_lines.append(value.strip())
             continue
@@ -135,7 +146,7 @@ def parse_header(source: str) -> tuple[str, str, dict[str, str]]:
         elif section == "variables" and variables:  # continuation of the previous variable
             last = list(variables)[-1]
             variables[last] += " " + line.strip()
-    return name, " ".join(desc_lines), variables
+    return name, " ".join(desc_lines), variables, fallback
 
 
 def load_template(name_or_path: str | os.PathLike[str]) -> PromptTemplate:
@@ -154,8 +165,10 @@ def load_template(name_or_path: str | os.PathLike[str]) -> PromptTemplate:
         source = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TemplateError(f"cannot read template {p}: {e}") from None
-    name, description, variables = parse_header(source)
-    return PromptTemplate(name or p.stem, p, description, variables, source)
+    name, description, variables, fallback = parse_header(source)
+    if fallback and fallback not in FALLBACKS:
+        raise TemplateError(f"{p}: unknown fallback {fallback!r} (expected one of {', '.join(FALLBACKS)})")
+    return PromptTemplate(name or p.stem, p, description, variables, source, fallback)
 
 
 def list_templates() -> list[PromptTemplate]:

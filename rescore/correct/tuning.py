@@ -31,6 +31,17 @@ def recorded_guards(record: NBest) -> GuardConfig | None:
     return GuardConfig.from_dict(d) if isinstance(d, dict) else None
 
 
+def abstain_text(record: NBest, reranked: str) -> str:
+    """What the record's template writes when the corrector abstains (see ``PromptTemplate.fallback``)."""
+    from rescore.correct.prompts import TemplateError, load_template
+
+    name = (record.correction or {}).get("template")
+    try:
+        return load_template(name).abstain_text(reranked) if name else reranked
+    except (TemplateError, OSError):
+        return reranked
+
+
 def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = None) -> NBest:
     """A copy of a corrected record decided again under ``guards`` from its stored (cleaned) output.
 
@@ -46,7 +57,7 @@ def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = 
         return out
     reranked = out.text("rerank")
     if guards is None:
-        out.corrected = reranked
+        out.corrected = abstain_text(out, reranked)
         if c.get("guard_config") is not None:  # kept, so a later reguard / tune_guards still finds them
             c["prior_guard_config"] = c["guard_config"]
         c.update(accepted=False, reason="corrector off (tuned guards)", changed=False, guard_config=None)
@@ -60,7 +71,7 @@ def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = 
     truncated = bool(c.get("truncated", str(c.get("reason", "")).startswith("runaway output (hit")))
     texts = [h.text for h in out.hypotheses]
     verdict = check_output(c["cleaned"], texts, reranked, guards, vocab=vocab, truncated=truncated)
-    out.corrected = c["cleaned"] if verdict.accepted else reranked
+    out.corrected = c["cleaned"] if verdict.accepted else abstain_text(out, reranked)
     c.update(accepted=verdict.accepted, reason=verdict.reason, changed=verdict.accepted and verdict.changed)
     c["guard_config"] = asdict(guards)
     return out
