@@ -32,10 +32,18 @@ class Generation:
     reused_tokens: int  # prompt tokens whose KV cache came from the previous call
     truncated: bool  # stopped by the token cap, not by a line end or end of turn
     seconds: float
+    prompt_seconds: float | None = None  # of ``seconds``, the prompt's evaluation (where the backend says)
 
     @property
     def tokens_per_second(self) -> float:
         return (self.new_tokens / self.seconds) if self.seconds > 0 else 0.0
+
+    @property
+    def prompt_tokens_per_second(self) -> float | None:
+        """Prompt tokens evaluated (not reused) per second of prompt evaluation."""
+        if not self.prompt_seconds:
+            return None
+        return (self.prompt_tokens - self.reused_tokens) / self.prompt_seconds
 
 
 class ChatLLM(Protocol):
@@ -103,6 +111,7 @@ class LlamaCppChat:
             "backend": "llama-cpp",
             "model": self.model,
             "file": path.name,
+            "threads": self._llm.n_threads,
             "chat_template": "gguf" if "tokenizer.chat_template" in self._llm.metadata else "chatml",
         }
 
@@ -118,6 +127,9 @@ class LlamaCppChat:
             self._llm.reset()
         cached = list(self._llm._input_ids[: self._llm.n_tokens])
         reused = min(_common_prefix(cached, tokens), len(tokens) - 1)
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(self._llm._ctx.ctx)  # its counters split prompt from generation
         t0 = time.perf_counter()
         out = self._llm.create_completion(
             tokens,
@@ -129,6 +141,7 @@ class LlamaCppChat:
             stopping_criteria=fmt.stopping_criteria,
         )
         seconds = time.perf_counter() - t0
+        perf = llama_cpp.llama_perf_context(self._llm._ctx.ctx)
         choice = out["choices"][0]  # type: ignore[index]
         usage = out["usage"]  # type: ignore[index]
         return Generation(
@@ -138,6 +151,7 @@ class LlamaCppChat:
             reused_tokens=max(reused, 0),
             truncated=choice.get("finish_reason") == "length",
             seconds=seconds,
+            prompt_seconds=perf.t_p_eval_ms / 1000 if perf.n_p_eval else None,
         )
 
 
