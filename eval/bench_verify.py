@@ -27,15 +27,18 @@ from rescore.correct.verify import reverify
 from rescore.metrics import bootstrap_ci, paired_bootstrap
 from rescore.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
+from rescore.rerank import DEFAULT_MIN_LENGTH_RATIO, DEFAULT_NORM_LENGTH_BONUS, DEFAULT_NORM_LM_WEIGHT
 from rescore.stages.correct import CorrectOptions, CorrectStage
 from rescore.stages.rerank import RerankOptions, RerankStage
 
 CACHE = cache_dir() / "bench" / "verify"
+# the default rerank weights shape the reranked text and so the prompts: a change of them is a new cache
+WEIGHTS_TAG = f"w{DEFAULT_NORM_LM_WEIGHT:g}-{DEFAULT_NORM_LENGTH_BONUS:g}-{DEFAULT_MIN_LENGTH_RATIO:g}"
 
 
 def reranked(set_name: str, limit: int) -> list[NBest]:
     """The set's first ``limit`` tiny.en 8-best records reranked by the default rerank stage (cached)."""
-    out = CACHE / f"{set_name}.rerank.{limit}.jsonl"
+    out = CACHE / f"{set_name}.rerank.{limit}.{WEIGHTS_TAG}.jsonl"
     if not out.exists():
         records = list(read_nbest(nbest_for(set_name)))[:limit]
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ def main() -> None:
         f"`{' '.join(['python -m eval.bench_verify', *map(shlex.quote, sys.argv[1:])])}`",
         "",
         f"{args.set}, its first {len(recs)} utterances, tiny.en 8-best; rerank: the default stage (am_norm +"
-        " smollm2-135m, weights tuned on the whole of librispeech-dev, so the rerank row is in-sample there);"
+        " smollm2-135m, weights fitted on training sets, truncation guard 0.5: see fit_defaults-bounded);"
         f" verification has one setting, the margin ({args.margin:g}), not tuned. Better/worse and p are against"
         " the reranked text; harm is worse / changed.",
         "",
@@ -87,7 +90,7 @@ def main() -> None:
     for llm in args.llm:
         stage = CorrectStage(CorrectOptions(llm=llm, verify=False, threads=args.threads))
         corrector = stage.load()
-        out = CACHE / f"{args.set}.{args.limit}.{llm}.jsonl"
+        out = CACHE / f"{args.set}.{args.limit}.{WEIGHTS_TAG}.{llm}.jsonl"
         done = corrected(corrector, [copy.deepcopy(r) for r in recs], out)
         secs = np.mean([r.timing.get("correct", 0.0) for r in done])
         lines.append(row(f"{llm}, guards", done, [r.text("correct") for r in done], base, f"{secs:.2f}"))

@@ -317,7 +317,7 @@ def test_default_weights_follow_the_acoustic_score_they_add_to() -> None:
     from rescore.rerank import default_weights
 
     norm = default_weights(["lm:fake"])
-    assert norm.scores == {"am_norm": 1.0, "lm:fake": 0.004} and norm.length_bonus == 0.03  # unchanged
+    assert norm.scores == {"am_norm": 1.0, "lm:fake": 0.016} and norm.length_bonus == 0.05  # unchanged
     summed = default_weights(["lm:fake"], am="am")
     assert summed.scores == {"am": 1.0, "lm:fake": 0.1} and summed.length_bonus == 0.4
     # on a summed score the LM and the length bonus must be able to outweigh one more word's log-prob:

@@ -17,9 +17,9 @@ from rescore.stages.rerank import plan_rerank
 def test_rerank_summed_am_gets_weights_on_its_own_scale() -> None:
     norm = plan_rerank(RerankOptions()).weights
     summed = plan_rerank(RerankOptions(am="am")).weights
-    assert norm.scores == {"am_norm": 1.0, "lm:smollm2-135m": 0.004} and norm.length_bonus == 0.03
+    assert norm.scores == {"am_norm": 1.0, "lm:smollm2-135m": 0.016} and norm.length_bonus == 0.05
     assert summed.scores["am"] == 1.0 and "am_norm" not in summed.scores
-    assert summed.scores["lm:smollm2-135m"] > 10 * norm.scores["lm:smollm2-135m"] and summed.length_bonus > 0.1
+    assert summed.scores["lm:smollm2-135m"] > 5 * norm.scores["lm:smollm2-135m"] and summed.length_bonus > 0.1
     with pytest.raises(ValueError, match="no default weights"):
         plan_rerank(RerankOptions(am="ctc"))
     own = plan_rerank(RerankOptions(am="ctc", lm_weight=[0.5], length_bonus=0.2)).weights

@@ -34,10 +34,10 @@ def rerank(
     config: Annotated[Path | None, typer.Option(help="Weights from `rescore tune` (also its LMs and context).")] = None,
     lm_weight: Annotated[
         list[float] | None,
-        typer.Option(help="Weight of each --lm, in order (without --config; default 0.004 with am_norm, 0.1 with am)."),
+        typer.Option(help="Weight of each --lm, in order (without --config; default 0.016 with am_norm, 0.1 with am)."),
     ] = None,
     length_bonus: Annotated[
-        float | None, typer.Option(help="Bonus per word (without --config; default 0.03 with am_norm, 0.4 with am).")
+        float | None, typer.Option(help="Bonus per word (without --config; default 0.05 with am_norm, 0.4 with am).")
     ] = None,
     am: Annotated[
         str, typer.Option(help="Acoustic score without --config: am_norm (per token, default) or am (summed).")

@@ -15,6 +15,7 @@ from rescore.records import NBest
 from rescore.registry import make_scorer
 from rescore.rerank import (
     DEFAULT_KEYS,
+    DEFAULT_MIN_LENGTH_RATIO,
     RANK_KEY,
     RerankConfig,
     Weights,
@@ -105,8 +106,9 @@ def plan_rerank(o: RerankOptions) -> RerankPlan:
     context = o.context if o.context is not None else (cfg.context if cfg else "")
     previous = o.previous if o.previous is not None else (cfg.previous if cfg else 0)
     ratio = o.min_length_ratio
-    if ratio is None:
-        ratio = float((cfg.tuning or {}).get("min_length_ratio", 0.0)) if cfg is not None else 0.0
+    if ratio is None:  # a tuned config's own guard, else the default weights' (none for weights given by hand)
+        default_ratio = DEFAULT_MIN_LENGTH_RATIO if o.lm_weight is None and o.length_bonus is None else 0.0
+        ratio = float((cfg.tuning or {}).get("min_length_ratio", 0.0)) if cfg is not None else default_ratio
     return RerankPlan(names, backend, context, previous, weights, text_only, o.am, ratio)
 
 
