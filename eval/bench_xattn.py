@@ -77,6 +77,19 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
     }
 
 
+def guarded(outputs: list[str], report: list) -> tuple[list[str], int]:
+    """Each output through the corrector's output guard at its default settings (not tuned here), the first-pass
+    1-best where it abstains: the verification every corrector output gets. Returns the texts and the count kept."""
+    from rescore.correct.guards import GuardConfig, check_output
+
+    cfg, texts, kept = GuardConfig(), [], 0
+    for out, e in zip(outputs, report, strict=True):
+        ok = check_output(out, e.hypotheses, e.hypotheses[0], cfg).accepted
+        texts.append(out if ok else e.hypotheses[0])
+        kept += ok
+    return texts, kept
+
+
 def run(args: argparse.Namespace) -> str:
     import torch
 
@@ -143,14 +156,22 @@ def run(args: argparse.Namespace) -> str:
             f"({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | {c['better']}/{c['worse']} | {c['p']:.3f} | "
             f"{per_utt:.1f} |"
         )
+        g_hyps, kept = guarded(hyps, report)
+        outputs[name + " + guard"] = g_hyps
+        g = compare(refs, first, g_hyps)
+        rows.append(
+            f"| {name} + guard ({kept}/{len(report)} kept) | | | | | {100 * g['wer']:.2f} "
+            f"({100 * g['ci'][0]:.1f}-{100 * g['ci'][1]:.1f}) | {g['better']}/{g['worse']} | {g['p']:.3f} | |"
+        )
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
     pairs = []
-    if "audio" in outputs and "no-audio" in outputs:
-        c = compare(refs, outputs["no-audio"], outputs["audio"])
-        pairs.append(
-            f"- audio vs no-audio: {c['better']} utterances better, {c['worse']} worse; paired bootstrap p "
-            f"{c['p']:.3f} that the audio model is not better"
-        )
+    for suffix in ("", " + guard"):
+        if "audio" + suffix in outputs and "no-audio" + suffix in outputs:
+            c = compare(refs, outputs["no-audio" + suffix], outputs["audio" + suffix])
+            pairs.append(
+                f"- audio vs no-audio{suffix}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
+                f"p {c['p']:.3f} that the audio model is not better"
+            )
     examples_md = []
     show = next((n for n in ("audio", *outputs) if n in outputs), None)
     if show:
@@ -171,7 +192,8 @@ Budget: {args.budget:g} min of this process's CPU time per trained variant, {arg
 Reported: the first {len(report)} utterances of librispeech-dev (file order; never trained or tuned on),
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
-the 1-best. Command: `{command}`
+the 1-best; "+ guard": the output through the corrector's output guard at its defaults (edit budget 0.3,
+1 novel word, runaway length), the 1-best where it abstains. Command: `{command}`
 
 | variant | trained params | steps | train CPU min | best dev loss | WER % (95 % CI) | better/worse | p | s/utt decode |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
