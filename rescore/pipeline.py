@@ -225,10 +225,19 @@ def run_cached(
 
 
 def run_pipeline(
-    cfg: RunConfig, *, on_stage: Callable[[str, int], Callable[[NBest], None] | None] | None = None
+    cfg: RunConfig,
+    *,
+    on_stage: Callable[[str, int], Callable[[NBest], None] | None] | None = None,
+    profile: bool = False,
 ) -> tuple[list[StageResult], Any]:
-    """Run every enabled stage, then score them all, write the report and the final transcripts."""
+    """Run every enabled stage, then score them all, write the report and the final transcripts. With
+    ``profile``, summary.json also gets each stage's wall time, CPU time and peak RSS (``"profile"``)."""
+    from contextlib import nullcontext
+
+    from rescore.profiling import Profiler
     from rescore.report import summarize_stages, write_report
+
+    profiler = Profiler() if profile else None
 
     t0 = time.perf_counter()
     stages = build_stages(cfg)
@@ -260,13 +269,16 @@ def run_pipeline(
         digest = hashlib.sha256(json.dumps([stage.name, stage.options(), digest], sort_keys=True).encode()).hexdigest()
         path = run_dir / f"{i + 1:02d}-{stage.name}.{digest[:12]}.jsonl"
         callback = on_stage(stage.name, len(inputs)) if on_stage else None
-        res = run_cached(stage, inputs, path, engine, callback)
+        with profiler.stage(stage.name) if profiler else nullcontext():
+            res = run_cached(stage, inputs, path, engine, callback)
         results.append(res)
         records = res.records
     summary = summarize_stages(
         cfg.run_name, [(r.name, r.records) for r in results], config=cfg.model_dump(), wall=time.perf_counter() - t0
     )
     write_report(run_dir, summary, [(r.name, r.records) for r in results])
+    if profiler:
+        profiler.add_to(run_dir / "summary.json")
     final = next((r for r in reversed(results) if r.name != "deep"), results[-1]) if results else None
     if final is not None:
         write_transcripts(final.records, run_dir / TRANSCRIPTS_DIR, formats=cfg.output_format)

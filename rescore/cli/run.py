@@ -24,6 +24,9 @@ def run(
             help="Final transcripts written into the run folder: some of txt,tsv,json,srt,vtt [default: txt,tsv]."
         ),
     ] = None,
+    profile: Annotated[
+        bool, typer.Option("--profile", help="Write each stage's wall time, CPU time and peak RSS into summary.json.")
+    ] = False,
 ) -> None:
     """First pass, rerank, correct and scoring in one command; each stage's output is cached by hash."""
     from rescore.pipeline import TRANSCRIPTS_DIR, ConfigError, load_config, run_pipeline, stage_plan
@@ -49,7 +52,7 @@ def run(
             return record_progress(bar, bar.add_task(stage, total=total, audio_seconds=0.0))
 
         try:
-            results, summary = run_pipeline(cfg, on_stage=on_stage)
+            results, summary = run_pipeline(cfg, on_stage=on_stage, profile=profile)
         except (FileNotFoundError, ValueError) as e:
             raise fail(str(e)) from None
         except KeyboardInterrupt:

@@ -1,0 +1,29 @@
+"""The per-stage profile of ``rescore run --profile``: time, CPU time, a peak that belongs to its stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rescore.profiling import Profiler
+
+
+def test_each_stage_gets_its_own_time_and_peak(tmp_path: Path) -> None:
+    prof = Profiler()
+    with prof.stage("big"):
+        block = bytearray(200 * 1024 * 1024)  # touched: 200 MiB resident
+        block[::4096] = b"x" * len(block[::4096])
+        del block
+    with prof.stage("small"):
+        sum(range(200_000))
+    big, small = prof.stages
+    assert (big.name, small.name) == ("big", "small")
+    assert big.wall_seconds >= 0 and big.cpu_seconds >= 0
+    assert big.peak_rss_mib >= 200
+    if small.peak_is_per_stage:  # Linux: the peak was reset as the stage began
+        assert small.peak_rss_mib < big.peak_rss_mib - 150
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"name": "x"}))
+    prof.add_to(summary)
+    data = json.loads(summary.read_text())
+    assert data["name"] == "x" and [s["name"] for s in data["profile"]["stages"]] == ["big", "small"]
