@@ -281,7 +281,7 @@ class XAttnLM(nn.Module):
 
     def gates(self) -> list[tuple[float, float]]:
         """``(tanh(attention gate), tanh(ffn gate))`` per block: how far training opened each."""
-        return [(float(torch.tanh(b.attn_gate)), float(torch.tanh(b.ffn_gate))) for b in self.blocks]
+        return [(float(torch.tanh(b.attn_gate.detach())), float(torch.tanh(b.ffn_gate.detach()))) for b in self.blocks]
 
     # --- sequences ---------------------------------------------------------------------------------
     def prompt_ids(self, hypotheses: Sequence[str]) -> list[int]:
