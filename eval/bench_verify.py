@@ -66,18 +66,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", default="librispeech-dev")
     ap.add_argument("--limit", type=int, default=40)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N (e.g. utterances a choice was made on)")
     ap.add_argument("--llm", nargs="+", default=["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"])
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-llm", type=int, default=0, help="correct only the first N records (0: all of --limit)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    recs = reranked(args.set, args.limit)
+    recs = reranked(args.set, args.limit)[args.skip :]
     refs = [r.reference or "" for r in recs]
     base, _ = errors(refs, [r.text("rerank") for r in recs])
     lines = [
         f"`{' '.join(['python -m eval.bench_verify', *map(shlex.quote, sys.argv[1:])])}`",
         "",
-        f"{args.set}, its first {len(recs)} utterances, tiny.en 8-best; rerank: the default stage (am_norm +"
+        f"{args.set}, utterances {args.skip + 1}-{args.skip + len(recs)} in file order, tiny.en 8-best; rerank: the default stage (am_norm +"
         " smollm2-135m, weights fitted on training sets, truncation guard 0.5: see fit_defaults-bounded);"
         f" verification has one setting, the margin ({args.margin:g}), not tuned. Better/worse and p are against"
         " the reranked text; harm is worse / changed.",
@@ -90,24 +92,32 @@ def main() -> None:
     for llm in args.llm:
         stage = CorrectStage(CorrectOptions(llm=llm, verify=False, threads=args.threads))
         corrector = stage.load()
-        out = CACHE / f"{args.set}.{args.limit}.{WEIGHTS_TAG}.{llm}.jsonl"
-        done = corrected(corrector, [copy.deepcopy(r) for r in recs], out)
+        out = CACHE / f"{args.set}.{WEIGHTS_TAG}.{llm}.jsonl"  # by id: any --skip/--limit resumes it
+        todo = recs[: args.n_llm] if args.n_llm else recs
+        done = corrected(corrector, [copy.deepcopy(r) for r in todo], out)
         secs = np.mean([r.timing.get("correct", 0.0) for r in done])
+        ids = {r.id for r in done}
+        sub = [r for r in recs if r.id in ids]
+        base, _ = errors([r.reference or "" for r in sub], [r.text("rerank") for r in sub])
+        if len(sub) < len(recs):  # the stage rows again on the corrected subset, for a like-for-like reading
+            lines.append(row(f"rerank, first {len(sub)}", sub, [r.text("rerank") for r in sub], None))
         lines.append(row(f"{llm}, guards", done, [r.text("correct") for r in done], base, f"{secs:.2f}"))
-        verifier = CorrectStage(CorrectOptions(llm=llm, verify_margin=args.margin)).verifier()
-        t = time.perf_counter()
-        checked = [reverify(r, verifier) for r in done]
-        n_checked = sum(1 for r in checked if (r.correction or {}).get("verification"))
-        vsecs = (time.perf_counter() - t) / max(1, n_checked)
-        lines.append(
-            row(
-                f"{llm}, guards + verification ({n_checked} checked)",
-                checked,
-                [r.text("correct") for r in checked],
-                base,
-                f"{secs:.2f} + {vsecs:.2f} per checked",
+        for judge, label in (([], "the record's rerank weights"), (["whisper-base"], "whisper-base, summed")):
+            options = CorrectOptions(llm=llm, verify_margin=args.margin, verify_with=judge)
+            verifier = CorrectStage(options).verifier()
+            t = time.perf_counter()
+            checked = [reverify(r, verifier) for r in done]
+            n_checked = sum(1 for r in checked if ((r.correction or {}).get("verification") or {}).get("checked"))
+            vsecs = (time.perf_counter() - t) / max(1, n_checked)
+            lines.append(
+                row(
+                    f"{llm}, guards + verification by {label} ({n_checked} word edits checked)",
+                    checked,
+                    [r.text("correct") for r in checked],
+                    base,
+                    f"{secs:.2f} + {vsecs:.2f} per checked",
+                )
             )
-        )
         del corrector, stage
         print("\n".join(lines[-2:]), flush=True)
     lines += ["", f"Wall time {time.perf_counter() - t0:.0f} s."]

@@ -159,7 +159,7 @@ def test_real_verifier_rejects_a_wrong_word_and_keeps_the_right_one(tiny_record:
     """tiny.en and smollm2-135m: a one-word edit away from the audio loses; the reranked text itself wins."""
     from rescore.stages.correct import CorrectOptions, CorrectStage
 
-    v = CorrectStage(CorrectOptions(llm="smollm2-135m")).verifier()
+    v = CorrectStage(CorrectOptions(llm="smollm2-135m", verify_with=[])).verifier()  # the rerank weights judge
     chosen = tiny_record.text("rerank")
     assert "ill disposed young man" in chosen.lower().replace("-", " ")
     wrong = v.verify(tiny_record, chosen.replace("young man", "young men"))
@@ -180,3 +180,20 @@ def test_only_word_edits_are_scored():
     assert word_edits_only("he said, we go", '"He said, we go') == "he said, we go"
     assert word_edits_only("a b c", "a x c d") == "a x c d"
     assert word_edits_only("Chapter 17 when", "Chapter seventeen, when") == "Chapter 17 when"  # normalizer: 17
+
+
+def test_real_second_opinion_judges_by_whisper_base(tiny_record: NBest):
+    """The default judge: whisper-base's summed score (end token included), a model other than the recognizer."""
+    from rescore.stages.correct import CorrectOptions, CorrectStage
+
+    v = CorrectStage(CorrectOptions(llm="smollm2-135m")).verifier()
+    chosen = tiny_record.text("rerank")
+    wrong = v.verify(tiny_record, chosen.replace("young man", "young men"))
+    assert (
+        wrong.checked
+        and not wrong.taken
+        and set(wrong.proposal_scores) == {"am:whisper-base", "am_tokens:whisper-base"}
+    )
+    assert wrong.weights == "1*am:whisper-base + 0*words"
+    cut = v.verify(tiny_record, chosen.split(" young")[0])  # stopping early costs the end token and the words
+    assert cut.checked and not cut.taken

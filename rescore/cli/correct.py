@@ -84,6 +84,13 @@ def correct_run(
         ),
     ] = True,
     verify_margin: Annotated[float, typer.Option(help="What the edit's total must beat the reranked one by.")] = 0.0,
+    verify_with: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Judge edits by these acoustic models' summed scores (repeatable; default whisper-base, a second"
+            " opinion); 'rerank': by the weights each record was reranked with."
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0: up to 4).")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N records (0: all).")] = 0,
@@ -115,6 +122,7 @@ def correct_run(
             clean=clean,
             verify=verify,
             verify_margin=verify_margin,
+            **({"verify_with": [] if verify_with == ["rerank"] else verify_with} if verify_with else {}),
             threads=threads,
         )
         stage = CorrectStage(options)

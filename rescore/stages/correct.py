@@ -6,10 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
+from rescore.ascore import score_keys
 from rescore.correct import AudioVerifier, CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.lora import adapter_settings
 from rescore.records import NBest, read_nbest
 from rescore.registry import acoustic_scorers, make_llm, make_scorer
+from rescore.rerank import Weights
 from rescore.runner import record_errors
 from rescore.stages.base import BaseStage, StageOptions, file_digest
 
@@ -38,6 +40,9 @@ class CorrectOptions(StageOptions):
     verify: bool = True
     verify_margin: float = 0.0
     verify_device: str = "auto"
+    # the judge: these acoustic models' summed scores (end token included, so a cut-off edit pays), a second
+    # opinion beside the recognizer that made the error; empty: the weights the record was reranked with
+    verify_with: list[str] = ["whisper-base"]
 
 
 def corrector_config(o: CorrectOptions) -> tuple[CorrectorConfig, list[str]]:
@@ -106,7 +111,8 @@ class CorrectStage(BaseStage):
                 lms[name, backend] = make_scorer(name, backend)
             return lms[name, backend]
 
-        return AudioVerifier(am, lm, margin=o.verify_margin)
+        judge = Weights({score_keys(m)[0]: 1.0 for m in o.verify_with}, 0.0) if o.verify_with else None
+        return AudioVerifier(am, lm, margin=o.verify_margin, weights=judge)
 
     def process(self, records: list[NBest]) -> list[NBest]:
         corrector = self.load()
