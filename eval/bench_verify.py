@@ -79,8 +79,9 @@ def main() -> None:
     lines = [
         f"`{' '.join(['python -m eval.bench_verify', *map(shlex.quote, sys.argv[1:])])}`",
         "",
-        f"{args.set}, utterances {args.skip + 1}-{args.skip + len(recs)} in file order, tiny.en 8-best; rerank: the default stage (am_norm +"
-        " smollm2-135m, weights fitted on training sets, truncation guard 0.5: see fit_defaults-bounded);"
+        f"{args.set}, utterances {args.skip + 1}-{args.skip + len(recs)} in file order, tiny.en 8-best; rerank:"
+        " the default stage (am_norm + smollm2-135m, weights fitted on training sets, truncation guard 0.5:"
+        " see fit_defaults-bounded);"
         f" verification has one setting, the margin ({args.margin:g}), not tuned. Better/worse and p are against"
         " the reranked text; harm is worse / changed.",
         "",
