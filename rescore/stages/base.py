@@ -63,3 +63,29 @@ def file_digest(path: str | Path | None) -> str | None:
         if f.is_file():
             h.update(f"{f.relative_to(p)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def make_verifier(judges: list[str], *, margin: float = 0.0, device: str = "auto") -> Any:
+    """An :class:`rescore.correct.verify.AudioVerifier` whose scorers load on first use and are kept.
+
+    ``judges``: acoustic models whose summed scores decide; empty: each record's own rerank weights."""
+    from rescore.ascore import score_keys
+    from rescore.correct.verify import AudioVerifier
+    from rescore.registry import acoustic_scorers, make_scorer
+    from rescore.rerank import Weights
+
+    acoustic: dict[str, Any] = {}
+    lms: dict[tuple[str, str], Any] = {}
+
+    def am(model: str) -> Any:
+        if model not in acoustic:
+            acoustic[model] = acoustic_scorers.create("whisper", model, device=device)
+        return acoustic[model]
+
+    def lm(name: str, backend: str) -> Any:
+        if (name, backend) not in lms:
+            lms[name, backend] = make_scorer(name, backend)
+        return lms[name, backend]
+
+    judge = Weights({score_keys(m)[0]: 1.0 for m in judges}, 0.0) if judges else None
+    return AudioVerifier(am, lm, margin=margin, weights=judge)

@@ -6,14 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
-from rescore.ascore import score_keys
 from rescore.correct import AudioVerifier, CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.lora import adapter_settings
 from rescore.records import NBest, read_nbest
-from rescore.registry import acoustic_scorers, make_llm, make_scorer
-from rescore.rerank import Weights
+from rescore.registry import make_llm
 from rescore.runner import record_errors
-from rescore.stages.base import BaseStage, StageOptions, file_digest
+from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier
 
 
 class CorrectOptions(StageOptions):
@@ -96,23 +94,9 @@ class CorrectStage(BaseStage):
         return LLMCorrector(c, llm=llm, verifier=self.verifier() if self.opts.verify else None)  # type: ignore[attr-defined]
 
     def verifier(self) -> AudioVerifier:
-        """A verifier whose scorers load on first use and are kept (one per model and backend)."""
+        """The verifier of this stage's options (scorers load on first use)."""
         o: CorrectOptions = self.opts  # type: ignore[assignment]
-        acoustic: dict[str, Any] = {}
-        lms: dict[tuple[str, str], Any] = {}
-
-        def am(model: str) -> Any:
-            if model not in acoustic:
-                acoustic[model] = acoustic_scorers.create("whisper", model, device=o.verify_device)
-            return acoustic[model]
-
-        def lm(name: str, backend: str) -> Any:
-            if (name, backend) not in lms:
-                lms[name, backend] = make_scorer(name, backend)
-            return lms[name, backend]
-
-        judge = Weights({score_keys(m)[0]: 1.0 for m in o.verify_with}, 0.0) if o.verify_with else None
-        return AudioVerifier(am, lm, margin=o.verify_margin, weights=judge)
+        return make_verifier(o.verify_with, margin=o.verify_margin, device=o.verify_device)
 
     def process(self, records: list[NBest]) -> list[NBest]:
         corrector = self.load()
