@@ -122,7 +122,7 @@ def main() -> None:
         del corrector, stage
         print("\n".join(lines[-2:]), flush=True)
     lines += ["", f"Wall time {time.perf_counter() - t0:.0f} s."]
-    update_section(f"bench_verify {args.set}", "\n".join(lines))
+    update_section(f"bench_verify {args.set} {args.skip + 1}-{args.skip + len(recs)}", "\n".join(lines))
     print("\n".join(lines))
 
 
