@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 from rescore.metrics import edit_counts, normalize
 from rescore.records import NBest
 
-NORMALIZER = "whisper"
+NORMALIZER = "whisper"  # the reports' normalizer (report.py scores with it too)
 STAGE_TEXT = {"transcribe": "first-pass", "rerank": "rerank", "correct": "correct"}
+
+
+def stage_text(record: NBest, stage: str) -> str:
+    """A record's text as the named stage left it (another stage, e.g. deep fusion: the latest text)."""
+    return record.text(STAGE_TEXT.get(stage, "auto"))
 
 
 @dataclass
@@ -52,7 +57,7 @@ def utterance_rows(stages: Sequence[tuple[str, Sequence[NBest]]]) -> list[Uttera
         ref = normalize(r0.reference, NORMALIZER) if r0.reference is not None else None
         prev: int | None = None
         for stage, m in stages:
-            text = m[uid].text(STAGE_TEXT[stage])
+            text = stage_text(m[uid], stage)
             errs = None if ref is None else int(edit_counts([ref], [normalize(text, NORMALIZER)]).errors.sum())
             st = StageText(stage, text, errs)
             if errs is not None and prev is not None:

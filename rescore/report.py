@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rescore.diffs import NORMALIZER, render_rows, stage_text, utterance_rows
 from rescore.metrics import bootstrap_ci, edit_counts, normalize, oracle_curve, paired_bootstrap
 from rescore.records import NBest
-
-NORMALIZER = "whisper"
 
 
 @dataclass
@@ -107,10 +106,6 @@ def _nan(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _stage_text(record: NBest, stage: str) -> str:
-    return record.text({"transcribe": "first-pass", "rerank": "rerank", "correct": "correct"}.get(stage, "auto"))
-
-
 def summarize_stages(
     name: str, stages: Sequence[tuple[str, Sequence[NBest]]], *, config: dict | None = None, wall: float = 0.0
 ) -> RunSummary:
@@ -136,7 +131,7 @@ def summarize_stages(
         s = StageSummary(stage, *(float("nan"),) * 4, 0, 0, 0, 0, round(seconds, 3))
         s.failed = sum(not r.ok for r in m.values())
         if ids:
-            raw = [" ".join(_stage_text(m[i], stage).split()) for i in ids]
+            raw = [" ".join(stage_text(m[i], stage).split()) for i in ids]
             hyps = [normalize(t, NORMALIZER) for t in raw]
             errors = _score(s, refs, hyps, base_errors, out, oracle)
             if prev_errors is not None and prev_scored is not None:
@@ -146,7 +141,7 @@ def summarize_stages(
                 s.p_vs_previous = paired_bootstrap(prev_errors, errors, np.asarray([len(r.split()) for r in refs]))
             base_errors = errors if base_errors is None else base_errors
             prev_errors, prev_scored = errors, raw
-        texts = [" ".join(_stage_text(m[i], stage).split()) for i in common]
+        texts = [" ".join(stage_text(m[i], stage).split()) for i in common]
         if prev_texts is not None and first_texts is not None:
             s.changed_vs_previous = sum(a != b for a, b in zip(prev_texts, texts, strict=True))
             s.changed_vs_first = sum(a != b for a, b in zip(first_texts, texts, strict=True))
@@ -473,7 +468,6 @@ def write_report(
 ) -> dict[str, Path]:
     """Write summary.json (strict JSON: null where a figure does not exist), report.md and report.html (with the
     per-utterance table of ``stages``' records, when given)."""
-    from rescore.diffs import render_rows, utterance_rows
 
     paths = {"summary": run_dir / "summary.json", "markdown": run_dir / "report.md", "html": run_dir / "report.html"}
     paths["summary"].write_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
