@@ -104,6 +104,8 @@ def correct_run(
     records = read_records(file)
     if limit:
         records = records[:limit]
+    # None: the stage's default judge; "rerank": each record's own rerank weights (no extra judge)
+    judges = ([] if verify_with == ["rerank"] else verify_with) if verify_with else None
     try:
         options = CorrectOptions(
             llm=llm,
@@ -122,7 +124,7 @@ def correct_run(
             clean=clean,
             verify=verify,
             verify_margin=verify_margin,
-            **({"verify_with": [] if verify_with == ["rerank"] else verify_with} if verify_with else {}),
+            **({"verify_with": judges} if judges is not None else {}),
             threads=threads,
         )
         stage = CorrectStage(options)

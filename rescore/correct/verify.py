@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import copy
 import difflib
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from rescore.ascore import ISSUES_KEY
+from rescore.correct.tuning import abstain_text
 from rescore.features import add_derived
 from rescore.lm import LMScorer
 from rescore.records import Hypothesis, NBest
 from rescore.rerank import AM_KEYS, CONTEXT_KEY, Ranker, Weights, default_weights
-
-log = logging.getLogger("rescore.correct")
 
 OWN_KEYS = {"am", "am_norm", "am_tokens"}  # the recognizer's own beam scores
 ACOUSTIC_PREFIXES = ("am:", "am_norm:", "mbr:")  # per-model keys: teacher-forced through that model
@@ -222,7 +220,7 @@ def reverify(record: NBest, verifier: AudioVerifier) -> NBest:
         return out
     checked = verifier.verify(out, c["cleaned"])
     taken = checked.taken
-    out.corrected = c["cleaned"] if taken else reranked
+    out.corrected = c["cleaned"] if taken else abstain_text(out, reranked)  # as the corrector abstains
     c.update(
         accepted=taken,
         changed=taken,
