@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> None:
 
 def corrected(corrector: LLMCorrector, records: list[NBest], out: Path) -> list[NBest]:
     """``records`` corrected, resuming (and then reading back) the cache file ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     with NBestWriter(out, resume=True) as w:
         todo = [r for r in records if r.id not in w.done]
         print(f"{len(records) - len(todo)} already corrected in {out}; {len(todo)} to go", flush=True)
@@ -186,7 +187,7 @@ def corrected(corrector: LLMCorrector, records: list[NBest], out: Path) -> list[
             corrector.correct(r)
             w.write(r)
             c = r.correction or {}
-            print(f"[{i}/{len(todo)}] {r.timing['correct']:.1f}s {c['reason']}: {r.corrected!r}", flush=True)
+            print(f"[{i}/{len(todo)}] {r.timing.get('correct', 0):.1f}s {c.get('reason')}: {r.corrected!r}", flush=True)
     done = {r.id: r for r in read_nbest(out)}
     return [done[r.id] for r in records if r.id in done]
 

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench_correct import corrected
 from rescore.formats import import_records
 from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap
 from rescore.models import cache_dir
-from rescore.records import NBest, NBestWriter, read_nbest, write_nbest
+from rescore.records import NBest, read_nbest, write_nbest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyporadise"
 FILES = {
@@ -241,18 +242,24 @@ def sample(recs: list[NBest], n: int, seed: int) -> list[NBest]:
     return [recs[i] for i in idx]
 
 
-def corrected(corrector, recs: list[NBest], out: Path) -> list[NBest]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with NBestWriter(out, resume=True) as w:
-        todo = [r for r in recs if r.id not in w.done]
-        print(f"{len(recs) - len(todo)} already corrected in {out}; {len(todo)} to go", flush=True)
-        for i, r in enumerate(todo, 1):
-            corrector.correct(r)
-            w.write(r)
-            why = (r.correction or {}).get("reason")
-            print(f"[{i}/{len(todo)}] {r.timing.get('correct', 0):.1f}s {why}: {r.corrected!r}", flush=True)
-    done = {r.id: r for r in read_nbest(out)}
-    return [done[r.id] for r in recs if r.id in done]
+def atis_adapter(args: argparse.Namespace, pairs: list[NBest]) -> tuple[Path, str]:
+    """A LoRA adapter of ``--llm`` trained on ATIS train pairs (cached by model and time box) and a note on it."""
+    import json
+
+    from rescore.correct.lora import LoraConfig, train_lora
+
+    out = cache_dir() / "correct" / f"lora-{args.llm}-nbest-atis-train-{args.lora_minutes:g}min"
+    if not (out / "rescore-lora.json").exists():
+        cfg = LoraConfig(llm=args.llm, template="nbest", max_minutes=args.lora_minutes, threads=args.llm_threads)
+        print(f"training a LoRA adapter on {len(pairs)} ATIS train pairs into {out}", flush=True)
+        train_lora(pairs, out, cfg, on_step=lambda s, t, loss: print(f"  step {s}/{t} loss {loss:.3f}", flush=True))
+    info = json.loads((out / "rescore-lora.json").read_text(encoding="utf-8"))
+    note = (
+        f"LoRA-tuned on {info['train_pairs']} ATIS train pairs ({info['held_out_pairs']} more held out for early"
+        f" stopping; the best held-out step {info['best_step']} of {info['steps']} kept; {info['seconds'] / 60:.0f}"
+        f" min on {info['device']}; the guard-tuning utterances left out)"
+    )
+    return out, note
 
 
 def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) -> str:
@@ -261,16 +268,28 @@ def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) ->
     from rescore.rerank import Ranker
 
     lm = args.lms[0]
-    cfg = CorrectorConfig(
-        llm=args.llm, backend=args.backend, template="nbest", n_threads=args.llm_threads, guards=GuardConfig()
-    )
-    corrector = LLMCorrector(cfg)
-    tag = f"{args.llm}-{args.backend}-nbest-{lm}"
     # guards: tuned on corrections of ATIS train utterances (reranked by the same text-only weights)
     w = tuned_weights([lm])["rank"].weights
-    train = sample(with_lms(TRAIN, [lm]), args.correct_train_n, args.seed)
-    for r in train:
+    atis_train = with_lms(TRAIN, [lm])
+    for r in atis_train:
         Ranker(w).rank(r)
+    train = sample(atis_train, args.correct_train_n, args.seed)
+    adapter, lora_note = None, ""
+    if args.lora_minutes:  # the LoRA pairs: ATIS train less the utterances the guards are tuned on
+        tuned_on = {r.id for r in train}
+        adapter, lora_note = atis_adapter(args, [r for r in atis_train if r.id not in tuned_on])
+    cfg = CorrectorConfig(
+        llm=args.llm,
+        backend="transformers" if adapter else args.backend,
+        adapter=str(adapter) if adapter else None,
+        template="nbest",
+        n_threads=args.llm_threads,
+        guards=GuardConfig(),
+    )
+    corrector = LLMCorrector(cfg)
+    tag = f"{args.llm}-{cfg.backend}-nbest{'-distinct' if cfg.distinct else ''}-{lm}"  # the prompt shapes the cache
+    if adapter:
+        tag += f"-lora{args.lora_minutes:g}"
     train_c = corrected(corrector, train, CACHE / f"correct.{tag}.{TRAIN}.seed{args.seed}.jsonl")
     tuning = tune_guards(train_c, cfg.guards, vocab=corrector.vocab)
     g = tuning.guards
@@ -326,8 +345,9 @@ def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) ->
         acc = sum(bool((r.correction or {}).get("changed")) for r in recs)
         print("\n".join(lines[-4:]), f"({acc} changed by the corrector, default guards)", flush=True)
     md = [
-        f"Corrector {args.llm} ({args.backend}, {args.llm_threads} thread(s)), template `nbest` (the "
-        "HyPoradise-style prompt: the reranked hypothesis plus the others), zero-shot, on a fixed random subset "
+        f"Corrector {args.llm} ({cfg.backend}, {args.llm_threads} thread(s)), template `nbest` (the "
+        "HyPoradise-style prompt: the reranked hypothesis plus the others, each shown once after normalisation), "
+        f"{lora_note or 'zero-shot'}, on a fixed random subset "
         f"of {args.correct_n} utterances "
         f"of each test set corrected ({', '.join(NAMES[s] for s in args.correct_sets)}; numpy seed {args.seed}; "
         f"the LLM took {np.mean(secs):.1f} s per utterance on average on the loaded shared CPU; with other jobs "
@@ -354,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-correct", action="store_true")
     ap.add_argument("--llm-threads", type=int, default=1, help="llama.cpp threads (1: no spin-waiting on a busy CPU)")
     ap.add_argument("--correct-sets", nargs="+", default=list(TESTS), choices=TESTS, help="test sets to correct")
+    ap.add_argument("--section", default="hyporadise", help="the eval/RESULTS.md section written")
+    ap.add_argument(
+        "--lora-minutes", type=float, default=0, help="train a LoRA adapter of --llm on ATIS train first (time box)"
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -385,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         parts += ["", "### Correct (subset)", "", correct_part(args, text_only)]
     text = "## HyPoradise: rerank and correct on published n-best lists\n\n" + "\n".join(parts)
     print(text)
-    update_section("hyporadise", text)
+    update_section(args.section, text)
     return 0
 
 

@@ -240,8 +240,9 @@ def correct_section(records: list[NBest], models: list[str], warm: NBest) -> lis
     if "qwen2.5-1.5b" in means:
         md.append(f"- qwen2.5-1.5b: **{means['qwen2.5-1.5b']:.2f} s per utterance** (target < 3 s on 2 cores).")
     md.append(
-        "- Prompt tokens/s counts the tokens evaluated (not reused) per second of prompt evaluation, from "
-        "llama.cpp's own counters; generation stops at the first line end."
+        "- Prompt tokens/s counts the tokens evaluated (not reused) per second of prompt evaluation; generation "
+        "stops at the first line end. The prompt shows each hypothesis once after normalisation (the default), "
+        "and the answer is drafted from the prompt (prompt-lookup decoding, same text as plain greedy)."
     )
     return md
 
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llms", default="smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: first,lm,correct")
     ap.add_argument("--no-write", action="store_true", help="print only, leave eval/RESULTS.md alone")
+    ap.add_argument("--section", default="speed", help="the eval/RESULTS.md section (a part run: its own one)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     t0 = time.perf_counter()
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         from eval.results import update_section
 
-        update_section("speed", text)
+        update_section(args.section, text)
     return 0
 
 

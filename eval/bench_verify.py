@@ -23,6 +23,8 @@ import numpy as np
 from eval.bench_correct import corrected, errors
 from eval.nbest_cache import nbest_for
 from eval.results import update_section
+from rescore.correct.guards import GuardConfig
+from rescore.correct.tuning import reguard
 from rescore.correct.verify import reverify
 from rescore.metrics import bootstrap_ci, paired_bootstrap
 from rescore.models import cache_dir
@@ -48,6 +50,11 @@ def reranked(set_name: str, limit: int) -> list[NBest]:
     return list(read_nbest(out))
 
 
+def prompt_tag(max_hypotheses: int, distinct: bool) -> str:
+    """The cache name's part for the prompt's hypotheses ("" for the 8 of every list, the first setting)."""
+    return "" if (max_hypotheses, distinct) == (8, False) else f".h{max_hypotheses}{'d' if distinct else ''}"
+
+
 def row(name: str, recs: list[NBest], hyps: list[str], base: np.ndarray | None, seconds: str = "") -> str:
     refs = [r.reference or "" for r in recs]
     e, n = errors(refs, hyps)
@@ -71,6 +78,8 @@ def main() -> None:
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-llm", type=int, default=0, help="correct only the first N records (0: all of --limit)")
+    ap.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
+    ap.add_argument("--no-distinct", action="store_true", help="show hypotheses equal after normalisation again")
     args = ap.parse_args()
     t0 = time.perf_counter()
     recs = reranked(args.set, args.limit)[args.skip :]
@@ -82,7 +91,10 @@ def main() -> None:
         f"{args.set}, utterances {args.skip + 1}-{args.skip + len(recs)} in file order, tiny.en 8-best; rerank:"
         " the default stage (am_norm + smollm2-135m, weights fitted on training sets, truncation guard 0.5:"
         " see fit_defaults-bounded);"
-        f" verification has one setting, the margin ({args.margin:g}), not tuned. Better/worse and p are against"
+        f" the guards are the current defaults (stored corrections decided again under them);"
+        f" verification has one setting, the margin ({args.margin:g}), not tuned. The prompt shows up to"
+        f" {args.max_hypotheses} hypotheses{'' if args.no_distinct else ', distinct after normalisation'}, and the"
+        " LLM drafts from the prompt (prompt-lookup decoding). Better/worse and p are against"
         " the reranked text; harm is worse / changed.",
         "",
         "| stage | WER % (95 % CI) | better/worse | harm | p vs rerank | s/utt |",
@@ -91,11 +103,13 @@ def main() -> None:
         row("rerank", recs, [r.text("rerank") for r in recs], None),
     ]
     for llm in args.llm:
-        stage = CorrectStage(CorrectOptions(llm=llm, verify=False, threads=args.threads))
+        prompt = {"max_hypotheses": args.max_hypotheses, "distinct": not args.no_distinct}
+        stage = CorrectStage(CorrectOptions(llm=llm, verify=False, threads=args.threads, **prompt))
         corrector = stage.load()
-        out = CACHE / f"{args.set}.{WEIGHTS_TAG}.{llm}.jsonl"  # by id: any --skip/--limit resumes it
+        out = CACHE / f"{args.set}.{WEIGHTS_TAG}.{llm}{prompt_tag(**prompt)}.jsonl"  # by id: --skip/--limit resume it
         todo = recs[: args.n_llm] if args.n_llm else recs
-        done = corrected(corrector, [copy.deepcopy(r) for r in todo], out)
+        # decided again under the current default guards (a cache made before a new guard holds old decisions)
+        done = [reguard(r, GuardConfig()) for r in corrected(corrector, [copy.deepcopy(r) for r in todo], out)]
         secs = np.mean([r.timing.get("correct", 0.0) for r in done])
         ids = {r.id for r in done}
         sub = [r for r in recs if r.id in ids]
@@ -122,7 +136,8 @@ def main() -> None:
         del corrector, stage
         print("\n".join(lines[-2:]), flush=True)
     lines += ["", f"Wall time {time.perf_counter() - t0:.0f} s."]
-    update_section(f"bench_verify {args.set} {args.skip + 1}-{args.skip + len(recs)}", "\n".join(lines))
+    tag = prompt_tag(args.max_hypotheses, not args.no_distinct)
+    update_section(f"bench_verify {args.set} {args.skip + 1}-{args.skip + len(recs)}{tag}", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -93,7 +93,7 @@ def guarded(outputs: list[str], report: list) -> tuple[list[str], int]:
 def run(args: argparse.Namespace) -> str:
     import torch
 
-    from rescore.fusion.train import TrainConfig, held_out, load_nbest_examples, train
+    from rescore.fusion.train import TrainConfig, choose_length_floor, floored, held_out, load_nbest_examples, train
     from rescore.fusion.xattn import build_xattn
     from rescore.metrics import error_rate
 
@@ -101,11 +101,19 @@ def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
     files = [nbest_file(s, m) for s in TRAIN_SETS for m in LISTS]
     examples = load_nbest_examples(files, "whisper-tiny.en", max_frames=1500, on_issue=print)
-    train_ex, dev_ex = held_out(examples, 0.1, args.seed)
-    dev_ex = dev_ex[: args.dev_limit] if args.dev_limit else dev_ex
     report = load_nbest_examples(
         [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=args.report_limit, on_issue=print
     )
+    n_long = 0
+    if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances after the report range
+        shown = {e.id for e in report}
+        files_ls = [nbest_file("librispeech-dev", m) for m in LISTS]
+        long_ex = load_nbest_examples(files_ls, "whisper-tiny.en", max_frames=1500, on_issue=print)
+        long_ex = [e for e in long_ex if e.id not in shown]
+        n_long = len({e.group for e in long_ex})
+        examples = examples + long_ex
+    train_ex, dev_ex = held_out(examples, 0.1, args.seed)
+    dev_ex = dev_ex[: args.dev_limit] if args.dev_limit else dev_ex
     refs = [e.text for e in report]
     first = [e.hypotheses[0] for e in report]
     hours = sum(e.states.shape[0] for e in examples) / 50 / 3600 / len(LISTS)
@@ -143,6 +151,7 @@ def run(args: argparse.Namespace) -> str:
             saved = json.loads(cached.read_text())
             hyps, per_utt = saved["hyps"], saved["per_utt"]
         else:
+            model.config.min_length_ratio = 0.0
             hyps, per_utt = evaluate(model, report, args.batch_size)
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_text(json.dumps({"hyps": hyps, "per_utt": per_utt}))
@@ -164,10 +173,34 @@ def run(args: argparse.Namespace) -> str:
             f"({100 * g['ci'][0]:.1f}-{100 * g['ci'][1]:.1f}) | {g['better']}/{g['worse']} | {g['p']:.3f} | |"
         )
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
+        if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
+            floor_dev = [e for e in dev_ex if e.group not in {r.id for r in report}][: args.floor_examples]
+            ratio, floor_wers = choose_length_floor(model, floor_dev, args.batch_size, "cpu")
+            base = {e.id: h for e, h in zip(report, hyps, strict=True)}
+            fl = floored(model, report, base, ratio, args.batch_size, "cpu")
+            outputs[f"{name}, floor {ratio:g}"] = [fl[e.id] for e in report]
+            f = compare(refs, first, outputs[f"{name}, floor {ratio:g}"])
+            rows.append(
+                f"| {name}, length floor {ratio:g} (chosen on {len(floor_dev)} held-out training examples) | | | | | "
+                f"{100 * f['wer']:.2f} ({100 * f['ci'][0]:.1f}-{100 * f['ci'][1]:.1f}) | {f['better']}/{f['worse']} | "
+                f"{f['p']:.3f} | |"
+            )
+            by_floor = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in floor_wers.items())
+            notes.append(f"- {name}: held-out training WER by length floor: {by_floor}")
     pairs = []
-    for suffix in ("", " + guard"):
-        if "audio" + suffix in outputs and "no-audio" + suffix in outputs:
-            c = compare(refs, outputs["no-audio" + suffix], outputs["audio" + suffix])
+    floors = {n.split(", floor")[0]: n[len(n.split(", floor")[0]) :] for n in outputs if ", floor" in n}
+    for suffix in ("", " + guard", "floor"):
+        a, b = (
+            ("audio" + floors.get("audio", ""), "no-audio" + floors.get("no-audio", ""))
+            if suffix == "floor"
+            else (
+                "audio" + suffix,
+                "no-audio" + suffix,
+            )
+        )
+        if a in outputs and b in outputs:
+            c = compare(refs, outputs[b], outputs[a])
+            suffix = " (each at its length floor)" if suffix == "floor" else suffix
             pairs.append(
                 f"- audio vs no-audio{suffix}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
                 f"p {c['p']:.3f} that the audio model is not better"
@@ -179,6 +212,11 @@ def run(args: argparse.Namespace) -> str:
             examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
     sets = ", ".join(TRAIN_SETS)
+    if n_long:
+        sets += (
+            f", and librispeech-dev utterances {len(report) + 1}-{len(report) + n_long} (dev utterances, one speaker"
+            " each, none of them in the report range)"
+        )
     return f"""### Deep fusion: gated cross-attention into Whisper encoder states (issue 15)
 
 Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 distinct hypotheses, prompts/deep.j2)
@@ -223,6 +261,11 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--section", default="bench_xattn")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--train-librispeech", action="store_true", help="also train on the librispeech-dev utterances after the report"
+    )
+    ap.add_argument("--floor", action="store_true", help="choose a length floor on held-out training examples")
+    ap.add_argument("--floor-examples", type=int, default=40)
     args = ap.parse_args()
     if args.out is None:
         from rescore.models import cache_dir

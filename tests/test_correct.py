@@ -223,3 +223,41 @@ def test_real_lora_early_stopping_keeps_the_best_held_out_step(tiny_nbest, tmp_p
     losses = dict((int(s), v) for s, v in info["held_out_losses"])
     assert info["best_step"] == min(losses, key=losses.get) and len(losses) == min(info["steps"], len(losses))
     assert info["early_stopped"] == (info["steps"] < info["planned_steps"])
+
+
+def test_prompt_texts_shows_distinct_hypotheses_and_the_reranked_form():
+    from rescore.correct.guards import prompt_texts
+
+    texts = ["Hello world.", "hello world", "Hello, word.", "hello word", "yellow world"]
+    shown, at = prompt_texts(texts, 1, 8)
+    assert shown == ["hello world", "Hello, word.", "yellow world"] and at == 0  # the reranked form, in its slot
+    shown, at = prompt_texts(texts, 4, 2)
+    assert shown == ["Hello world.", "Hello, word.", "yellow world"] and at == 2  # past the cap, still shown
+    shown, at = prompt_texts(texts, 0, 3, distinct=False)
+    assert shown == texts[:3] and at == 0
+
+
+def test_lookup_draft_copies_what_followed_the_last_ngram_in_the_prompt():
+    from rescore.correct.llm import lookup_draft
+
+    prompt = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 6]
+    assert lookup_draft([*prompt, 2, 3], len(prompt), length=3) == [7, 8, 6]  # the latest occurrence first
+    assert lookup_draft([*prompt, 5], len(prompt), length=2) == [9, 2]
+    assert lookup_draft([*prompt, 42], len(prompt)) == []
+    assert lookup_draft([*prompt, 8, 6], len(prompt)) == []  # nothing follows it inside the prompt
+
+
+@pytest.mark.slow
+def test_real_prompt_lookup_decoding_writes_what_plain_greedy_writes(tiny_nbest):
+    from rescore.correct import CorrectorConfig, LLMCorrector
+    from rescore.correct.llm import LlamaCppChat
+
+    records = [r for r in read_nbest(tiny_nbest, strict=False) if r.ok][:2]
+    answers = {}
+    for draft in (12, 0):
+        llm = LlamaCppChat("smollm2-135m", n_threads=2, draft_tokens=draft)
+        corrector = LLMCorrector(CorrectorConfig(llm="smollm2-135m"), llm=llm)
+        gens = [llm.chat(corrector.prompt(r)[0], 64) for r in records]
+        answers[draft] = [g.text for g in gens]
+        assert all(g.new_tokens > 0 for g in gens)
+    assert answers[12] == answers[0]

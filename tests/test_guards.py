@@ -112,6 +112,16 @@ def test_runaway_output_abstains():
     assert r.correction["accepted"] is False and "runaway" in r.correction["reason"]
 
 
+def test_output_cut_short_abstains_even_when_a_hypothesis_is_as_short():
+    from rescore.correct.guards import check_output
+
+    long = "the pond my friend alden hams pond stands at a convenient distance from the house"
+    verdict = check_output("The Pond.", [long, "the pond"], long, GuardConfig())
+    assert not verdict.accepted and verdict.reason.startswith("cut short (2 words")
+    assert check_output("The Pond.", [long, "the pond"], long, GuardConfig(min_length_ratio=None)).accepted
+    assert check_output("the pond my friend alden hams pond stands at a distance", [long], long, GuardConfig()).accepted
+
+
 def test_empty_output_abstains():
     r = record("hello there")
     corrector("Explanation: I cannot help with that").correct(r)
@@ -163,7 +173,7 @@ def test_edit_budget_scales_with_length():
 
 def test_guards_can_be_turned_off():
     r = record("what is the capital of france")
-    cfg = GuardConfig(max_edit_ratio=None, max_novel_words=None, max_length_ratio=None)
+    cfg = GuardConfig(max_edit_ratio=None, max_novel_words=None, max_length_ratio=None, min_length_ratio=None)
     corrector("The capital of France is Paris.", guards=cfg).correct(r)
     assert r.correction["accepted"] is True and r.corrected == "The capital of France is Paris."
 

@@ -239,3 +239,77 @@ def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manif
         assert r.extra["first_pass"]["texts"] == [u.reference]
         norms = [h.scores["am_norm"] for h in r.hypotheses]
         assert len(norms) == 2 and norms == sorted(norms, reverse=True)
+        c = r.correction  # the answer verified as a correction: taken, or the input's own text
+        assert c["proposal"] == r.hypotheses[0].text and r.text() == (c["proposal"] if c["accepted"] else u.reference)
+
+
+def test_length_floor_keeps_the_stop_tokens_away_until_the_floor():
+    from rescore.fusion.xattn import LengthFloor
+
+    floor = LengthFloor(prompt_length=5, floors=[3, 0], beams=2, stop_ids=[7, 9])
+    scores = floor(torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 10))  # one token written
+    assert torch.isinf(scores[:2, [7, 9]]).all() and not torch.isinf(scores[2:]).any()
+    assert not torch.isinf(scores[:2, :7]).any()
+    scores = floor(torch.zeros(4, 8, dtype=torch.long), torch.zeros(4, 10))  # three written: the floor is met
+    assert not torch.isinf(scores).any()
+
+
+def test_real_length_floor_in_greedy_decoding(real_model, audio_batch):
+    floors = real_model.length_floors(audio_batch, 1.0)
+    assert floors == [len(real_model.tokenizer(h[-1], add_special_tokens=False)["input_ids"]) for h in HYPS] or all(
+        f > 0 for f in floors
+    )
+    out = real_model.generate(audio_batch, beam_size=1, nbest=1, max_new_tokens=40, min_length_ratio=1.0)
+    for hyps, floor in zip(out, floors, strict=True):
+        written = len(real_model.tokenizer(hyps[0].text, add_special_tokens=False)["input_ids"])
+        assert written >= floor - 2  # the reply's list marker and spaces are cleaned off after decoding
+
+
+def test_deep_answer_is_verified_as_a_correction():
+    """Guards first, then the verifier; refused: the input record's text. A fake verifier: the logic only
+    (the real path runs in test_deep_stage_rewrites_first_pass_records)."""
+    from rescore.correct.verify import Verdict
+    from rescore.records import Hypothesis, NBest
+    from rescore.stages.deep import DeepOptions, DeepStage
+
+    class Refuses:
+        calls = 0
+
+        def verify(self, record, proposal):
+            Refuses.calls += 1
+            return Verdict(True, False, "the reranked choice scores higher: not supported (-1.000)")
+
+    stage = DeepStage.__new__(DeepStage)
+    stage.opts = DeepOptions(enabled=True)
+    stage._verifier = Refuses()
+    source = NBest(id="u", audio="a.flac", hypotheses=[Hypothesis("the cat sat on the mat"), Hypothesis("a cat sat")])
+    same = stage.verified(source, NBest(id="u", hypotheses=[Hypothesis("The cat sat on the mat.")]))
+    assert same.correction["accepted"] and not same.correction["changed"] and Refuses.calls == 0
+    edit = stage.verified(source, NBest(id="u", hypotheses=[Hypothesis("the cat sat on the hat")]))
+    assert not edit.correction["accepted"] and edit.correction["guards_accepted"] and Refuses.calls == 1
+    assert edit.text() == "the cat sat on the mat" and "verification" in edit.correction["reason"]
+    stray = stage.verified(source, NBest(id="u", hypotheses=[Hypothesis("completely different words here now")]))
+    assert not stray.correction["guards_accepted"] and Refuses.calls == 1 and stray.text() == "the cat sat on the mat"
+
+
+@pytest.mark.slow
+def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, tiny_manifest):
+    """The floor of the lowest held-out WER goes into the model's config, and the reloaded model decodes with it."""
+    import json
+
+    from rescore.datasets import load_dataset
+    from rescore.encoder import WhisperEncoder
+    from rescore.fusion.train import Example, save_length_floor
+    from rescore.fusion.xattn import load_deep_model
+
+    utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
+    states = {u.id: s for u, s, _ in WhisperEncoder("whisper-tiny.en").states(utts)}
+    examples = [Example(u.id, states[u.id], u.reference or "", [u.reference or ""], u.id) for u in utts]
+    real_model.save(tmp_path / "m")
+    chosen = save_length_floor(tmp_path / "m", examples, 2, "cpu")
+    assert chosen["min_length_ratio"] in (0.0, 0.5, 0.7, 0.8, 0.9) and len(chosen["floor_dev_wer"]) == 5
+    best = min(chosen["floor_dev_wer"].values())
+    assert chosen["floor_dev_wer"][chosen["min_length_ratio"]] == best
+    config = json.loads((tmp_path / "m" / "deep-config.json").read_text())
+    assert config["xattn"]["min_length_ratio"] == chosen["min_length_ratio"] and "length_floor" in config
+    assert load_deep_model(tmp_path / "m").config.min_length_ratio == chosen["min_length_ratio"]

@@ -68,6 +68,9 @@ def correct_run(
     ] = None,
     n_examples: Annotated[int, typer.Option(help="Few-shot examples taken from --examples.")] = 6,
     max_hypotheses: Annotated[int, typer.Option(help="Hypotheses shown to the LLM.")] = 8,
+    distinct: Annotated[
+        bool, typer.Option(help="Show hypotheses that read alike after normalisation once (shorter prompts).")
+    ] = True,
     max_edit_ratio: Annotated[
         float, typer.Option(help="Abstain beyond this share of edited words from every hypothesis (<0: off).")
     ] = 0.3,
@@ -118,6 +121,7 @@ def correct_run(
             examples=str(examples) if examples else None,
             n_examples=n_examples,
             max_hypotheses=max_hypotheses,
+            distinct=distinct,
             max_edit_ratio=max_edit_ratio,
             max_novel_words=max_novel_words,
             quote=quote,
@@ -163,6 +167,9 @@ def correct_train(
     domain: DomainOpt = None,
     domain_file: DomainFileOpt = None,
     max_hypotheses: Annotated[int, typer.Option(help="Hypotheses in each training prompt.")] = 8,
+    distinct: Annotated[
+        bool, typer.Option(help="Show hypotheses that read alike after normalisation once, as `correct` does.")
+    ] = True,
     rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 2e-4,
     epochs: Annotated[float, typer.Option(help="Passes over the pairs (the time box may stop earlier).")] = 1.0,
@@ -194,6 +201,7 @@ def correct_train(
         template=prompt,
         domain=_domain(domain, domain_file),
         max_hypotheses=max_hypotheses,
+        distinct=distinct,
         rank=rank,
         lr=lr,
         epochs=epochs,

@@ -195,6 +195,12 @@ def train(
         console.print(
             "gates tanh(attention)/tanh(ffn): " + ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in summary["gates"])
         )
+    if "min_length_ratio" in summary:
+        wers = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in summary["floor_dev_wer"].items())
+        console.print(
+            f"length floor {summary['min_length_ratio']:g} x the shortest hypothesis, chosen on the held-out"
+            f" examples (greedy WER by floor: {wers})"
+        )
     if issues:
         warn(f"{len(issues)} item(s) skipped; see the messages above")
 

@@ -19,6 +19,7 @@ from rescore.correct.guards import (
     check_output,
     clean_output,
     prepare_input,
+    prompt_texts,
     quote,
     vocabulary,
     vocabulary_used,
@@ -57,6 +58,7 @@ class CorrectorConfig:
     entities: str | None = None  # file, one name or term per line
     top_k_entities: int = 5
     max_hypotheses: int = 8
+    distinct: bool = True  # hypotheses equal after normalisation are shown once
     n_threads: int | None = None
     n_ctx: int = 4096
     reuse_prefix: bool = True
@@ -123,11 +125,13 @@ class LLMCorrector:
 
     def prompt(self, nbest: NBest) -> tuple[list[dict[str, str]], dict[str, Any]]:
         """The chat messages for one record and the input-guard report."""
-        texts = [h.text for h in nbest.hypotheses[: self.config.max_hypotheses]]
-        chosen = nbest.chosen or 0
-        if chosen >= len(texts):  # the reranked choice always goes in, even past max_hypotheses
-            texts.append(nbest.hypotheses[chosen].text)
-            chosen = len(texts) - 1
+        texts, chosen = prompt_texts(
+            [h.text for h in nbest.hypotheses],
+            nbest.chosen or 0,
+            self.config.max_hypotheses,
+            distinct=self.config.distinct,
+            normalizer=self.config.guards.normalizer,
+        )
         q = prepare_input(texts, chosen, self.config.guards)
         entities = [m.entity for m in self.retriever.retrieve(texts)] if self.retriever else []
         variables = {

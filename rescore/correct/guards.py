@@ -39,6 +39,9 @@ class GuardConfig:
     min_edit_budget: int = 1  # ... but always allow this many word edits (short utterances)
     max_novel_words: int | None = 1  # abstain when more output words than this occur in no hypothesis/list
     max_length_ratio: float | None = 2.0  # runaway: output words over this times the longest hypothesis (+3)
+    # cut short: output words under this share of the reranked text's (the rerank's own truncation guard);
+    # an n-best often holds a hypothesis that stops early, so the edit budget alone lets a cut through
+    min_length_ratio: float | None = 0.5
     normalizer: str = "whisper"  # the comparison is made after the scorer's normalizer
 
     def __post_init__(self) -> None:
@@ -51,6 +54,8 @@ class GuardConfig:
             bad.append(f"max_novel_words {self.max_novel_words!r} (an integer >= 0, or None: no limit)")
         if self.max_length_ratio is not None and not self.max_length_ratio > 0:
             bad.append(f"max_length_ratio {self.max_length_ratio!r} (> 0, or None)")
+        if self.min_length_ratio is not None and not 0 <= self.min_length_ratio <= 1:
+            bad.append(f"min_length_ratio {self.min_length_ratio!r} (0 to 1, or None)")
         if not (isinstance(self.min_edit_budget, int) and self.min_edit_budget >= 0):
             bad.append(f"min_edit_budget {self.min_edit_budget!r} (an integer >= 0)")
         if bad:
@@ -100,6 +105,35 @@ class QuotedInput:
     others: list[str]
     notes: list[str] = field(default_factory=list)
     instruction_like: list[int] = field(default_factory=list)  # indices of hypotheses that read like orders
+
+
+def prompt_texts(
+    texts: Sequence[str], chosen: int, max_hypotheses: int, *, distinct: bool = True, normalizer: str = "whisper"
+) -> tuple[list[str], int]:
+    """The hypotheses a prompt shows, in the recognizer's order, and the index of the reranked one in them.
+
+    With ``distinct``, a hypothesis that reads like one already shown after normalisation (case,
+    punctuation, spelling variants) is left out: eight lists that differ by a comma cost the LLM eight times
+    the reading and tell it nothing. The reranked text always goes in, in its own form, even past the cap.
+    """
+    if not distinct:
+        shown = list(texts[:max_hypotheses])
+        if chosen < len(shown):
+            return shown, chosen
+        return [*shown, texts[chosen]], len(shown)
+    key = [normalize(t, normalizer) for t in texts]
+    shown, seen, at = [], set(), -1
+    for i, t in enumerate(texts):
+        if key[i] in seen or len(shown) >= max_hypotheses:
+            continue
+        seen.add(key[i])
+        if key[i] == key[chosen]:
+            at, t = len(shown), texts[chosen]
+        shown.append(t)
+    if at < 0:
+        at = len(shown)
+        shown.append(texts[chosen])
+    return shown, at
 
 
 def prepare_input(texts: Sequence[str], chosen: int, config: GuardConfig) -> QuotedInput:
@@ -294,6 +328,11 @@ def check_output(
             result.accepted = False
             result.reason = f"too far from every hypothesis ({min(best_d, best_c):.1f} > {best_budget:.1f} edits)"
             return result
+    floor, n_reranked = config.min_length_ratio, len(_words(reranked, norm))
+    if floor is not None and len(out) < floor * n_reranked:  # near a hypothesis that stops early
+        result.accepted = False
+        result.reason = f"cut short ({len(out)} words, reranked text {n_reranked})"
+        return result
     ok = _supported(out, hyps, vocab or set())
     result.novel_words = [w for w, s in zip(out, ok, strict=True) if not s]
     if config.max_novel_words is not None and len(result.novel_words) > config.max_novel_words:

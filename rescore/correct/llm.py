@@ -3,6 +3,11 @@
 Both decode greedily, stop at the first line end and reuse the KV cache of the longest token prefix the
 new prompt shares with the previous one: the templates put the fixed instructions (and few-shot
 examples) first, so only the utterance's own part is computed per utterance.
+
+The llama.cpp backend also drafts from the prompt (prompt-lookup decoding): a corrected transcript is
+mostly a copy of a hypothesis in the prompt, so the tokens that followed the last generated n-gram there
+are proposed as a draft, checked in one batch, and every draft token the model would have chosen greedily
+is kept. The text is the same as token-by-token greedy decoding; only the number of passes changes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from rescore.models import resolve_model
 
@@ -65,6 +72,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def lookup_draft(tokens: list[int], n_prompt: int, ngram: int = 3, length: int = 12) -> list[int]:
+    """The prompt tokens that followed the latest earlier occurrence of the last ``ngram`` tokens (longest
+    n-gram first, down to 1), at most ``length`` of them; [] when none matches.
+
+    Only the prompt (``tokens[:n_prompt]``) is searched, from its end: the hypothesis being revised comes last.
+    """
+    for n in range(min(ngram, len(tokens)), 0, -1):
+        tail = tokens[-n:]
+        for start in range(n_prompt - n, -1, -1):
+            if tokens[start : start + n] == tail:
+                follow = tokens[start + n : min(start + n + length, n_prompt)]
+                if follow:
+                    return follow
+    return []
+
+
 def _threads(n: int | None) -> int:
     """Threads for llama.cpp: the cores that are idle now (at least 1, at most 4).
 
@@ -89,6 +112,7 @@ class LlamaCppChat:
     n_ctx: int = 4096
     n_threads: int | None = None
     reuse_prefix: bool = True
+    draft_tokens: int = 12  # prompt-lookup draft length; 0: one token per pass
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,11 +131,14 @@ class LlamaCppChat:
             bos_token=tok_text(bos_id) if bos_id >= 0 else "",
             stop_token_ids=[eos_id] if eos_id >= 0 else None,
         )
+        self._n_vocab = self._llm.n_vocab()
+        self._vocab = self._llm._model.vocab
         self.info = {
             "backend": "llama-cpp",
             "model": self.model,
             "file": path.name,
             "threads": self._llm.n_threads,
+            "draft_tokens": self.draft_tokens,
             "chat_template": "gguf" if "tokenizer.chat_template" in self._llm.metadata else "chatml",
         }
 
@@ -121,38 +148,73 @@ class LlamaCppChat:
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int) -> Generation:
         fmt = self._formatter(messages=messages)
         tokens = self._llm.tokenize(fmt.prompt.encode("utf-8"), add_bos=not fmt.added_special, special=True)
-        if len(tokens) + max_new_tokens > self.n_ctx:
+        if len(tokens) + max_new_tokens + self.draft_tokens + 1 > self.n_ctx:
             raise ValueError(f"prompt of {len(tokens)} tokens + {max_new_tokens} new exceeds the context {self.n_ctx}")
-        if not self.reuse_prefix:
-            self._llm.reset()
-        cached = list(self._llm._input_ids[: self._llm.n_tokens])
+        llm = self._llm
+        cached = list(llm._input_ids[: llm.n_tokens]) if self.reuse_prefix else []
         reused = min(_common_prefix(cached, tokens), len(tokens) - 1)
+        t0 = time.perf_counter()
+        llm.n_tokens = reused  # eval drops the KV cells past this point first
+        llm.eval(tokens[reused:])
+        prompt_seconds = time.perf_counter() - t0
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(self._n_vocab,))
+        nxt = int(logits.argmax())
+        new: list[int] = []
+        ended = False
+        while len(new) < max_new_tokens:
+            if self._is_stop(nxt):
+                ended = True
+                break
+            new.append(nxt)
+            if "\n" in self._piece(nxt):
+                ended = True
+                break
+            draft = lookup_draft(tokens + new, len(tokens), length=self.draft_tokens) if self.draft_tokens else []
+            draft = draft[: max(0, max_new_tokens - len(new))]
+            preds = self._decode_greedy([nxt, *draft])
+            kept = 0
+            while kept < len(draft) and draft[kept] == preds[kept] and not self._is_stop(draft[kept]):
+                kept += 1
+                if "\n" in self._piece(draft[kept - 1]):
+                    break
+            new += draft[:kept]
+            llm.n_tokens -= len(draft) - kept  # the cells of refused draft tokens go at the next eval
+            nxt = preds[kept]
+            if new and "\n" in self._piece(new[-1]):
+                ended = True
+                break
+        seconds = time.perf_counter() - t0
+        text = llm.detokenize(new).decode("utf-8", errors="ignore").split("\n", 1)[0]
+        return Generation(
+            text=text,
+            prompt_tokens=len(tokens),
+            new_tokens=len(new),
+            reused_tokens=max(reused, 0),
+            truncated=not ended,
+            seconds=seconds,
+            prompt_seconds=prompt_seconds if len(tokens) > reused else None,
+        )
+
+    def _decode_greedy(self, batch: list[int]) -> list[int]:
+        """Evaluate ``batch`` after the cache and return the greedy next token after each of its tokens."""
+        llm = self._llm
+        n_past = llm.n_tokens
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[n_past : n_past + len(batch)] = batch
+        llm.n_tokens += len(batch)
+        rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), self._n_vocab))
+        return [int(i) for i in rows.argmax(-1)]
+
+    def _is_stop(self, token: int) -> bool:
+        """End of generation: the model's end-of-turn or end-of-text tokens."""
         import llama_cpp
 
-        llama_cpp.llama_perf_context_reset(self._llm._ctx.ctx)  # its counters split prompt from generation
-        t0 = time.perf_counter()
-        out = self._llm.create_completion(
-            tokens,
-            max_tokens=max_new_tokens,
-            temperature=0.0,
-            top_k=1,
-            repeat_penalty=1.0,
-            stop=[*fmt.stop, "\n"],
-            stopping_criteria=fmt.stopping_criteria,
-        )
-        seconds = time.perf_counter() - t0
-        perf = llama_cpp.llama_perf_context(self._llm._ctx.ctx)
-        choice = out["choices"][0]  # type: ignore[index]
-        usage = out["usage"]  # type: ignore[index]
-        return Generation(
-            text=choice["text"],
-            prompt_tokens=len(tokens),
-            new_tokens=int(usage["completion_tokens"]),
-            reused_tokens=max(reused, 0),
-            truncated=choice.get("finish_reason") == "length",
-            seconds=seconds,
-            prompt_seconds=perf.t_p_eval_ms / 1000 if perf.n_p_eval else None,
-        )
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _piece(self, token: int) -> str:
+        return self._llm.detokenize([token]).decode("utf-8", errors="ignore")
 
 
 @dataclass
@@ -164,6 +226,7 @@ class TransformersChat:
     device: str = "auto"
     n_threads: int | None = None
     reuse_prefix: bool = True
+    draft_tokens: int = 12  # transformers' prompt-lookup decoding; 0: one token per pass
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -221,6 +284,7 @@ class TransformersChat:
                 do_sample=False,
                 stop_strings=["\n"],
                 tokenizer=self._tok,
+                **({"prompt_lookup_num_tokens": self.draft_tokens} if self.draft_tokens else {}),
                 pad_token_id=self._tok.pad_token_id if self._tok.pad_token_id is not None else self._tok.eos_token_id,
             )
         seconds = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rescore.correct.guards import GuardConfig, prepare_input
+from rescore.correct.guards import GuardConfig, prepare_input, prompt_texts
 from rescore.correct.prompts import load_template
 from rescore.records import NBest
 
@@ -33,6 +33,7 @@ class LoraConfig:
     template: str = "nbest"
     domain: str | None = None
     max_hypotheses: int = 8
+    distinct: bool = True  # as CorrectorConfig.distinct: train on the prompts correction will show
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -65,11 +66,9 @@ def read_adapter_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def training_messages(record: NBest, cfg: LoraConfig, template: Any) -> list[dict[str, str]]:
     """The chat messages of one training pair: the same rendering as at correction time."""
-    texts = [h.text for h in record.hypotheses[: cfg.max_hypotheses]]
-    chosen = record.chosen or 0
-    if chosen >= len(texts):
-        texts.append(record.hypotheses[chosen].text)
-        chosen = len(texts) - 1
+    texts, chosen = prompt_texts(
+        [h.text for h in record.hypotheses], record.chosen or 0, cfg.max_hypotheses, distinct=cfg.distinct
+    )
     q = prepare_input(texts, chosen, GuardConfig())
     return template.render(
         {
@@ -254,6 +253,7 @@ def train_lora(
         "llm": cfg.llm,
         "template": cfg.template,
         "domain": cfg.domain,
+        "distinct": cfg.distinct,
         "config": asdict(cfg),
         "pairs": len(pairs) + len(held),
         "train_pairs": len(pairs),
@@ -284,6 +284,7 @@ class AdapterSettings:
     template: str
     domain: str | None
     notes: list[str]
+    distinct: bool | None = None  # the adapter's prompts showed distinct hypotheses only; None: the caller's
 
 
 def adapter_settings(
@@ -306,4 +307,5 @@ def adapter_settings(
         template or info.get("template", "nbest"),
         domain if domain is not None else info.get("domain"),
         notes,
+        bool(info.get("distinct", False)),  # adapters from before the option saw every hypothesis
     )

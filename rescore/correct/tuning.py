@@ -73,6 +73,7 @@ def reguard(record: NBest, guards: GuardConfig | None, vocab: set[str] | None = 
     verdict = check_output(c["cleaned"], texts, reranked, guards, vocab=vocab, truncated=truncated)
     out.corrected = c["cleaned"] if verdict.accepted else abstain_text(out, reranked)
     c.update(accepted=verdict.accepted, reason=verdict.reason, changed=verdict.accepted and verdict.changed)
+    c["guards_accepted"] = verdict.accepted  # what verification (verify.reverify) starts from
     c["guard_config"] = asdict(guards)
     return out
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
-from rescore.fusion.xattn import XAttnConfig, XAttnLM, build_deep_model
+from rescore.fusion.model import CONFIG_FILE, Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
+from rescore.fusion.xattn import XATTN_KEY, XAttnConfig, XAttnLM, build_deep_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
@@ -69,6 +69,9 @@ class TrainConfig:
     dev_fraction: float = 0.1  # held-out utterances when no dev set is given
     keep_best: bool = False  # the saved model is the one of the lowest dev loss (early stopping)
     patience: int = 0  # stop after this many dev evaluations without a better dev loss (0: never)
+    # cross-attention model: after training, the length floor of the lowest greedy WER on (up to this many of)
+    # the dev / held-out examples is saved with the model (XAttnConfig.min_length_ratio); 0: no choice made
+    floor_examples: int = 40
     gate_lr_mult: float = 10.0  # the gates' learning rate over the others' (a gate is one number per block)
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,16 +238,20 @@ def transcribe_examples(
     beam_size: int = 1,
     nbest: int = 1,
     max_new_tokens: int | None = None,
+    min_length_ratio: float | None = None,
 ) -> Iterator[tuple[Example, list[BeamHypothesis]]]:
-    """Beam search over examples (sorted by length for less padding), yielding each with its n-best."""
+    """Beam search over examples (sorted by length for less padding), yielding each with its n-best.
+
+    ``min_length_ratio``: the cross-attention model's length floor (None: the model's own)."""
     was = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
     try:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
+            floor = {} if min_length_ratio is None else {"min_length_ratio": min_length_ratio}
             with autocast(device):
-                hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens)
+                hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens, **floor)
             for i, h in zip(idx, hyps, strict=True):
                 yield examples[i], h
     finally:
@@ -260,6 +267,48 @@ def dev_wer(model: SpeechLLM | XAttnLM, examples: Sequence[Example], batch_size:
         refs.append(ex.text)
         hyps.append(h[0][0] if h else "")
     return error_rate(refs, hyps).rate
+
+
+LENGTH_FLOORS = (0.0, 0.5, 0.7, 0.8, 0.9)
+
+
+def floored(
+    model: XAttnLM, examples: Sequence[Example], base: dict[str, str], ratio: float, batch_size: int, device: str
+) -> dict[str, str]:
+    """Greedy outputs under a length floor, from the outputs ``base`` without one: a floor changes only the
+    outputs shorter than it, so only those are decoded again."""
+    out = dict(base)
+    if ratio <= 0:
+        return out
+    short = [
+        ex
+        for ex in examples
+        if len(model.tokenizer(base[ex.id], add_special_tokens=False)["input_ids"])
+        < model.length_floors(make_batch([ex], [0]), ratio)[0]
+    ]
+    for ex, h in transcribe_examples(model, short, batch_size, device, 1, 1, None, ratio):
+        out[ex.id] = h[0].text if h else ""
+    return out
+
+
+def choose_length_floor(
+    model: XAttnLM, examples: Sequence[Example], batch_size: int, device: str, ratios: Sequence[float] = LENGTH_FLOORS
+) -> tuple[float, dict[float, float]]:
+    """The length floor (``XAttnConfig.min_length_ratio``) of the lowest greedy WER on ``examples``, which must
+    be held-out training or dev examples, never a reported set; ties go to the lower floor. Returns it and
+    the WER of each."""
+    from rescore.metrics import error_rate
+
+    examples = list(examples)
+    decoded = transcribe_examples(model, examples, batch_size, device, 1, 1, None, 0.0)
+    base = {ex.id: (h[0].text if h else "") for ex, h in decoded}
+    refs = [ex.text for ex in examples]
+    wer: dict[float, float] = {}
+    for r in ratios:
+        hyps = floored(model, examples, base, r, batch_size, device)
+        wer[r] = error_rate(refs, [hyps[ex.id] for ex in examples]).rate
+    best = min(ratios, key=lambda r: (round(wer[r], 6), r))
+    return best, wer
 
 
 def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -416,4 +465,21 @@ def train(
         summary["best_dev_loss"] = min(best, summary["dev_loss"])
     if isinstance(model, XAttnLM):
         summary["gates"] = model.gates()
+        if dev_ex and cfg.floor_examples:
+            summary.update(save_length_floor(out, dev_ex[: cfg.floor_examples], cfg.batch_size, device))
     return summary
+
+
+def save_length_floor(folder: Path, examples: Sequence[Example], batch_size: int, device: str) -> dict[str, Any]:
+    """Choose the saved model's length floor on ``examples`` (held-out training or dev examples) and write it
+    into its config; returns what was chosen and the WER of each floor, for the run's summary."""
+    from rescore.fusion.xattn import load_deep_model
+
+    model = load_deep_model(folder, device)
+    ratio, wers = choose_length_floor(model, examples, batch_size, device)
+    path = Path(folder) / CONFIG_FILE
+    config = json.loads(path.read_text())
+    config[XATTN_KEY]["min_length_ratio"] = ratio
+    config["length_floor"] = {"chosen_on": f"{len(examples)} dev/held-out examples", "dev_wer": wers}
+    path.write_text(json.dumps(config, indent=2))
+    return {"min_length_ratio": ratio, "floor_dev_wer": wers}

@@ -64,6 +64,10 @@ class XAttnConfig:
     text_norm: str = "lower"
     max_target_tokens: int = 160
     dropout: float = 0.0
+    # decoding: no end of transcript before this share of the shortest hypothesis's tokens (0: no floor); the
+    # model trained on short utterances stops early on long ones. Chosen on held-out training examples
+    # (rescore.fusion.train.choose_length_floor) and saved with the model.
+    min_length_ratio: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +93,24 @@ def clean_reply(text: str) -> str:
     answers in the prompt's own list format."""
     line = next((x for x in text.splitlines() if x.strip()), "")
     return line.strip().removeprefix("- ").strip()
+
+
+class LengthFloor:
+    """A logits processor: no stop token for a row whose utterance has fewer than its floor of new tokens.
+
+    Rows are utterance-major (``beams`` rows per utterance), as transformers' beam search lays them out."""
+
+    def __init__(self, prompt_length: int, floors: Sequence[int], beams: int, stop_ids: Sequence[int]) -> None:
+        self.prompt_length = prompt_length
+        self.floors = torch.tensor(floors).repeat_interleave(beams)
+        self.stop_ids = list(stop_ids)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        written = input_ids.shape[1] - self.prompt_length
+        early = (self.floors.to(scores.device) > written).nonzero().flatten()
+        if len(early):
+            scores[early.unsqueeze(1), torch.tensor(self.stop_ids, device=scores.device)] = float("-inf")
+        return scores
 
 
 class GatedCrossAttention(nn.Module):
@@ -347,13 +369,37 @@ class XAttnLM(nn.Module):
         )
         return min(self.config.max_target_tokens + 1, int(1.5 * longest) + 8)
 
+    def length_floors(self, batch: Batch, ratio: float) -> list[int]:
+        """Per utterance, the fewest tokens before the end may come: ``ratio`` x its shortest hypothesis."""
+        floors = []
+        for hs in batch.hypotheses:
+            hyps = unique_hypotheses(hs, self.config.text_norm)[: self.config.max_hypotheses]
+            n = min((len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in hyps), default=0)
+            floors.append(int(ratio * n))
+        return floors
+
     @torch.no_grad()
     def generate(
-        self, batch: Batch, beam_size: int = 4, nbest: int = 4, max_new_tokens: int | None = None
+        self,
+        batch: Batch,
+        beam_size: int = 4,
+        nbest: int = 4,
+        max_new_tokens: int | None = None,
+        min_length_ratio: float | None = None,
     ) -> list[list[BeamHypothesis]]:
-        """Beam search (greedy at beam 1) per utterance: best first by log-prob per step, as the bridge's."""
+        """Beam search (greedy at beam 1) per utterance: best first by log-prob per step, as the bridge's.
+
+        ``min_length_ratio`` (None: the config's) keeps the end of the transcript away until that share of the
+        shortest hypothesis is written."""
+        from transformers import LogitsProcessorList
+
         ids, attn, _, _ = self.build_inputs(batch, with_targets=False)
         nbest = min(nbest, beam_size)
+        ratio = self.config.min_length_ratio if min_length_ratio is None else min_length_ratio
+        processors = LogitsProcessorList()
+        if ratio > 0:
+            floors = self.length_floors(batch, ratio)
+            processors.append(LengthFloor(ids.shape[1], floors, beam_size, self.stop_ids))
         with self.attending(batch.states, batch.mask):
             out = self.llm.generate(
                 input_ids=ids,
@@ -367,6 +413,7 @@ class XAttnLM(nn.Module):
                 pad_token_id=self.pad_id,
                 return_dict_in_generate=True,
                 output_scores=True,
+                logits_processor=processors,
             )
         beams = parse_beams(self.llm, self.tokenizer, out, len(batch.ids), nbest, self.stop_ids)
         return [[h._replace(text=clean_reply(h.text)) for h in hs] for hs in beams]

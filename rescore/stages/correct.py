@@ -28,6 +28,7 @@ class CorrectOptions(StageOptions):
     examples: str | None = None  # n-best JSONL with references (a training set): few-shot examples
     n_examples: int = Field(6, ge=0)
     max_hypotheses: int = Field(8, ge=1)
+    distinct: bool = True  # hypotheses equal after normalisation are shown once (an adapter's own setting wins)
     max_edit_ratio: float = 0.3
     max_novel_words: int = 1
     quote: bool = True
@@ -56,6 +57,7 @@ def corrector_config(o: CorrectOptions) -> tuple[CorrectorConfig, list[str]]:
         entities=o.entities,
         top_k_entities=o.top_k,
         max_hypotheses=o.max_hypotheses,
+        distinct=o.distinct if s.distinct is None else s.distinct,
         n_threads=o.threads or None,
         guards=GuardConfig(
             quote=o.quote,

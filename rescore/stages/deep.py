@@ -3,6 +3,11 @@
 The gated cross-attention model (the default of ``rescore deep train``) reads the previous stage's records
 (their n-best and audio); a prefix-bridge model reads the input utterances' audio alone. Which one a folder
 holds is read from its config file, so the stage takes its input from the right place.
+
+The cross-attention model's answer is verified like any correction (``verify``): the text guards first, then
+the audio (``rescore.correct.verify``); when either refuses, the record's ``corrected`` is the input record's
+own text, so ``text()`` is what the deep stage stands by, and ``correction`` says what it proposed and why it was
+kept or not. Its beams stay as they were.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pydantic import Field
 from rescore.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
-from rescore.stages.base import BaseStage, StageOptions, file_digest
+from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier
 from rescore.stages.transcribe import record_utterance
 
 MODEL_CONFIG = "deep-config.json"  # what `rescore deep train` writes into its model folder
@@ -33,6 +38,12 @@ class DeepOptions(StageOptions):
     batch_size: int = Field(4, ge=1)
     device: str = "auto"
     threads: int = Field(0, ge=0)
+    # the model's output verified as a correction is (see CorrectOptions): guards, then the audio's judges
+    verify: bool = True
+    verify_with: list[str] = ["whisper-base"]
+    verify_margin: float = 0.0
+    max_edit_ratio: float = 0.3
+    max_novel_words: int = 1
 
 
 def default_model_dir() -> Path:
@@ -67,6 +78,7 @@ class DeepStage(BaseStage):
         self.batch_size = options.batch_size
         path = Path(options.checkpoint) if options.checkpoint else default_model_dir()
         self.source = "records" if reads_nbest(path) else "audio"  # type: ignore[misc]
+        self._verifier: Any = None  # loaded at the first edit to check
 
     def options(self) -> dict[str, Any]:
         path = Path(self.opts.checkpoint) if self.opts.checkpoint else default_model_dir()  # type: ignore[attr-defined]
@@ -86,5 +98,41 @@ class DeepStage(BaseStage):
 
     def process(self, records: list[NBest]) -> list[NBest]:
         if self.source == "records":
-            return list(self.load().rewrite(records))
+            rewritten = list(self.load().rewrite(records))
+            if self.opts.verify:  # type: ignore[attr-defined]
+                by_id = {r.id: r for r in records}
+                rewritten = [self.verified(by_id[d.id], d) if d.id in by_id else d for d in rewritten]
+            return rewritten
         return list(self.load().recognize([record_utterance(r) for r in records]))
+
+    def verified(self, source: NBest, deep: NBest) -> NBest:
+        """``deep`` with ``corrected``: its answer where the guards and the audio accept it as an edit of the
+        ``source`` record's reranked text, else the source's own text; ``correction`` says which and why."""
+        from rescore.correct.guards import GuardConfig, check_output
+
+        if not deep.ok or not deep.hypotheses or not source.hypotheses:
+            return deep
+        o: DeepOptions = self.opts  # type: ignore[assignment]
+        guards = GuardConfig(
+            max_edit_ratio=o.max_edit_ratio if o.max_edit_ratio >= 0 else None,
+            max_novel_words=o.max_novel_words if o.max_novel_words >= 0 else None,
+        )
+        proposal, reranked = deep.hypotheses[0].text, source.text("rerank")
+        verdict = check_output(proposal, [h.text for h in source.hypotheses], reranked, guards)
+        accepted, reason, checked = verdict.accepted, verdict.reason, None
+        if accepted and verdict.changed:
+            if self._verifier is None:
+                self._verifier = make_verifier(o.verify_with, margin=o.verify_margin, device=o.device)
+            checked = self._verifier.verify(source, proposal)
+            if not checked.taken:
+                accepted, reason = False, f"verification: {checked.reason}"
+        deep.corrected = proposal if accepted else source.text()
+        deep.correction = {
+            "proposal": proposal,
+            "accepted": accepted,
+            "changed": accepted and verdict.changed,
+            "reason": reason,
+            "guards_accepted": verdict.accepted,
+            "verification": checked.to_dict() if checked else None,
+        }
+        return deep
