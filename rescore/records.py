@@ -160,25 +160,52 @@ def write_nbest(path: str | os.PathLike[str], records: Iterable[NBest]) -> int:
     return n
 
 
+def _lock_beside(path: Path) -> Any:
+    """An exclusive, non-blocking lock on a hidden file beside ``path``; WriterBusyError when it is held."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, one writer per file is then the caller's care
+        return None
+    f = open(path.with_name(f".{path.name}.lock"), "a")  # noqa: SIM115 - closed by NBestWriter.close
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise WriterBusyError(f"{path}: another writer has it open; wait for it to finish or write elsewhere") from None
+    return f
+
+
+class WriterBusyError(OSError):
+    """Another writer has the file open: two writers would lose each other's lines."""
+
+
 class NBestWriter:
     """Appends records one line at a time, flushed, so an interrupted run leaves a valid file.
 
     With ``resume`` the existing file is read first: successful records are kept and their ids reported
-    in :attr:`done`, failed records and a torn last line are dropped so that they are retried.
+    in :attr:`done`, failed records and a torn last line are dropped so that they are retried. One writer
+    per file: a second one (another process, or the same) is refused with :class:`WriterBusyError` instead
+    of rewriting the file under the first and losing its lines (a lock on ``.NAME.lock`` beside it).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = True) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise IsADirectoryError(21, "is a folder", str(self.path))
-        self.done: set[str] = set()
-        kept: list[NBest] = []
-        if resume and self.path.exists():
-            kept = [r for r in read_nbest(self.path, strict=False) if r.ok]
-            self.done = {r.id for r in kept}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_nbest(self.path, kept)
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = _lock_beside(self.path)
+        self.done: set[str] = set()
+        try:
+            kept: list[NBest] = []
+            if resume and self.path.exists():
+                kept = [r for r in read_nbest(self.path, strict=False) if r.ok]
+                self.done = {r.id for r in kept}
+            write_nbest(self.path, kept)
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.close()
+            raise
 
     def write(self, record: NBest) -> None:
         self._f.write(record.to_json() + "\n")
@@ -187,6 +214,9 @@ class NBestWriter:
 
     def close(self) -> None:
         self._f.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock; the empty lock file stays (removing it would race)
+            self._lock = None
 
     def __enter__(self) -> NBestWriter:
         return self

@@ -61,3 +61,17 @@ def test_write_nbest_is_atomic(tmp_path):
     assert write_nbest(p, [_rec("a"), _rec("b")]) == 2
     assert not (tmp_path / "o.jsonl.tmp").exists()
     assert len(list(read_nbest(p))) == 2
+
+
+def test_a_second_writer_on_one_file_is_refused_and_loses_nothing(tmp_path):
+    from rescore.records import WriterBusyError
+
+    p = tmp_path / "out.jsonl"
+    with NBestWriter(p) as first:
+        first.write(NBest(id="a", hypotheses=[Hypothesis("x")]))
+        with pytest.raises(WriterBusyError, match="another writer"):
+            NBestWriter(p)
+        first.write(NBest(id="b", hypotheses=[Hypothesis("y")]))
+    assert [r.id for r in read_nbest(p)] == ["a", "b"]
+    with NBestWriter(p) as again:  # released at close
+        assert again.done == {"a", "b"}
