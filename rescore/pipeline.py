@@ -96,12 +96,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "first-pass": {"rerank": {"enabled": False}, "correct": {"enabled": False}},
     # spelled letters and digits (AN4-like): no LM rerank (the LibriSpeech-tuned weights raise an4-test WER,
-    # 41.5 -> 48.8 % in eval/RESULTS.md), the spelling template with a domain description for the corrector.
-    # No acoustic verification: the template rewrites into a spelled form ("R U B O U T") that Whisper never
-    # writes, so a teacher-forced score would judge the format, not the words
+    # 41.5 -> 48.8 % in eval/RESULTS.md), and no LLM: the spelling template's fallback, the deterministic
+    # spelled view of the text. Guards tuned on an4-train corrections (eval/bench_correct.py --tune-guards
+    # an4-train) chose the corrector off over every guard setting (6.5 % there against 15.6 % at the default
+    # guards); on an4-test the spelled view is 6.63 % and the LLM at default guards 11.65 %. To try the LLM:
+    # [correct] llm = "qwen2.5-0.5b" (verification stays off: its spelled form "R U B O U T" is not what
+    # Whisper writes, so a teacher-forced score would judge the format, not the words)
     "spelling": {
         "rerank": {"enabled": False},
         "correct": {
+            "llm": "off",
             "verify": False,
             "prompt": "spelling",
             "domain": "names spelled letter by letter, phone and zip numbers, dates, and the command words RUBOUT, "

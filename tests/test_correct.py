@@ -261,3 +261,18 @@ def test_real_prompt_lookup_decoding_writes_what_plain_greedy_writes(tiny_nbest)
         answers[draft] = [g.text for g in gens]
         assert all(g.new_tokens > 0 for g in gens)
     assert answers[12] == answers[0]
+
+
+def test_no_llm_corrector_writes_the_templates_fallback():
+    """``--llm off`` (the spelling preset): the spelled view for `spelling`, the reranked text for others."""
+    from rescore.correct.prompts import spelled
+    from rescore.pipeline import PRESETS
+    from rescore.stages.correct import CorrectOptions, CorrectStage
+
+    assert PRESETS["spelling"]["correct"]["llm"] == "off"
+    recs = [NBest(id="a", hypotheses=[Hypothesis("GMEF39"), Hypothesis("G M E F 3 9")]), NBest(id="b", error="x")]
+    out = CorrectStage(CorrectOptions(llm="off", prompt="spelling", verify=False)).process(recs)
+    assert out[0].corrected == spelled("GMEF39") and out[0].correction["accepted"] is False
+    assert out[1].corrected is None
+    plain = CorrectStage(CorrectOptions(llm="off")).process([NBest(id="c", hypotheses=[Hypothesis("Hello there.")])])
+    assert plain[0].corrected == "Hello there."

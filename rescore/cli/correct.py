@@ -35,7 +35,14 @@ correct_app = typer.Typer(
 )
 prompts_app = typer.Typer(no_args_is_help=True, help="List and show the prompt templates of `rescore correct`.")
 
-LLMOpt = Annotated[str, typer.Option("--llm", help="qwen2.5-0.5b, smollm2-135m, a GGUF file or transformers folder.")]
+LLMOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm",
+        help="qwen2.5-0.5b, qwen2.5-1.5b, smollm2-135m, a GGUF file or transformers folder; off: no LLM, the template's"
+        " fallback text (the reranked text, or its spelled view for `spelling`).",
+    ),
+]
 PromptOpt = Annotated[
     str | None, typer.Option("--prompt", help="Template name in prompts/ (see `rescore prompts list`) or a .j2 file.")
 ]

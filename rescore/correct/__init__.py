@@ -32,6 +32,7 @@ from rescore.records import NBest
 __all__ = [
     "Corrector",
     "CorrectorConfig",
+    "FallbackCorrector",
     "GuardConfig",
     "LLMCorrector",
     "AudioVerifier",
@@ -201,5 +202,35 @@ class LLMCorrector:
         return nbest
 
 
-def make_corrector(config: CorrectorConfig) -> LLMCorrector:
+NO_LLM = "off"  # ``--llm off``: FallbackCorrector
+
+
+class FallbackCorrector:
+    """No LLM: every record gets the template's abstention text, the reranked text (or, for a template with
+    ``fallback: spelled``, its spelled view). This is what guards tuned on a training set choose when no LLM
+    edit paid there (``rescore correct tune-guards`` -> the corrector off): the `spelling` preset uses it,
+    since on an4-train the LLM's spellings lost to the deterministic spelled view at every guard setting."""
+
+    def __init__(self, template: PromptTemplate) -> None:
+        self.template = template
+
+    def correct(self, nbest: NBest) -> NBest:
+        if not nbest.ok or not nbest.hypotheses:
+            return nbest
+        reranked = nbest.text("rerank")
+        nbest.corrected = self.template.abstain_text(reranked)
+        nbest.correction = {
+            "llm": NO_LLM,
+            "template": self.template.name,
+            "accepted": False,
+            "changed": False,
+            "reason": f"no LLM (--llm {NO_LLM}): the template's fallback text",
+        }
+        nbest.timing.setdefault("correct", 0.0)
+        return nbest
+
+
+def make_corrector(config: CorrectorConfig) -> LLMCorrector | FallbackCorrector:
+    if config.llm == NO_LLM:
+        return FallbackCorrector(load_template(config.template))
     return LLMCorrector(config)

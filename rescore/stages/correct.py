@@ -6,8 +6,17 @@ from typing import Any
 
 from pydantic import Field
 
-from rescore.correct import AudioVerifier, CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
+from rescore.correct import (
+    NO_LLM,
+    AudioVerifier,
+    CorrectorConfig,
+    FallbackCorrector,
+    GuardConfig,
+    LLMCorrector,
+    examples_from_records,
+)
 from rescore.correct.lora import adapter_settings
+from rescore.correct.prompts import load_template
 from rescore.records import NBest, read_nbest
 from rescore.registry import make_llm
 from rescore.runner import record_errors
@@ -18,7 +27,7 @@ class CorrectOptions(StageOptions):
     """See ``rescore correct``. A negative ``max_edit_ratio``/``max_novel_words`` turns that guard off."""
 
     enabled: bool = True
-    llm: str = "qwen2.5-0.5b"
+    llm: str = "qwen2.5-0.5b"  # "off": no LLM, the template's fallback text (correct.FallbackCorrector)
     backend: str = "llama-cpp"
     prompt: str | None = None  # template name or .j2 file; None: "nbest" (or the adapter's)
     domain: str | None = None
@@ -88,8 +97,10 @@ class CorrectStage(BaseStage):
             "examples_digest": file_digest(o.examples),
         }
 
-    def build(self) -> LLMCorrector:
+    def build(self) -> LLMCorrector | FallbackCorrector:
         c = self.config
+        if c.llm == NO_LLM:
+            return FallbackCorrector(load_template(c.template))
         llm = make_llm(
             c.backend, c.llm, adapter=c.adapter, n_threads=c.n_threads, n_ctx=c.n_ctx, reuse_prefix=c.reuse_prefix
         )
