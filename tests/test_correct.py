@@ -200,6 +200,8 @@ def test_held_out_split_is_seeded_and_disjoint():
     assert split_pairs(pairs, 0.1, seed=0) == (train, held) and split_pairs(pairs, 0.1, seed=1) != (train, held)
     assert split_pairs(pairs[:9], 0.5, seed=0) == (pairs[:9], [])  # under 10 pairs: nothing held out
     assert split_pairs(pairs, 0.0, seed=0) == (pairs, [])
+    train, held = split_pairs(pairs, 0.5, seed=0, most=3)  # capped: the held-out loss is measured often
+    assert len(held) == 3 and len(train) == 37
 
 
 @pytest.mark.slow

@@ -49,6 +49,7 @@ class LoraConfig:
     # steps; the adapter saved is the one with the lowest held-out loss, and training stops after `patience`
     # measurements without a new best. 0: no held-out split, the last step is saved.
     held_out: float = 0.1
+    max_held_out: int = 64  # at most this many held-out pairs
     eval_every: int = 10
     patience: int = 3
 
@@ -100,9 +101,13 @@ def encode_pairs(records: Sequence[NBest], tokenizer: Any, cfg: LoraConfig) -> l
     return pairs
 
 
-def split_pairs(pairs: list[Any], share: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """(train, held out): a seeded ``share`` of the pairs held out (none when fewer than 10 pairs)."""
+def split_pairs(pairs: list[Any], share: float, seed: int, most: int | None = None) -> tuple[list[Any], list[Any]]:
+    """(train, held out): a seeded ``share`` of the pairs held out, at most ``most`` (none when fewer than 10
+    pairs). The held-out loss is measured every few steps, so on a large set the cap keeps it from costing
+    more than the training."""
     n_held = int(round(share * len(pairs))) if share > 0 and len(pairs) >= 10 else 0
+    if most is not None:
+        n_held = min(n_held, most)
     if n_held == 0:
         return list(pairs), []
     idx = list(range(len(pairs)))
@@ -205,7 +210,7 @@ def train_lora(
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, peft_cfg)
-    pairs, held = split_pairs(pairs, cfg.held_out, cfg.seed)
+    pairs, held = split_pairs(pairs, cfg.held_out, cfg.seed, cfg.max_held_out)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
