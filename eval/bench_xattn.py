@@ -90,6 +90,30 @@ def guarded(outputs: list[str], report: list) -> tuple[list[str], int]:
     return texts, kept
 
 
+_SOURCES: dict[str, Any] = {}
+
+
+def verified(outputs: list[str], report: list) -> tuple[list[str], int]:
+    """Each output decided as the deep stage of `rescore run` decides it (``correct.verify.checked_proposal``:
+    the guards at their defaults, then whisper-base's verdict on a word edit of the 1-best); the 1-best where
+    refused. Returns the texts and how many outputs were taken as they are."""
+    from rescore.correct.guards import GuardConfig
+    from rescore.correct.verify import checked_proposal
+    from rescore.records import read_nbest
+    from rescore.stages.base import make_verifier
+
+    if not _SOURCES:
+        _SOURCES.update({r.id: r for r in read_nbest(nbest_file("librispeech-dev", "whisper-tiny.en"))})
+        _SOURCES["verifier"] = make_verifier(["whisper-base"])
+    texts, taken = [], 0
+    for out, e in zip(outputs, report, strict=True):
+        source = _SOURCES[e.id.split("/", 1)[1]]  # example ids are "<list file>/<utterance id>"
+        text, decided = checked_proposal(source, out, GuardConfig(), _SOURCES["verifier"])
+        texts.append(text)
+        taken += decided["accepted"]
+    return texts, taken
+
+
 def run(args: argparse.Namespace) -> str:
     import torch
 
@@ -106,16 +130,17 @@ def run(args: argparse.Namespace) -> str:
     )
     n_long = 0
     if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances after the report range
-        shown = {e.id for e in report}
+        shown = {e.group for e in report}  # by audio: the base list's examples of these utterances too
         files_ls = [nbest_file("librispeech-dev", m) for m in LISTS]
         long_ex = load_nbest_examples(files_ls, "whisper-tiny.en", max_frames=1500, on_issue=print)
-        long_ex = [e for e in long_ex if e.id not in shown]
+        long_ex = [e for e in long_ex if e.group not in shown]
         n_long = len({e.group for e in long_ex})
         examples = examples + long_ex
     train_ex, dev_ex = held_out(examples, 0.1, args.seed)
     dev_ex = dev_ex[: args.dev_limit] if args.dev_limit else dev_ex
     refs = [e.text for e in report]
     first = [e.hypotheses[0] for e in report]
+    assert not {e.group for e in train_ex + dev_ex} & {e.group for e in report}, "a reported utterance in training"
     hours = sum(e.states.shape[0] for e in examples) / 50 / 3600 / len(LISTS)
     rows, notes, outputs = [], [], {}
     fp = error_rate(refs, first)
@@ -174,10 +199,21 @@ def run(args: argparse.Namespace) -> str:
         )
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
         if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
-            floor_dev = [e for e in dev_ex if e.group not in {r.id for r in report}][: args.floor_examples]
-            ratio, floor_wers = choose_length_floor(model, floor_dev, args.batch_size, "cpu")
-            base = {e.id: h for e, h in zip(report, hyps, strict=True)}
-            fl = floored(model, report, base, ratio, args.batch_size, "cpu")
+            floor_dev = [e for e in dev_ex if e.group not in {r.group for r in report}][: args.floor_examples]
+            choice = out / name / f"floor-choice-{len(floor_dev)}.json"  # the choice is decodes: cached
+            if choice.exists():
+                saved = json.loads(choice.read_text())
+                ratio, floor_wers = saved["ratio"], {float(k): v for k, v in saved["wers"].items()}
+            else:
+                ratio, floor_wers = choose_length_floor(model, floor_dev, args.batch_size, "cpu")
+                choice.write_text(json.dumps({"ratio": ratio, "wers": floor_wers}))
+            floor_cache = out / name / f"report-{args.report_limit}-floor{ratio:g}.json"
+            if floor_cache.exists():
+                fl = json.loads(floor_cache.read_text())
+            else:
+                base = {e.id: h for e, h in zip(report, hyps, strict=True)}
+                fl = floored(model, report, base, ratio, args.batch_size, "cpu")
+                floor_cache.write_text(json.dumps(fl))
             outputs[f"{name}, floor {ratio:g}"] = [fl[e.id] for e in report]
             f = compare(refs, first, outputs[f"{name}, floor {ratio:g}"])
             rows.append(
@@ -185,6 +221,15 @@ def run(args: argparse.Namespace) -> str:
                 f"{100 * f['wer']:.2f} ({100 * f['ci'][0]:.1f}-{100 * f['ci'][1]:.1f}) | {f['better']}/{f['worse']} | "
                 f"{f['p']:.3f} | |"
             )
+            if args.verify:
+                v_hyps, taken = verified(outputs[f"{name}, floor {ratio:g}"], report)
+                outputs[f"{name}, floor {ratio:g} + verification"] = v_hyps
+                v = compare(refs, first, v_hyps)
+                rows.append(
+                    f"| {name}, floor {ratio:g} + guards + whisper-base verification ({taken}/{len(report)} taken) "
+                    f"| | | | | {100 * v['wer']:.2f} ({100 * v['ci'][0]:.1f}-{100 * v['ci'][1]:.1f}) | "
+                    f"{v['better']}/{v['worse']} | {v['p']:.3f} | |"
+                )
             by_floor = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in floor_wers.items())
             notes.append(f"- {name}: held-out training WER by length floor: {by_floor}")
     pairs = []
@@ -266,6 +311,7 @@ def main() -> None:
     )
     ap.add_argument("--floor", action="store_true", help="choose a length floor on held-out training examples")
     ap.add_argument("--floor-examples", type=int, default=40)
+    ap.add_argument("--verify", action="store_true", help="rows of the floored output verified as `rescore run` does")
     args = ap.parse_args()
     if args.out is None:
         from rescore.models import cache_dir

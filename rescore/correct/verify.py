@@ -205,6 +205,32 @@ class AudioVerifier:
         hyp.scores[key] = scorer.score_pairs([(context, hyp.text)])[0].logprob
 
 
+def checked_proposal(
+    source: NBest, proposal: str, guards: Any, verifier: AudioVerifier | None
+) -> tuple[str, dict[str, Any]]:
+    """Another system's answer for ``source`` (deep fusion's) decided as a correction is: the text guards
+    (a :class:`rescore.correct.guards.GuardConfig`) against the source's hypotheses and reranked text, then,
+    for an accepted word edit, the verifier (None: the guards alone). Returns the text to stand by (the
+    proposal, or the source's own text) and what was decided, for the record's ``correction``."""
+    from rescore.correct.guards import check_output
+
+    reranked = source.text("rerank")
+    verdict = check_output(proposal, [h.text for h in source.hypotheses], reranked, guards)
+    accepted, reason, checked = verdict.accepted, verdict.reason, None
+    if accepted and verdict.changed and verifier is not None:
+        checked = verifier.verify(source, proposal)
+        if not checked.taken:
+            accepted, reason = False, f"verification: {checked.reason}"
+    return (proposal if accepted else source.text()), {
+        "proposal": proposal,
+        "accepted": accepted,
+        "changed": accepted and verdict.changed,
+        "reason": reason,
+        "guards_accepted": verdict.accepted,
+        "verification": checked.to_dict() if checked else None,
+    }
+
+
 def reverify(record: NBest, verifier: AudioVerifier) -> NBest:
     """A copy of a corrected record decided again with verification, from its stored proposal.
 

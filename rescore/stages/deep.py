@@ -108,7 +108,8 @@ class DeepStage(BaseStage):
     def verified(self, source: NBest, deep: NBest) -> NBest:
         """``deep`` with ``corrected``: its answer where the guards and the audio accept it as an edit of the
         ``source`` record's reranked text, else the source's own text; ``correction`` says which and why."""
-        from rescore.correct.guards import GuardConfig, check_output
+        from rescore.correct.guards import GuardConfig
+        from rescore.correct.verify import checked_proposal
 
         if not deep.ok or not deep.hypotheses or not source.hypotheses:
             return deep
@@ -117,22 +118,7 @@ class DeepStage(BaseStage):
             max_edit_ratio=o.max_edit_ratio if o.max_edit_ratio >= 0 else None,
             max_novel_words=o.max_novel_words if o.max_novel_words >= 0 else None,
         )
-        proposal, reranked = deep.hypotheses[0].text, source.text("rerank")
-        verdict = check_output(proposal, [h.text for h in source.hypotheses], reranked, guards)
-        accepted, reason, checked = verdict.accepted, verdict.reason, None
-        if accepted and verdict.changed:
-            if self._verifier is None:
-                self._verifier = make_verifier(o.verify_with, margin=o.verify_margin, device=o.device)
-            checked = self._verifier.verify(source, proposal)
-            if not checked.taken:
-                accepted, reason = False, f"verification: {checked.reason}"
-        deep.corrected = proposal if accepted else source.text()
-        deep.correction = {
-            "proposal": proposal,
-            "accepted": accepted,
-            "changed": accepted and verdict.changed,
-            "reason": reason,
-            "guards_accepted": verdict.accepted,
-            "verification": checked.to_dict() if checked else None,
-        }
+        if self._verifier is None:  # its scorers load at the first edit to check
+            self._verifier = make_verifier(o.verify_with, margin=o.verify_margin, device=o.device)
+        deep.corrected, deep.correction = checked_proposal(source, deep.hypotheses[0].text, guards, self._verifier)
         return deep
