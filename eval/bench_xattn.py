@@ -114,6 +114,27 @@ def verified(outputs: list[str], report: list) -> tuple[list[str], int]:
     return texts, taken
 
 
+def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(audio row, no-audio row, label) for each way both variants were decoded: raw, through the guard, at
+    each one's length floor, and that verified."""
+
+    def floored_name(variant: str, verified: bool) -> str | None:
+        return next(
+            (n for n in outputs if n.startswith(f"{variant}, floor ") and n.endswith(" + verification") == verified),
+            None,
+        )
+
+    out = []
+    for suffix, label in (("", ""), (" + guard", " + guard")):
+        if "audio" + suffix in outputs and "no-audio" + suffix in outputs:
+            out.append(("audio" + suffix, "no-audio" + suffix, label))
+    for verified, label in ((False, " (each at its length floor)"), (True, " (each at its floor, verified)")):
+        a, b = floored_name("audio", verified), floored_name("no-audio", verified)
+        if a and b:
+            out.append((a, b, label))
+    return out
+
+
 def run(args: argparse.Namespace) -> str:
     import torch
 
@@ -233,23 +254,12 @@ def run(args: argparse.Namespace) -> str:
             by_floor = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in floor_wers.items())
             notes.append(f"- {name}: held-out training WER by length floor: {by_floor}")
     pairs = []
-    floors = {n.split(", floor")[0]: n[len(n.split(", floor")[0]) :] for n in outputs if ", floor" in n}
-    for suffix in ("", " + guard", "floor"):
-        a, b = (
-            ("audio" + floors.get("audio", ""), "no-audio" + floors.get("no-audio", ""))
-            if suffix == "floor"
-            else (
-                "audio" + suffix,
-                "no-audio" + suffix,
-            )
+    for a_name, b_name, label in pair_names(outputs):
+        c = compare(refs, outputs[b_name], outputs[a_name])
+        pairs.append(
+            f"- audio vs no-audio{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
+            f"p {c['p']:.3f} that the audio model is not better"
         )
-        if a in outputs and b in outputs:
-            c = compare(refs, outputs[b], outputs[a])
-            suffix = " (each at its length floor)" if suffix == "floor" else suffix
-            pairs.append(
-                f"- audio vs no-audio{suffix}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
-                f"p {c['p']:.3f} that the audio model is not better"
-            )
     examples_md = []
     show = next((n for n in ("audio", *outputs) if n in outputs), None)
     if show:
