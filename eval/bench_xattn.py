@@ -77,26 +77,13 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
     }
 
 
-def guarded(outputs: list[str], report: list) -> tuple[list[str], int]:
-    """Each output through the corrector's output guard at its default settings (not tuned here), the first-pass
-    1-best where it abstains: the verification every corrector output gets. Returns the texts and the count kept."""
-    from rescore.correct.guards import GuardConfig, check_output
-
-    cfg, texts, kept = GuardConfig(), [], 0
-    for out, e in zip(outputs, report, strict=True):
-        ok = check_output(out, e.hypotheses, e.hypotheses[0], cfg).accepted
-        texts.append(out if ok else e.hypotheses[0])
-        kept += ok
-    return texts, kept
-
-
 _SOURCES: dict[str, Any] = {}
 
 
-def verified(outputs: list[str], report: list) -> tuple[list[str], int]:
-    """Each output decided as the deep stage of `rescore run` decides it (``correct.verify.checked_proposal``:
-    the guards at their defaults, then whisper-base's verdict on a word edit of the 1-best); the 1-best where
-    refused. Returns the texts and how many outputs were taken as they are."""
+def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], int]:
+    """Each output decided as the deep stage of `rescore run` decides it (``correct.verify.checked_proposal``):
+    the corrector's guards at their defaults (not tuned here), then, with ``verify``, whisper-base's verdict on
+    a word edit of the 1-best; the 1-best where refused. Returns the texts and how many outputs were taken."""
     from rescore.correct.guards import GuardConfig
     from rescore.correct.verify import checked_proposal
     from rescore.records import read_nbest
@@ -108,10 +95,18 @@ def verified(outputs: list[str], report: list) -> tuple[list[str], int]:
     texts, taken = [], 0
     for out, e in zip(outputs, report, strict=True):
         source = _SOURCES[e.id.split("/", 1)[1]]  # example ids are "<list file>/<utterance id>"
-        text, decided = checked_proposal(source, out, GuardConfig(), _SOURCES["verifier"])
+        text, decision = checked_proposal(source, out, GuardConfig(), _SOURCES["verifier"] if verify else None)
         texts.append(text)
-        taken += decided["accepted"]
+        taken += decision["accepted"]
     return texts, taken
+
+
+def result_row(label: str, c: dict[str, Any]) -> str:
+    """A table row of a decoded variant without training columns: WER (CI), better/worse, p."""
+    return (
+        f"| {label} | | | | | {100 * c['wer']:.2f} ({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | "
+        f"{c['better']}/{c['worse']} | {c['p']:.3f} | |"
+    )
 
 
 def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -211,13 +206,9 @@ def run(args: argparse.Namespace) -> str:
             f"({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | {c['better']}/{c['worse']} | {c['p']:.3f} | "
             f"{per_utt:.1f} |"
         )
-        g_hyps, kept = guarded(hyps, report)
+        g_hyps, kept = decided(hyps, report, verify=False)
         outputs[name + " + guard"] = g_hyps
-        g = compare(refs, first, g_hyps)
-        rows.append(
-            f"| {name} + guard ({kept}/{len(report)} kept) | | | | | {100 * g['wer']:.2f} "
-            f"({100 * g['ci'][0]:.1f}-{100 * g['ci'][1]:.1f}) | {g['better']}/{g['worse']} | {g['p']:.3f} | |"
-        )
+        rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
         if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
             floor_dev = [e for e in dev_ex if e.group not in {r.group for r in report}][: args.floor_examples]
@@ -238,19 +229,13 @@ def run(args: argparse.Namespace) -> str:
             outputs[f"{name}, floor {ratio:g}"] = [fl[e.id] for e in report]
             f = compare(refs, first, outputs[f"{name}, floor {ratio:g}"])
             rows.append(
-                f"| {name}, length floor {ratio:g} (chosen on {len(floor_dev)} held-out training examples) | | | | | "
-                f"{100 * f['wer']:.2f} ({100 * f['ci'][0]:.1f}-{100 * f['ci'][1]:.1f}) | {f['better']}/{f['worse']} | "
-                f"{f['p']:.3f} | |"
+                result_row(f"{name}, length floor {ratio:g} (chosen on {len(floor_dev)} held-out training examples)", f)
             )
             if args.verify:
-                v_hyps, taken = verified(outputs[f"{name}, floor {ratio:g}"], report)
+                v_hyps, taken = decided(outputs[f"{name}, floor {ratio:g}"], report, verify=True)
                 outputs[f"{name}, floor {ratio:g} + verification"] = v_hyps
-                v = compare(refs, first, v_hyps)
-                rows.append(
-                    f"| {name}, floor {ratio:g} + guards + whisper-base verification ({taken}/{len(report)} taken) "
-                    f"| | | | | {100 * v['wer']:.2f} ({100 * v['ci'][0]:.1f}-{100 * v['ci'][1]:.1f}) | "
-                    f"{v['better']}/{v['worse']} | {v['p']:.3f} | |"
-                )
+                label = f"{name}, floor {ratio:g} + guards + whisper-base verification ({taken}/{len(report)} taken)"
+                rows.append(result_row(label, compare(refs, first, v_hyps)))
             by_floor = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in floor_wers.items())
             notes.append(f"- {name}: held-out training WER by length floor: {by_floor}")
     pairs = []

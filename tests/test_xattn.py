@@ -255,7 +255,7 @@ def test_length_floor_keeps_the_stop_tokens_away_until_the_floor():
 
 
 def test_real_length_floor_in_greedy_decoding(real_model, audio_batch):
-    floors = real_model.length_floors(audio_batch, 1.0)
+    floors = real_model.length_floors(audio_batch.hypotheses, 1.0)
     assert floors == [len(real_model.tokenizer(h[-1], add_special_tokens=False)["input_ids"]) for h in HYPS] or all(
         f > 0 for f in floors
     )

@@ -26,7 +26,7 @@ from rescore.correct.guards import (
 )
 from rescore.correct.llm import ChatLLM, make_llm
 from rescore.correct.prompts import PromptTemplate, load_template
-from rescore.correct.verify import AudioVerifier, Verdict
+from rescore.correct.verify import AudioVerifier, after_verification
 from rescore.records import NBest
 
 __all__ = [
@@ -168,12 +168,7 @@ class LLMCorrector:
         g = self.config.guards
         cleaned, clean_notes = clean_output(gen.text) if g.clean else (gen.text.strip(), [])
         verdict = check_output(cleaned, texts, reranked, g, vocab=self.vocab, truncated=gen.truncated)
-        accepted, reason = verdict.accepted, verdict.reason
-        checked: Verdict | None = None
-        if accepted and verdict.changed and self.verifier is not None:  # the guards are the cheap first filter
-            checked = self.verifier.verify(nbest, cleaned)
-            if not checked.taken:
-                accepted, reason = False, f"verification: {checked.reason}"
+        accepted, reason, checked = after_verification(verdict, nbest, cleaned, self.verifier)
         nbest.corrected = cleaned if accepted else self.template.abstain_text(reranked)
         seconds = time.perf_counter() - t0
         nbest.correction = {

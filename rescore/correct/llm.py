@@ -116,6 +116,7 @@ class LlamaCppChat:
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        import llama_cpp
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -133,6 +134,7 @@ class LlamaCppChat:
         )
         self._n_vocab = self._llm.n_vocab()
         self._vocab = self._llm._model.vocab
+        self._is_eog = llama_cpp.llama_vocab_is_eog
         self.info = {
             "backend": "llama-cpp",
             "model": self.model,
@@ -192,7 +194,7 @@ class LlamaCppChat:
             reused_tokens=max(reused, 0),
             truncated=not ended,
             seconds=seconds,
-            prompt_seconds=prompt_seconds if len(tokens) > reused else None,
+            prompt_seconds=prompt_seconds,  # reused < len(tokens): the prompt's last token is always evaluated
         )
 
     def _decode_greedy(self, batch: list[int]) -> list[int]:
@@ -209,9 +211,7 @@ class LlamaCppChat:
 
     def _is_stop(self, token: int) -> bool:
         """End of generation: the model's end-of-turn or end-of-text tokens."""
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+        return bool(self._is_eog(self._vocab, token))
 
     def _piece(self, token: int) -> str:
         return self._llm.detokenize([token]).decode("utf-8", errors="ignore")

@@ -205,6 +205,20 @@ class AudioVerifier:
         hyp.scores[key] = scorer.score_pairs([(context, hyp.text)])[0].logprob
 
 
+def after_verification(
+    guard: Any, record: NBest, proposal: str, verifier: AudioVerifier | None
+) -> tuple[bool, str, Verdict | None]:
+    """``(accepted, reason, verdict)`` once the verifier has had its say on what the guards decided (a
+    :class:`rescore.correct.guards.GuardResult`): only an accepted word-changing edit is checked, since the
+    guards are the cheap first filter; ``verdict`` is None when nothing was checked."""
+    if not (guard.accepted and guard.changed and verifier is not None):
+        return guard.accepted, guard.reason, None
+    checked = verifier.verify(record, proposal)
+    if checked.taken:
+        return True, guard.reason, checked
+    return False, f"verification: {checked.reason}", checked
+
+
 def checked_proposal(
     source: NBest, proposal: str, guards: Any, verifier: AudioVerifier | None
 ) -> tuple[str, dict[str, Any]]:
@@ -216,11 +230,7 @@ def checked_proposal(
 
     reranked = source.text("rerank")
     verdict = check_output(proposal, [h.text for h in source.hypotheses], reranked, guards)
-    accepted, reason, checked = verdict.accepted, verdict.reason, None
-    if accepted and verdict.changed and verifier is not None:
-        checked = verifier.verify(source, proposal)
-        if not checked.taken:
-            accepted, reason = False, f"verification: {checked.reason}"
+    accepted, reason, checked = after_verification(verdict, source, proposal, verifier)
     return (proposal if accepted else source.text()), {
         "proposal": proposal,
         "accepted": accepted,

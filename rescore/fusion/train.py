@@ -246,10 +246,10 @@ def transcribe_examples(
     was = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
+    floor = {} if min_length_ratio is None else {"min_length_ratio": min_length_ratio}  # the bridge has none
     try:
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            floor = {} if min_length_ratio is None else {"min_length_ratio": min_length_ratio}
             with autocast(device):
                 hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens, **floor)
             for i, h in zip(idx, hyps, strict=True):
@@ -284,7 +284,7 @@ def floored(
         ex
         for ex in examples
         if len(model.tokenizer(base[ex.id], add_special_tokens=False)["input_ids"])
-        < model.length_floors(make_batch([ex], [0]), ratio)[0]
+        < model.length_floors([ex.hypotheses], ratio)[0]
     ]
     for ex, h in transcribe_examples(model, short, batch_size, device, 1, 1, None, ratio):
         out[ex.id] = h[0].text if h else ""

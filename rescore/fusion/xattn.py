@@ -369,10 +369,11 @@ class XAttnLM(nn.Module):
         )
         return min(self.config.max_target_tokens + 1, int(1.5 * longest) + 8)
 
-    def length_floors(self, batch: Batch, ratio: float) -> list[int]:
-        """Per utterance, the fewest tokens before the end may come: ``ratio`` x its shortest hypothesis."""
+    def length_floors(self, hypotheses: Sequence[Sequence[str]], ratio: float) -> list[int]:
+        """Per utterance (its n-best texts), the fewest tokens before the end may come: ``ratio`` x its
+        shortest hypothesis as the prompt shows them."""
         floors = []
-        for hs in batch.hypotheses:
+        for hs in hypotheses:
             hyps = unique_hypotheses(hs, self.config.text_norm)[: self.config.max_hypotheses]
             n = min((len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in hyps), default=0)
             floors.append(int(ratio * n))
@@ -398,7 +399,7 @@ class XAttnLM(nn.Module):
         ratio = self.config.min_length_ratio if min_length_ratio is None else min_length_ratio
         processors = LogitsProcessorList()
         if ratio > 0:
-            floors = self.length_floors(batch, ratio)
+            floors = self.length_floors(batch.hypotheses, ratio)
             processors.append(LengthFloor(ids.shape[1], floors, beam_size, self.stop_ids))
         with self.attending(batch.states, batch.mask):
             out = self.llm.generate(

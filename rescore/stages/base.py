@@ -89,3 +89,15 @@ def make_verifier(judges: list[str], *, margin: float = 0.0, device: str = "auto
 
     judge = Weights({score_keys(m)[0]: 1.0 for m in judges}, 0.0) if judges else None
     return AudioVerifier(am, lm, margin=margin, weights=judge)
+
+
+def option_guards(max_edit_ratio: float, max_novel_words: int, **settings: Any) -> Any:
+    """The :class:`rescore.correct.guards.GuardConfig` of a stage's options, where a negative edit budget or
+    novel-word limit turns that guard off (a config file cannot write None)."""
+    from rescore.correct.guards import GuardConfig
+
+    return GuardConfig(
+        max_edit_ratio=max_edit_ratio if max_edit_ratio >= 0 else None,
+        max_novel_words=max_novel_words if max_novel_words >= 0 else None,
+        **settings,
+    )

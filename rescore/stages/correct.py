@@ -11,7 +11,6 @@ from rescore.correct import (
     AudioVerifier,
     CorrectorConfig,
     FallbackCorrector,
-    GuardConfig,
     LLMCorrector,
     examples_from_records,
 )
@@ -20,7 +19,7 @@ from rescore.correct.prompts import load_template
 from rescore.records import NBest, read_nbest
 from rescore.registry import make_llm
 from rescore.runner import record_errors
-from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier
+from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier, option_guards
 
 
 class CorrectOptions(StageOptions):
@@ -68,12 +67,7 @@ def corrector_config(o: CorrectOptions) -> tuple[CorrectorConfig, list[str]]:
         max_hypotheses=o.max_hypotheses,
         distinct=o.distinct if s.distinct is None else s.distinct,
         n_threads=o.threads or None,
-        guards=GuardConfig(
-            quote=o.quote,
-            clean=o.clean,
-            max_edit_ratio=o.max_edit_ratio if o.max_edit_ratio >= 0 else None,
-            max_novel_words=o.max_novel_words if o.max_novel_words >= 0 else None,
-        ),
+        guards=option_guards(o.max_edit_ratio, o.max_novel_words, quote=o.quote, clean=o.clean),
         examples=examples,
     )
     return cfg, s.notes

@@ -21,7 +21,7 @@ from pydantic import Field
 from rescore.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
-from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier
+from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier, option_guards
 from rescore.stages.transcribe import record_utterance
 
 MODEL_CONFIG = "deep-config.json"  # what `rescore deep train` writes into its model folder
@@ -108,16 +108,12 @@ class DeepStage(BaseStage):
     def verified(self, source: NBest, deep: NBest) -> NBest:
         """``deep`` with ``corrected``: its answer where the guards and the audio accept it as an edit of the
         ``source`` record's reranked text, else the source's own text; ``correction`` says which and why."""
-        from rescore.correct.guards import GuardConfig
         from rescore.correct.verify import checked_proposal
 
         if not deep.ok or not deep.hypotheses or not source.hypotheses:
             return deep
         o: DeepOptions = self.opts  # type: ignore[assignment]
-        guards = GuardConfig(
-            max_edit_ratio=o.max_edit_ratio if o.max_edit_ratio >= 0 else None,
-            max_novel_words=o.max_novel_words if o.max_novel_words >= 0 else None,
-        )
+        guards = option_guards(o.max_edit_ratio, o.max_novel_words)
         if self._verifier is None:  # its scorers load at the first edit to check
             self._verifier = make_verifier(o.verify_with, margin=o.verify_margin, device=o.device)
         deep.corrected, deep.correction = checked_proposal(source, deep.hypotheses[0].text, guards, self._verifier)
