@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 
 TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
+FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA and the rerank are fitted on)
 MIXER_VARIANTS = ("summary", "gaussian", "attention")
 
 
@@ -52,11 +54,12 @@ def variant_config(name: str) -> Any:
     raise SystemExit(f"unknown variant {name!r}")
 
 
-def evaluate(model: Any, examples: list, batch_size: int) -> tuple[list[str], float]:
+def evaluate(model: Any, examples: list, batch_size: int, decode: str = "write") -> tuple[list[str], float]:
     from rescore.fusion.train import transcribe_examples
 
     t0 = time.process_time()
-    out = {e.id: h[0].text for e, h in transcribe_examples(model, examples, batch_size, "cpu")}
+    decoded = transcribe_examples(model, examples, batch_size, "cpu", decode=decode)
+    out = {e.id: (h[0].text if h else "") for e, h in decoded}
     return [out[e.id] for e in examples], (time.process_time() - t0) / max(len(examples), 1)
 
 
@@ -78,6 +81,8 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
 
 
 _SOURCES: dict[str, Any] = {}
+CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
+VERIFIED = " + guards + verification"
 
 
 def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], int]:
@@ -120,7 +125,12 @@ def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
         )
 
     out = []
-    for suffix, label in (("", ""), (" + guard", " + guard")):
+    for suffix, label in (
+        ("", ""),
+        (" + guard", " + guard"),
+        (CHOSEN, " (choosing a hypothesis)"),
+        (CHOSEN + VERIFIED, " (choosing, verified)"),
+    ):
         if "audio" + suffix in outputs and "no-audio" + suffix in outputs:
             out.append(("audio" + suffix, "no-audio" + suffix, label))
     for verified, label in ((False, " (each at its length floor)"), (True, " (each at its floor, verified)")):
@@ -139,7 +149,10 @@ def run(args: argparse.Namespace) -> str:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    files = [nbest_file(s, m) for s in TRAIN_SETS for m in LISTS]
+    # --full-sets: every utterance of the training sets (the tiny.en lists of `rescore transcribe`'s own name),
+    # else the first 120/80/80 of each set; base lists of the same first utterances either way
+    lists = [FULL_LIST, LISTS[1]] if args.full_sets else LISTS
+    files = [nbest_file(s, m) for s in TRAIN_SETS for m in lists]
     examples = load_nbest_examples(files, "whisper-tiny.en", max_frames=1500, on_issue=print)
     report = load_nbest_examples(
         [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=args.report_limit, on_issue=print
@@ -153,7 +166,8 @@ def run(args: argparse.Namespace) -> str:
         n_long = len({e.group for e in long_ex})
         examples = examples + long_ex
     train_ex, dev_ex = held_out(examples, 0.1, args.seed)
-    dev_ex = dev_ex[: args.dev_limit] if args.dev_limit else dev_ex
+    # a shuffled sample of every set (the floor is chosen on its first examples), not the first set's utterances
+    dev_ex = random.Random(args.seed).sample(dev_ex, min(len(dev_ex), args.dev_limit or len(dev_ex)))
     refs = [e.text for e in report]
     first = [e.hypotheses[0] for e in report]
     assert not {e.group for e in train_ex + dev_ex} & {e.group for e in report}, "a reported utterance in training"
@@ -210,6 +224,19 @@ def run(args: argparse.Namespace) -> str:
         outputs[name + " + guard"] = g_hyps
         rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
+        if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
+            choose_cache = out / name / f"report-{args.report_limit}-choose.json"
+            if choose_cache.exists():
+                c_hyps = json.loads(choose_cache.read_text())["hyps"]
+            else:
+                c_hyps, _ = evaluate(model, report, args.batch_size, decode="choose")
+                choose_cache.write_text(json.dumps({"hyps": c_hyps}))
+            outputs[name + CHOSEN] = c_hyps
+            rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps)))
+            v_hyps, taken = decided(c_hyps, report, verify=True)
+            outputs[name + CHOSEN + VERIFIED] = v_hyps
+            label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"
+            rows.append(result_row(label, compare(refs, first, v_hyps)))
         if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
             floor_dev = [e for e in dev_ex if e.group not in {r.group for r in report}][: args.floor_examples]
             choice = out / name / f"floor-choice-{len(floor_dev)}.json"  # the choice is decodes: cached
@@ -238,6 +265,10 @@ def run(args: argparse.Namespace) -> str:
                 rows.append(result_row(label, compare(refs, first, v_hyps)))
             by_floor = ", ".join(f"{r:g}: {100 * w:.1f} %" for r, w in floor_wers.items())
             notes.append(f"- {name}: held-out training WER by length floor: {by_floor}")
+            if args.choose:  # the two decoding modes on the same held-out training examples (not the report)
+                chosen_dev, _ = evaluate(model, floor_dev, args.batch_size, decode="choose")
+                wer = error_rate([e.text for e in floor_dev], chosen_dev).rate
+                notes.append(f"- {name}: held-out training WER choosing a hypothesis: {100 * wer:.1f} %")
     pairs = []
     for a_name, b_name, label in pair_names(outputs):
         c = compare(refs, outputs[b_name], outputs[a_name])
@@ -304,6 +335,8 @@ def main() -> None:
     ap.add_argument(
         "--train-librispeech", action="store_true", help="also train on the librispeech-dev utterances after the report"
     )
+    ap.add_argument("--choose", action="store_true", help="also decode by choosing among the prompt's hypotheses")
+    ap.add_argument("--full-sets", action="store_true", help="train on every utterance of the training sets")
     ap.add_argument("--floor", action="store_true", help="choose a length floor on held-out training examples")
     ap.add_argument("--floor-examples", type=int, default=40)
     ap.add_argument("--verify", action="store_true", help="rows of the floored output verified as `rescore run` does")

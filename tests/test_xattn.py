@@ -144,6 +144,30 @@ def test_step_zero_equals_the_text_only_prompt(real_model, audio_batch):
     assert not torch.allclose(opened[real], plain[real])
 
 
+def test_choose_ranks_the_prompt_hypotheses_by_the_model_log_prob(real_model, audio_batch):
+    """Choosing: each distinct hypothesis scored as the transcript (its tokens and the end), best first; at step 0
+    that is the text-only LM's log-prob of it after the prompt, computed here one sequence at a time."""
+    model = real_model
+    chosen = model.choose(audio_batch, nbest=8)
+    for hyps, ranked in zip(HYPS, chosen, strict=True):
+        assert sorted(h.text for h in ranked) == sorted(hyps)  # distinct already: each one, in its own form
+        assert [h.score for h in ranked] == sorted((h.score for h in ranked), reverse=True)
+        for h in ranked:
+            prompt, target = model.prompt_ids(hyps), model.target_ids(h.text)
+            ids = torch.tensor([prompt + target])
+            with torch.no_grad():
+                logp = model.llm(input_ids=ids).logits[0, len(prompt) - 1 : -1].float().log_softmax(-1)
+            expected = float(logp.gather(1, torch.tensor(target).unsqueeze(1)).sum())
+            assert h.steps == len(target) and h.tokens == target[:-1]
+            assert abs(h.score - expected) < 1e-3 * max(1.0, abs(expected))
+    with torch.no_grad():  # an open gate: the audio moves the scores
+        model.blocks[0].attn_gate.fill_(0.5)
+        opened = model.choose(audio_batch, nbest=8)
+        model.blocks[0].attn_gate.fill_(0.0)
+    before = {h.text: h.score for hs in chosen for h in hs}
+    assert any(abs(before[h.text] - h.score) > 1e-4 for hs in opened for h in hs)
+
+
 @pytest.mark.slow
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
     from rescore.fusion.train import Example, TrainConfig, train
@@ -241,6 +265,26 @@ def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manif
         assert len(norms) == 2 and norms == sorted(norms, reverse=True)
         c = r.correction  # the answer verified as a correction: taken, or the input's own text
         assert c["proposal"] == r.hypotheses[0].text and r.text() == (c["proposal"] if c["accepted"] else u.reference)
+
+
+def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_model, tiny_manifest):
+    """decode="choose": the new record's hypotheses are the input's own distinct ones in their first-pass form,
+    best first by the model's summed log-prob, which the record carries as ``am``."""
+    from rescore.datasets import load_dataset
+    from rescore.records import Hypothesis, NBest
+    from rescore.stages.deep import DeepOptions, DeepStage
+
+    real_model.save(tmp_path / "m")
+    u = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[0]
+    texts = [u.reference or "", (u.reference or "").lower(), "And so on.", "and so on"]  # 2 repeats
+    record = NBest(id=u.id, audio=u.audio, reference=u.reference, hypotheses=[Hypothesis(t, [], {}) for t in texts])
+    options = DeepOptions(enabled=True, checkpoint=str(tmp_path / "m"), nbest=4, decode="choose", threads=1)
+    (out,) = DeepStage(options).process([record])
+    assert out.ok and out.recognizer["decode"] == "choose"
+    assert sorted(h.text for h in out.hypotheses) == sorted([texts[0], texts[2]])
+    ams = [h.scores["am"] for h in out.hypotheses]
+    assert ams == sorted(ams, reverse=True)
+    assert out.correction["proposal"] == out.hypotheses[0].text
 
 
 def test_length_floor_keeps_the_stop_tokens_away_until_the_floor():

@@ -218,6 +218,13 @@ def transcribe(
     model: Annotated[Path | None, typer.Option(help="Trained model folder (default: the cache's deep/model).")] = None,
     beam_size: Annotated[int, typer.Option(help="Beam width.")] = 4,
     nbest: Annotated[int, typer.Option(help="Hypotheses kept per utterance (at most --beam-size).")] = 4,
+    decode: Annotated[
+        str,
+        typer.Option(
+            help="write: the model writes the transcript (beam search); choose: it ranks the first-pass"
+            " hypotheses it reads (xattn model; cannot skip, repeat or invent words)."
+        ),
+    ] = "write",
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
@@ -226,13 +233,17 @@ def transcribe(
 ) -> None:
     """Beam search from a trained deep-fusion model; one n-best record per utterance (score/rerank/correct apply)."""
     from rescore.cli.transcribe import transcribe_dataset
+    from rescore.fusion.recognize import DECODE_MODES
     from rescore.stages import DeepOptions, DeepStage
 
+    if decode not in DECODE_MODES:
+        raise fail(f"--decode {decode!r}: one of {', '.join(DECODE_MODES)}")
     options = DeepOptions(
         enabled=True,
         checkpoint=str(model) if model else None,
         beam_size=beam_size,
         nbest=nbest,
+        decode=decode,
         batch_size=batch_size,
         device=device,
         threads=threads,

@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this mod
     from rescore.fusion.model import BeamHypothesis
 
 STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
+# write: beam search writes the transcript, ranked by am_norm; choose: the model ranks the prompt's own
+# hypotheses by their summed log-prob, ``am`` (XAttnLM.choose: one utterance's candidates, each ending in eos)
+DECODE_MODES = ("write", "choose")
 
 
 def _hypothesis(h: BeamHypothesis) -> Hypothesis:
@@ -43,6 +46,7 @@ class DeepFusionRecognizer:
         batch_size: int = 4,
         device: str = "auto",
         threads: int = 0,
+        decode: str = "write",
     ) -> None:
         import torch
 
@@ -55,6 +59,9 @@ class DeepFusionRecognizer:
         self.device = resolve_device(device)
         self.model = load_deep_model(Path(model), self.device)
         self.reads_nbest = isinstance(self.model, XAttnLM)
+        if decode not in DECODE_MODES or (decode == "choose" and not self.reads_nbest):
+            raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
+        self.decode = decode
         self.encoder = WhisperEncoder(self.model.config.encoder)
         self.beam_size, self.nbest, self.batch_size = beam_size, min(nbest, beam_size), batch_size
         cfg = self.model.config
@@ -66,6 +73,8 @@ class DeepFusionRecognizer:
             "beam_size": beam_size,
             "nbest": self.nbest,
         }
+        if self.reads_nbest:
+            self.info["decode"] = decode
         if self.reads_nbest:
             self.info["architecture"] = f"xattn every {cfg.every}, mixer {cfg.mixer}" + (
                 "" if cfg.audio else ", no audio"
@@ -81,7 +90,10 @@ class DeepFusionRecognizer:
         hyps = [prompt_texts(r) for r in first] if first else None
         batch = collate([u.id for u, _ in items], [s for _, s in items], ["" for _ in items], hyps)
         with autocast(self.device):
-            results = self.model.generate(batch, beam_size=self.beam_size, nbest=self.nbest)
+            if self.decode == "choose":
+                results = self.model.choose(batch, nbest=self.nbest)
+            else:
+                results = self.model.generate(batch, beam_size=self.beam_size, nbest=self.nbest)
         per_utt = (time.perf_counter() - t0) / len(items)
         for k, ((utt, states), hyps) in enumerate(zip(items, results, strict=True)):
             extra = {}
@@ -93,7 +105,7 @@ class DeepFusionRecognizer:
                 duration=utt.duration if utt.duration is not None else states.shape[0] / 50,
                 reference=utt.reference,
                 recognizer=dict(self.info),
-                hypotheses=[_hypothesis(h) for h in hyps],  # in the beam search's order (by am_norm)
+                hypotheses=[_hypothesis(h) for h in hyps],  # in the model's order (see DECODE_MODES)
                 timing={STAGE: round(per_utt, 4)},
                 extra=extra,
             )

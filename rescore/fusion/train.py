@@ -239,10 +239,12 @@ def transcribe_examples(
     nbest: int = 1,
     max_new_tokens: int | None = None,
     min_length_ratio: float | None = None,
+    decode: str = "write",
 ) -> Iterator[tuple[Example, list[BeamHypothesis]]]:
     """Beam search over examples (sorted by length for less padding), yielding each with its n-best.
 
-    ``min_length_ratio``: the cross-attention model's length floor (None: the model's own)."""
+    ``min_length_ratio``: the cross-attention model's length floor (None: the model's own). ``decode="choose"``:
+    the cross-attention model ranks each example's own hypotheses instead (:meth:`XAttnLM.choose`)."""
     was = model.training
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
@@ -251,7 +253,10 @@ def transcribe_examples(
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
             with autocast(device):
-                hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens, **floor)
+                if decode == "choose":
+                    hyps = model.choose(make_batch(examples, idx), nbest)  # type: ignore[union-attr]
+                else:
+                    hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens, **floor)
             for i, h in zip(idx, hyps, strict=True):
                 yield examples[i], h
     finally:

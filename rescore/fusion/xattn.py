@@ -351,15 +351,60 @@ class XAttnLM(nn.Module):
         with self.attending(batch.states, batch.mask):
             return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
 
-    def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count."""
+    def _target_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, targets, row)`` of every transcript token (and eos) of the batch, teacher-forced."""
         ids, attn, positions, labels = self.build_inputs(batch, with_targets=True)
         with self.attending(batch.states, batch.mask):
             hidden = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
         target = labels[:, 1:]  # type: ignore[index]
         where = target != -100
         logits = self.llm.get_output_embeddings()(hidden.last_hidden_state[:, :-1][where]).float()
-        return F.cross_entropy(logits, target[where]), int(where.sum())
+        rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(target)[where]
+        return logits, target[where], rows
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count."""
+        logits, target, _ = self._target_logits(batch)
+        return F.cross_entropy(logits, target), int(target.numel())
+
+    def candidates(self, hypotheses: Sequence[str]) -> dict[str, str]:
+        """What :meth:`choose` picks from: each distinct hypothesis the prompt shows, as the targets are written,
+        with the first first-pass text written that way (its own casing, digits and punctuation)."""
+        shown = set(unique_hypotheses(hypotheses, self.config.text_norm)[: self.config.max_hypotheses])
+        out: dict[str, str] = {}
+        for h in hypotheses:
+            n = normalize_target(h, self.config.text_norm)
+            if n in shown:
+                out.setdefault(n, h)
+        return out
+
+    @torch.no_grad()
+    def choose(self, batch: Batch, nbest: int = 4) -> list[list[BeamHypothesis]]:
+        """The prompt's own hypotheses ranked by the model's log-prob of each as the transcript (its tokens and the
+        end), best first: decoding constrained to the n-best. It cannot skip, repeat or invent words, and the
+        audio (through the blocks) still decides between the hypotheses where they disagree. Each answer's text
+        is the first-pass form of the hypothesis; its tokens are the model's, of the normalised text it scored."""
+        cands = [self.candidates(hs) for hs in batch.hypotheses]
+        rows = [(i, c) for i, cs in enumerate(cands) for c in cs]
+        if not rows:
+            return [[] for _ in batch.ids]
+        which = torch.tensor([i for i, _ in rows])
+        flat = Batch(
+            [batch.ids[i] for i, _ in rows],
+            batch.states[which],
+            batch.mask[which],
+            [c for _, c in rows],
+            [batch.hypotheses[i] for i, _ in rows],
+        )
+        logits, target, row = self._target_logits(flat)
+        token_lp = -F.cross_entropy(logits, target, reduction="none")
+        scores = torch.zeros(len(rows), device=token_lp.device).index_add_(0, row, token_lp)
+        steps = torch.bincount(row, minlength=len(rows))
+        out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
+        for k, (i, text) in enumerate(rows):
+            tokens = self.target_ids(text)[:-1]
+            out[i].append(BeamHypothesis(cands[i][text], tokens, float(scores[k]), int(steps[k])))
+        return [sorted(hs, key=lambda h: -h.score)[:nbest] for hs in out]
 
     def max_new_tokens(self, batch: Batch) -> int:
         """Room for the longest hypothesis of the batch and half again, plus 8 (capped by the targets' limit)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,8 @@ class DeepOptions(StageOptions):
     checkpoint: str | None = None
     beam_size: int = Field(4, ge=1)
     nbest: int = Field(4, ge=1)
+    # write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses it reads
+    decode: Literal["write", "choose"] = "write"
     batch_size: int = Field(4, ge=1)
     device: str = "auto"
     threads: int = Field(0, ge=0)
@@ -92,6 +94,7 @@ class DeepStage(BaseStage):
             beam_size=o.beam_size,
             nbest=o.nbest,
             batch_size=o.batch_size,
+            decode=o.decode,
             device=o.device,
             threads=o.threads,
         )
