@@ -81,6 +81,11 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
 
 
 _SOURCES: dict[str, Any] = {}
+CHOOSE_NOTE = """
+"choosing a hypothesis": `XAttnLM.choose`, not writing: the prompt's distinct hypotheses ranked by the
+model's summed log-prob of each as the transcript (the audio enters through the blocks); "+ guards +
+whisper-base verification": as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
+s/utt decode: CPU seconds per utterance on the report set (batch 4)."""
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 VERIFIED = " + guards + verification"
 
@@ -106,11 +111,11 @@ def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], 
     return texts, taken
 
 
-def result_row(label: str, c: dict[str, Any]) -> str:
-    """A table row of a decoded variant without training columns: WER (CI), better/worse, p."""
+def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> str:
+    """A table row of a decoded variant without training columns: WER (CI), better/worse, p (and decoding time)."""
     return (
         f"| {label} | | | | | {100 * c['wer']:.2f} ({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | "
-        f"{c['better']}/{c['worse']} | {c['p']:.3f} | |"
+        f"{c['better']}/{c['worse']} | {c['p']:.3f} | {'' if per_utt is None else f'{per_utt:.1f}'} |"
     )
 
 
@@ -171,7 +176,8 @@ def run(args: argparse.Namespace) -> str:
     refs = [e.text for e in report]
     first = [e.hypotheses[0] for e in report]
     assert not {e.group for e in train_ex + dev_ex} & {e.group for e in report}, "a reported utterance in training"
-    hours = sum(e.states.shape[0] for e in examples) / 50 / 3600 / len(LISTS)
+    frames = {e.group: e.states.shape[0] for e in examples}  # each audio once, however many lists hold it
+    hours = sum(frames.values()) / 50 / 3600
     rows, notes, outputs = [], [], {}
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
@@ -227,12 +233,13 @@ def run(args: argparse.Namespace) -> str:
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
             choose_cache = out / name / f"report-{args.report_limit}-choose.json"
             if choose_cache.exists():
-                c_hyps = json.loads(choose_cache.read_text())["hyps"]
+                saved = json.loads(choose_cache.read_text())
+                c_hyps, c_per_utt = saved["hyps"], saved["per_utt"]
             else:
-                c_hyps, _ = evaluate(model, report, args.batch_size, decode="choose")
-                choose_cache.write_text(json.dumps({"hyps": c_hyps}))
+                c_hyps, c_per_utt = evaluate(model, report, args.batch_size, decode="choose")
+                choose_cache.write_text(json.dumps({"hyps": c_hyps, "per_utt": c_per_utt}))
             outputs[name + CHOSEN] = c_hyps
-            rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps)))
+            rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps), c_per_utt))
             v_hyps, taken = decided(c_hyps, report, verify=True)
             outputs[name + CHOSEN + VERIFIED] = v_hyps
             label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"
@@ -282,7 +289,7 @@ def run(args: argparse.Namespace) -> str:
         for i in range(min(3, len(report))):
             examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
-    sets = ", ".join(TRAIN_SETS)
+    sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (
             f", and librispeech-dev utterances {len(report) + 1}-{len(report) + n_long} (dev utterances, one speaker"
@@ -294,7 +301,7 @@ Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 dis
 and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
 6 heads of 64), attending over Whisper tiny.en encoder states (CTranslate2 int8, cached), K/V projections
 started from Whisper tiny's decoder cross-attention, gates at zero (step 0 is the text-only LM).
-Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of the same {hours:.1f} h of audio), early
+Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f} h of audio), early
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
 (no GPU lent), batch {args.batch_size}, AdamW lr {args.lr} (gates x10), {args.warmup} warm-up steps, cosine decay.
@@ -302,7 +309,8 @@ Reported: the first {len(report)} utterances of librispeech-dev (file order; nev
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
 the 1-best; "+ guard": the output through the corrector's output guard at its defaults (edit budget 0.3,
-1 novel word, runaway length), the 1-best where it abstains. Command: `{command}`
+1 novel word, runaway length), the 1-best where it abstains.{CHOOSE_NOTE if args.choose else ""}
+Command: `{command}`
 
 | variant | trained params | steps | train CPU min | best dev loss | WER % (95 % CI) | better/worse | p | s/utt decode |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
