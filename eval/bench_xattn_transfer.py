@@ -1,0 +1,90 @@
+"""Deep fusion (gated cross-attention) models of ``bench_xattn`` on a second report set: audio against no-audio.
+
+``bench_xattn`` reports on librispeech-dev 1-40, where the variants differ by a few utterances. This reads the
+models it trained (``--models``: its ``--out`` folder) and decodes another set none of them was trained or
+tuned on (default an4-test, the test split of a training set's domain), written and chosen, so the audio
+ablation is checked on more utterances.
+
+    python -m eval.bench_xattn_transfer --models ~/.cache/rescore/deep/bench-xattn-full --set an4-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eval.bench_xattn import compare, evaluate, nbest_file, result_row
+
+MODES = ("write", "choose")
+
+
+def run(args: argparse.Namespace) -> str:
+    import torch
+
+    from rescore.fusion.train import load_nbest_examples
+    from rescore.fusion.xattn import XAttnConfig, build_xattn, load_deep_model
+    from rescore.metrics import error_rate
+
+    torch.set_num_threads(args.threads)
+    report = load_nbest_examples([nbest_file(args.set, args.list)], "whisper-tiny.en", limit=args.limit, on_issue=print)
+    refs, first = [e.text for e in report], [e.hypotheses[0] for e in report]
+    fp = error_rate(refs, first)
+    rows, outputs = [], {}
+    for name in args.variants.split(","):
+        model = build_xattn(XAttnConfig()).eval() if name == "step0" else load_deep_model(Path(args.models) / name)
+        for mode in MODES if name != "step0" else ("choose",):  # untrained writing runs on: bench_xattn has it
+            hyps, per_utt = evaluate(model, report, args.batch_size, decode=mode)
+            outputs[(name, mode)] = hyps
+            rows.append(
+                result_row(f"{name}, {'written' if mode == 'write' else 'chosen'}", compare(refs, first, hyps), per_utt)
+            )
+            print(rows[-1], flush=True)
+    pairs = []
+    for mode in MODES:
+        if ("audio", mode) in outputs and ("no-audio", mode) in outputs:
+            c = compare(refs, outputs[("no-audio", mode)], outputs[("audio", mode)])
+            pairs.append(
+                f"- audio vs no-audio ({mode}): {c['better']} utterances better, {c['worse']} worse; paired bootstrap"
+                f" p {c['p']:.3f} that the audio model is not better"
+            )
+    command = "python -m eval.bench_xattn_transfer " + " ".join(sys.argv[1:])
+    return f"""### Deep fusion (gated cross-attention) on {args.set}: audio against no-audio
+
+The models of `bench_xattn` in `{Path(args.models).name}` (trained on the training sets and librispeech-dev
+41-110; {args.set} never trained or tuned on), reading the {len(report)} utterances' tiny.en n-best; written (greedy)
+and chosen (`XAttnLM.choose`), raw: no guards or verification. WER % (Whisper normalizer) with 95 % bootstrap
+interval; better/worse and p against the first-pass 1-best; s/utt: CPU seconds per utterance.
+Command: `{command}`
+
+| variant | | | | | WER % (95 % CI) | better/worse | p | s/utt decode |
+|---|---|---|---|---|---:|---:|---:|---:|
+| first-pass 1-best (tiny.en) | | | | | {100 * fp.rate:.2f} ({100 * fp.ci_low:.1f}-{100 * fp.ci_high:.1f}) | | | |
+{chr(10).join(rows)}
+
+{chr(10).join(pairs)}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", required=True, help="bench_xattn's --out folder (one trained model per variant)")
+    ap.add_argument("--variants", default="audio,no-audio,step0")
+    ap.add_argument("--set", default="an4-test")
+    ap.add_argument("--list", default="tiny-en", help="which n-best list of the set (its file's model part)")
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--section", default=None, help="RESULTS.md section (default: bench_xattn_transfer_SET)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    md = run(args)
+    print(md)
+    if not args.no_write:
+        from eval.results import update_section
+
+        update_section(args.section or f"bench_xattn_transfer_{args.set}", md)
+
+
+if __name__ == "__main__":
+    main()
