@@ -18,10 +18,12 @@ still train, so it is text-only correction with the same budget), ``step0`` (unt
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +82,39 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
     }
 
 
-_SOURCES: dict[str, Any] = {}
 CHOOSE_NOTE = """
 "choosing a hypothesis": `XAttnLM.choose`, not writing: the prompt's distinct hypotheses ranked by the
 model's summed log-prob of each as the transcript (the audio enters through the blocks); "+ guards +
 whisper-base verification": as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
 s/utt decode: CPU seconds per utterance on the report set (batch 4)."""
+DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 VERIFIED = " + guards + verification"
+
+
+def cached_json(path: Path, keys: tuple[str, ...], compute: Callable[..., tuple], *args: Any, **kwargs: Any) -> tuple:
+    """``compute(*args, **kwargs)`` (a tuple), stored at path the first time as a JSON object of ``keys``:
+    decodes are the slow part of a rerun."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(zip(keys, compute(*args, **kwargs), strict=True))))
+    saved = json.loads(path.read_text())
+    return tuple(saved[k] for k in keys)
+
+
+@functools.cache
+def first_pass_records() -> dict[str, Any]:
+    """The librispeech-dev tiny.en records the report's outputs are decided against, by utterance id."""
+    from rescore.records import read_nbest
+
+    return {r.id: r for r in read_nbest(nbest_file("librispeech-dev", "whisper-tiny.en"))}
+
+
+@functools.cache
+def whisper_base_verifier() -> Any:
+    from rescore.stages.base import make_verifier
+
+    return make_verifier(["whisper-base"])
 
 
 def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], int]:
@@ -96,16 +123,12 @@ def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], 
     a word edit of the 1-best; the 1-best where refused. Returns the texts and how many outputs were taken."""
     from rescore.correct.guards import GuardConfig
     from rescore.correct.verify import checked_proposal
-    from rescore.records import read_nbest
-    from rescore.stages.base import make_verifier
 
-    if not _SOURCES:
-        _SOURCES.update({r.id: r for r in read_nbest(nbest_file("librispeech-dev", "whisper-tiny.en"))})
-        _SOURCES["verifier"] = make_verifier(["whisper-base"])
+    sources, verifier = first_pass_records(), whisper_base_verifier() if verify else None
     texts, taken = [], 0
     for out, e in zip(outputs, report, strict=True):
-        source = _SOURCES[e.id.split("/", 1)[1]]  # example ids are "<list file>/<utterance id>"
-        text, decision = checked_proposal(source, out, GuardConfig(), _SOURCES["verifier"] if verify else None)
+        source = sources[e.id.split("/", 1)[1]]  # example ids are "<list file>/<utterance id>"
+        text, decision = checked_proposal(source, out, GuardConfig(), verifier)
         texts.append(text)
         taken += decision["accepted"]
     return texts, taken
@@ -116,6 +139,14 @@ def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> s
     return (
         f"| {label} | | | | | {100 * c['wer']:.2f} ({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | "
         f"{c['better']}/{c['worse']} | {c['p']:.3f} | {'' if per_utt is None else f'{per_utt:.1f}'} |"
+    )
+
+
+def pair_line(label: str, c: dict[str, Any]) -> str:
+    """A note line of ``compare(refs, no-audio output, audio output)``."""
+    return (
+        f"- audio vs no-audio{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
+        f"p {c['p']:.3f} that the audio model is not better"
     )
 
 
@@ -208,14 +239,8 @@ def run(args: argparse.Namespace) -> str:
             from rescore.fusion.xattn import load_deep_model
 
             model = load_deep_model(out / name)  # the best dev-loss weights
-        if cached.exists():
-            saved = json.loads(cached.read_text())
-            hyps, per_utt = saved["hyps"], saved["per_utt"]
-        else:
-            model.config.min_length_ratio = 0.0
-            hyps, per_utt = evaluate(model, report, args.batch_size)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps({"hyps": hyps, "per_utt": per_utt}))
+        model.config.min_length_ratio = 0.0  # the raw output; the floor has its own rows
+        hyps, per_utt = cached_json(cached, DECODED, evaluate, model, report, args.batch_size)
         outputs[name] = hyps
         c = compare(refs, first, hyps)
         gates = ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in model.gates())
@@ -232,12 +257,9 @@ def run(args: argparse.Namespace) -> str:
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
             choose_cache = out / name / f"report-{args.report_limit}-choose.json"
-            if choose_cache.exists():
-                saved = json.loads(choose_cache.read_text())
-                c_hyps, c_per_utt = saved["hyps"], saved["per_utt"]
-            else:
-                c_hyps, c_per_utt = evaluate(model, report, args.batch_size, decode="choose")
-                choose_cache.write_text(json.dumps({"hyps": c_hyps, "per_utt": c_per_utt}))
+            c_hyps, c_per_utt = cached_json(
+                choose_cache, DECODED, evaluate, model, report, args.batch_size, decode="choose"
+            )
             outputs[name + CHOSEN] = c_hyps
             rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps), c_per_utt))
             v_hyps, taken = decided(c_hyps, report, verify=True)
@@ -247,17 +269,15 @@ def run(args: argparse.Namespace) -> str:
         if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
             floor_dev = [e for e in dev_ex if e.group not in {r.group for r in report}][: args.floor_examples]
             choice = out / name / f"floor-choice-{len(floor_dev)}.json"  # the choice is decodes: cached
-            if choice.exists():
-                saved = json.loads(choice.read_text())
-                ratio, floor_wers = saved["ratio"], {float(k): v for k, v in saved["wers"].items()}
-            else:
-                ratio, floor_wers = choose_length_floor(model, floor_dev, args.batch_size, "cpu")
-                choice.write_text(json.dumps({"ratio": ratio, "wers": floor_wers}))
+            ratio, floor_wers = cached_json(
+                choice, ("ratio", "wers"), choose_length_floor, model, floor_dev, args.batch_size, "cpu"
+            )
+            floor_wers = {float(k): v for k, v in floor_wers.items()}  # JSON keys are strings
             floor_cache = out / name / f"report-{args.report_limit}-floor{ratio:g}.json"
-            if floor_cache.exists():
+            base = {e.id: h for e, h in zip(report, hyps, strict=True)}
+            if floor_cache.exists():  # {utterance: text}, not a decode's result: its own file format
                 fl = json.loads(floor_cache.read_text())
             else:
-                base = {e.id: h for e, h in zip(report, hyps, strict=True)}
                 fl = floored(model, report, base, ratio, args.batch_size, "cpu")
                 floor_cache.write_text(json.dumps(fl))
             outputs[f"{name}, floor {ratio:g}"] = [fl[e.id] for e in report]
@@ -278,11 +298,7 @@ def run(args: argparse.Namespace) -> str:
                 notes.append(f"- {name}: held-out training WER choosing a hypothesis: {100 * wer:.1f} %")
     pairs = []
     for a_name, b_name, label in pair_names(outputs):
-        c = compare(refs, outputs[b_name], outputs[a_name])
-        pairs.append(
-            f"- audio vs no-audio{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
-            f"p {c['p']:.3f} that the audio model is not better"
-        )
+        pairs.append(pair_line(label, compare(refs, outputs[b_name], outputs[a_name])))
     examples_md = []
     show = next((n for n in ("audio", *outputs) if n in outputs), None)
     if show:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from eval.bench_xattn import compare, evaluate, nbest_file, result_row
+from eval.bench_xattn import compare, evaluate, nbest_file, pair_line, result_row
 
 MODES = ("write", "choose")
 
@@ -43,11 +43,7 @@ def run(args: argparse.Namespace) -> str:
     pairs = []
     for mode in MODES:
         if ("audio", mode) in outputs and ("no-audio", mode) in outputs:
-            c = compare(refs, outputs[("no-audio", mode)], outputs[("audio", mode)])
-            pairs.append(
-                f"- audio vs no-audio ({mode}): {c['better']} utterances better, {c['worse']} worse; paired bootstrap"
-                f" p {c['p']:.3f} that the audio model is not better"
-            )
+            pairs.append(pair_line(f" ({mode})", compare(refs, outputs[("no-audio", mode)], outputs[("audio", mode)])))
     command = "python -m eval.bench_xattn_transfer " + " ".join(sys.argv[1:])
     return f"""### Deep fusion (gated cross-attention) on {args.set}: audio against no-audio
 

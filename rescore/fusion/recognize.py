@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this mod
 STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
 # write: beam search writes the transcript, ranked by am_norm; choose: the model ranks the prompt's own
 # hypotheses by their summed log-prob, ``am`` (XAttnLM.choose: one utterance's candidates, each ending in eos)
-DECODE_MODES = ("write", "choose")
+DecodeMode = Literal["write", "choose"]
+DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 
 
 def _hypothesis(h: BeamHypothesis) -> Hypothesis:

@@ -398,12 +398,10 @@ class XAttnLM(nn.Module):
         )
         logits, target, row = self._target_logits(flat)
         token_lp = -F.cross_entropy(logits, target, reduction="none")
-        scores = torch.zeros(len(rows), device=token_lp.device).index_add_(0, row, token_lp)
-        steps = torch.bincount(row, minlength=len(rows))
+        counts = torch.bincount(row, minlength=len(rows)).tolist()  # the tokens come row by row, in order
         out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
-        for k, (i, text) in enumerate(rows):
-            tokens = self.target_ids(text)[:-1]
-            out[i].append(BeamHypothesis(cands[i][text], tokens, float(scores[k]), int(steps[k])))
+        for (i, text), lp, tokens in zip(rows, token_lp.split(counts), target.split(counts), strict=True):
+            out[i].append(BeamHypothesis(cands[i][text], tokens[:-1].tolist(), float(lp.sum()), len(tokens)))
         return [sorted(hs, key=lambda h: -h.score)[:nbest] for hs in out]
 
     def max_new_tokens(self, batch: Batch) -> int:

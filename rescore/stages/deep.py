@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
+from rescore.fusion.recognize import DecodeMode
 from rescore.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
@@ -36,7 +37,7 @@ class DeepOptions(StageOptions):
     beam_size: int = Field(4, ge=1)
     nbest: int = Field(4, ge=1)
     # write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses it reads
-    decode: Literal["write", "choose"] = "write"
+    decode: DecodeMode = "write"
     batch_size: int = Field(4, ge=1)
     device: str = "auto"
     threads: int = Field(0, ge=0)
