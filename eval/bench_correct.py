@@ -27,7 +27,7 @@ from eval.results import update_section
 from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.prompts import spelled
 from rescore.correct.tuning import GuardTuning, reguard, tune_guards
-from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap
+from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap, paired_change
 from rescore.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
 
@@ -71,10 +71,9 @@ def wer_row(name: str, refs: list[str], hyps: list[str], base: np.ndarray | None
     rate = e.sum() / n.sum()
     if base is None:
         return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | | |"
-    better, worse = int((e < base).sum()), int((e > base).sum())
-    p = paired_bootstrap(base, e, ref_len)
-    same = len(e) - better - worse
-    return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {better}/{worse}/{same} | {p:.3f} |"
+    c = paired_change(base, e, ref_len)
+    change = f"{c.better}/{c.worse}/{c.unchanged}"
+    return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {change} | {c.p:.3f} |"
 
 
 def default_wer(tuning: GuardTuning) -> float:

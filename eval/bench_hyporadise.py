@@ -33,7 +33,7 @@ import numpy as np
 
 from eval.bench_correct import corrected
 from rescore.formats import import_records
-from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap
+from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_change
 from rescore.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
 
@@ -117,10 +117,11 @@ def row(
     rate = 100 * e.sum() / n.sum()
     if base is None:
         return f"| {name} | {rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | | | {paper} |"
-    better, worse = int((e < base).sum()), int((e > base).sum())
-    p = paired_bootstrap(base, e, ref_len)
-    same = len(e) - better - worse
-    return f"| {name} | {rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {better}/{worse}/{same} | {p:.3f} | {paper} |"
+    c = paired_change(base, e, ref_len)
+    return (
+        f"| {name} | {rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {c.better}/{c.worse}/{c.unchanged} | {c.p:.3f} | "
+        f"{paper} |"
+    )
 
 
 def baselines() -> str:

@@ -26,7 +26,7 @@ from eval.results import update_section
 from rescore.correct.guards import GuardConfig
 from rescore.correct.tuning import reguard
 from rescore.correct.verify import reverify
-from rescore.metrics import bootstrap_ci, paired_bootstrap
+from rescore.metrics import bootstrap_ci, paired_change
 from rescore.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
 from rescore.rerank import DEFAULT_MIN_LENGTH_RATIO, DEFAULT_NORM_LENGTH_BONUS, DEFAULT_NORM_LM_WEIGHT
@@ -62,11 +62,10 @@ def row(name: str, recs: list[NBest], hyps: list[str], base: np.ndarray | None, 
     rate = f"{100 * e.sum() / n.sum():.2f} ({100 * lo:.2f}-{100 * hi:.2f})"
     if base is None:
         return f"| {name} | {rate} | | | | {seconds} |"
-    better, worse = int((e < base).sum()), int((e > base).sum())
+    c = paired_change(base, e, n)
     changed = sum(1 for r, h in zip(recs, hyps, strict=True) if h != r.text("rerank"))
-    harm = f"{worse}/{changed}" if changed else "0/0"
-    p = paired_bootstrap(base, e, n)
-    return f"| {name} | {rate} | {better}/{worse} | {harm} | {p:.3f} | {seconds} |"
+    harm = f"{c.worse}/{changed}" if changed else "0/0"
+    return f"| {name} | {rate} | {c.better}/{c.worse} | {harm} | {c.p:.3f} | {seconds} |"
 
 
 def main() -> None:

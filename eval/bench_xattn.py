@@ -67,18 +67,18 @@ def evaluate(model: Any, examples: list, batch_size: int, decode: str = "write")
 
 def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]:
     """WER, CI, better/worse utterances against ``base`` and the paired bootstrap p that hyps is not better."""
-    from rescore.metrics import edit_counts, error_rate, normalize, paired_bootstrap
+    from rescore.metrics import edit_counts, error_rate, normalize, paired_change
 
     er = error_rate(refs, hyps)
     r = [normalize(t) for t in refs]
     a = edit_counts(r, [normalize(t) for t in base])
-    b = edit_counts(r, [normalize(t) for t in hyps])
+    change = paired_change(a.errors, edit_counts(r, [normalize(t) for t in hyps]).errors, a.ref)
     return {
         "wer": er.rate,
         "ci": (er.ci_low, er.ci_high),
-        "better": int((b.errors < a.errors).sum()),
-        "worse": int((b.errors > a.errors).sum()),
-        "p": paired_bootstrap(a.errors, b.errors, a.ref),
+        "better": change.better,
+        "worse": change.worse,
+        "p": change.p,
     }
 
 
@@ -117,18 +117,18 @@ def whisper_base_verifier() -> Any:
     return make_verifier(["whisper-base"])
 
 
-def decided(outputs: list[str], report: list, verify: bool) -> tuple[list[str], int]:
-    """Each output decided as the deep stage of `rescore run` decides it (``correct.verify.checked_proposal``):
-    the corrector's guards at their defaults (not tuned here), then, with ``verify``, whisper-base's verdict on
-    a word edit of the 1-best; the 1-best where refused. Returns the texts and how many outputs were taken."""
+def decided(outputs: list[str], utterances: list[str], verify: bool) -> tuple[list[str], int]:
+    """Each output (of the librispeech-dev utterance ids ``utterances``) decided as the deep stage of `rescore run`
+    decides it (``correct.verify.checked_proposal``): the corrector's guards at their defaults (not tuned here),
+    then, with ``verify``, whisper-base's verdict on a word edit of the 1-best; the 1-best where refused. Returns
+    the texts and how many outputs were taken."""
     from rescore.correct.guards import GuardConfig
     from rescore.correct.verify import checked_proposal
 
     sources, verifier = first_pass_records(), whisper_base_verifier() if verify else None
     texts, taken = [], 0
-    for out, e in zip(outputs, report, strict=True):
-        source = sources[e.id.split("/", 1)[1]]  # example ids are "<list file>/<utterance id>"
-        text, decision = checked_proposal(source, out, GuardConfig(), verifier)
+    for out, utterance in zip(outputs, utterances, strict=True):
+        text, decision = checked_proposal(sources[utterance], out, GuardConfig(), verifier)
         texts.append(text)
         taken += decision["accepted"]
     return texts, taken
@@ -164,6 +164,7 @@ def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
     for suffix, label in (
         ("", ""),
         (" + guard", " + guard"),
+        (VERIFIED, " (written, verified)"),
         (CHOSEN, " (choosing a hypothesis)"),
         (CHOSEN + VERIFIED, " (choosing, verified)"),
     ):
@@ -174,6 +175,22 @@ def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
         if a and b:
             out.append((a, b, label))
     return out
+
+
+def report_range(args: argparse.Namespace) -> tuple[int, int]:
+    """The reported librispeech-dev utterances, 1-based and inclusive: ``--report-range`` or 1-``--report-limit``.
+    With ``--train-librispeech`` the others are trained on, so three ranges cross-fit the whole set."""
+    if not args.report_range:
+        return 1, args.report_limit
+    lo, _, hi = args.report_range.partition("-")
+    if not (lo.isdigit() and hi.isdigit()) or not 1 <= int(lo) <= int(hi):
+        raise SystemExit(f"--report-range {args.report_range!r}: expected START-END, e.g. 41-75")
+    return int(lo), int(hi)
+
+
+def report_tag(lo: int, hi: int) -> str:
+    """The name part of a report range's decode caches: "40" for 1-40 (the files of the first runs)."""
+    return str(hi) if lo == 1 else f"{lo}-{hi}"
 
 
 def run(args: argparse.Namespace) -> str:
@@ -190,11 +207,14 @@ def run(args: argparse.Namespace) -> str:
     lists = [FULL_LIST, LISTS[1]] if args.full_sets else LISTS
     files = [nbest_file(s, m) for s in TRAIN_SETS for m in lists]
     examples = load_nbest_examples(files, "whisper-tiny.en", max_frames=1500, on_issue=print)
+    lo, hi = report_range(args)
     report = load_nbest_examples(
-        [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=args.report_limit, on_issue=print
-    )
+        [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=hi, on_issue=print
+    )[lo - 1 :]
+    if not report:
+        raise SystemExit(f"librispeech-dev has no utterances {lo}-{hi}")
     n_long = 0
-    if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances after the report range
+    if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances outside the report range
         shown = {e.group for e in report}  # by audio: the base list's examples of these utterances too
         files_ls = [nbest_file("librispeech-dev", m) for m in LISTS]
         long_ex = load_nbest_examples(files_ls, "whisper-tiny.en", max_frames=1500, on_issue=print)
@@ -205,14 +225,16 @@ def run(args: argparse.Namespace) -> str:
     # a shuffled sample of every set (the floor is chosen on its first examples), not the first set's utterances
     dev_ex = random.Random(args.seed).sample(dev_ex, min(len(dev_ex), args.dev_limit or len(dev_ex)))
     refs = [e.text for e in report]
+    shown_ids = [e.id.split("/", 1)[1] for e in report]  # example ids are "<list file>/<utterance id>"
     first = [e.hypotheses[0] for e in report]
     assert not {e.group for e in train_ex + dev_ex} & {e.group for e in report}, "a reported utterance in training"
     frames = {e.group: e.states.shape[0] for e in examples}  # each audio once, however many lists hold it
     hours = sum(frames.values()) / 50 / 3600
     rows, notes, outputs = [], [], {}
+    tag = report_tag(lo, hi)
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
-        cached = out / name / f"report-{args.report_limit}.json"
+        cached = out / name / f"report-{tag}.json"
         mcfg = variant_config(name)
         model = build_xattn(mcfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -251,18 +273,23 @@ def run(args: argparse.Namespace) -> str:
             f"({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | {c['better']}/{c['worse']} | {c['p']:.3f} | "
             f"{per_utt:.1f} |"
         )
-        g_hyps, kept = decided(hyps, report, verify=False)
+        g_hyps, kept = decided(hyps, shown_ids, verify=False)
         outputs[name + " + guard"] = g_hyps
         rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
+        if args.verify:  # the raw written output decided as `rescore run`'s deep stage decides it
+            v_hyps, taken = decided(hyps, shown_ids, verify=True)
+            outputs[name + VERIFIED] = v_hyps
+            label = f"{name} + guards + whisper-base verification ({taken}/{len(report)} taken)"
+            rows.append(result_row(label, compare(refs, first, v_hyps)))
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
-            choose_cache = out / name / f"report-{args.report_limit}-choose.json"
+            choose_cache = out / name / f"report-{tag}-choose.json"
             c_hyps, c_per_utt = cached_json(
                 choose_cache, DECODED, evaluate, model, report, args.batch_size, decode="choose"
             )
             outputs[name + CHOSEN] = c_hyps
             rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps), c_per_utt))
-            v_hyps, taken = decided(c_hyps, report, verify=True)
+            v_hyps, taken = decided(c_hyps, shown_ids, verify=True)
             outputs[name + CHOSEN + VERIFIED] = v_hyps
             label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"
             rows.append(result_row(label, compare(refs, first, v_hyps)))
@@ -273,7 +300,7 @@ def run(args: argparse.Namespace) -> str:
                 choice, ("ratio", "wers"), choose_length_floor, model, floor_dev, args.batch_size, "cpu"
             )
             floor_wers = {float(k): v for k, v in floor_wers.items()}  # JSON keys are strings
-            floor_cache = out / name / f"report-{args.report_limit}-floor{ratio:g}.json"
+            floor_cache = out / name / f"report-{tag}-floor{ratio:g}.json"
             base = {e.id: h for e, h in zip(report, hyps, strict=True)}
             if floor_cache.exists():  # {utterance: text}, not a decode's result: its own file format
                 fl = json.loads(floor_cache.read_text())
@@ -286,7 +313,7 @@ def run(args: argparse.Namespace) -> str:
                 result_row(f"{name}, length floor {ratio:g} (chosen on {len(floor_dev)} held-out training examples)", f)
             )
             if args.verify:
-                v_hyps, taken = decided(outputs[f"{name}, floor {ratio:g}"], report, verify=True)
+                v_hyps, taken = decided(outputs[f"{name}, floor {ratio:g}"], shown_ids, verify=True)
                 outputs[f"{name}, floor {ratio:g} + verification"] = v_hyps
                 label = f"{name}, floor {ratio:g} + guards + whisper-base verification ({taken}/{len(report)} taken)"
                 rows.append(result_row(label, compare(refs, first, v_hyps)))
@@ -308,8 +335,8 @@ def run(args: argparse.Namespace) -> str:
     sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (
-            f", and librispeech-dev utterances {len(report) + 1}-{len(report) + n_long} (dev utterances, one speaker"
-            " each, none of them in the report range)"
+            f", and the {n_long} librispeech-dev utterances outside {lo}-{hi} (dev utterances, one speaker each, none"
+            " of them in the report range)"
         )
     return f"""### Deep fusion: gated cross-attention into Whisper encoder states (issue 15)
 
@@ -321,7 +348,7 @@ Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
 (no GPU lent), batch {args.batch_size}, AdamW lr {args.lr} (gates x10), {args.warmup} warm-up steps, cosine decay.
-Reported: the first {len(report)} utterances of librispeech-dev (file order; never trained or tuned on),
+Reported: librispeech-dev utterances {lo}-{hi} in file order ({len(report)}; never trained or tuned on),
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
 the 1-best; "+ guard": the output through the corrector's output guard at its defaults (edit budget 0.3,
@@ -350,7 +377,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--dev-limit", type=int, default=0, help="held-out examples used (0: all)")
-    ap.add_argument("--report-limit", type=int, default=40)
+    ap.add_argument("--report-limit", type=int, default=40, help="report on librispeech-dev 1-N")
+    ap.add_argument(
+        "--report-range", default=None, help="report on librispeech-dev START-END instead (1-based, inclusive): a fold"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
@@ -363,7 +393,9 @@ def main() -> None:
     ap.add_argument("--full-sets", action="store_true", help="train on every utterance of the training sets")
     ap.add_argument("--floor", action="store_true", help="choose a length floor on held-out training examples")
     ap.add_argument("--floor-examples", type=int, default=40)
-    ap.add_argument("--verify", action="store_true", help="rows of the floored output verified as `rescore run` does")
+    ap.add_argument(
+        "--verify", action="store_true", help="rows of the written (and floored) output verified as `rescore run` does"
+    )
     args = ap.parse_args()
     if args.out is None:
         from rescore.models import cache_dir

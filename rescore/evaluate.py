@@ -122,7 +122,7 @@ class RerankComparison:
 
 def rerank_comparison(records: Sequence[NBest], *, normalizer: str = "whisper") -> RerankComparison:
     """Compare the recognizer's first hypothesis with the chosen one, for records with a reference."""
-    from rescore.metrics import bootstrap_ci, edit_counts, paired_bootstrap
+    from rescore.metrics import bootstrap_ci, edit_counts, paired_change
 
     scored = [r for r in records if r.ok and r.hypotheses and r.reference is not None]
     if not scored:
@@ -139,6 +139,7 @@ def rerank_comparison(records: Sequence[NBest], *, normalizer: str = "whisper") 
         [r.reference or "" for r in scored], [[h.text for h in r.hypotheses] for r in scored], normalizer
     )
     before, after = rate(a), rate(b)
+    change = paired_change(a.errors, b.errors, a.ref)
     gap = before.rate - oracle[-1]
     return RerankComparison(
         utterances=len(scored),
@@ -146,8 +147,8 @@ def rerank_comparison(records: Sequence[NBest], *, normalizer: str = "whisper") 
         after=after,
         oracle=oracle[-1],
         gap_closed=(before.rate - after.rate) / gap if gap > 0 else float("nan"),
-        better=int((b.errors < a.errors).sum()),
-        worse=int((b.errors > a.errors).sum()),
-        unchanged=int((b.errors == a.errors).sum()),
-        p_value=paired_bootstrap(a.errors, b.errors, a.ref),
+        better=change.better,
+        worse=change.worse,
+        unchanged=change.unchanged,
+        p_value=change.p,
     )

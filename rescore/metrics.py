@@ -135,6 +135,27 @@ def paired_bootstrap(
     return float((diff >= 0).mean())
 
 
+@dataclass(frozen=True)
+class PairedChange:
+    """System B against system A on the same utterances: how many utterances it made better, worse and left
+    alone, and the paired bootstrap p that B is not better. Accuracy tables show the harm beside the gain."""
+
+    better: int
+    worse: int
+    unchanged: int
+    p: float
+
+
+def paired_change(errors_a: np.ndarray, errors_b: np.ndarray, ref_lengths: np.ndarray) -> PairedChange:
+    """:class:`PairedChange` of per-utterance errors ``errors_b`` against ``errors_a``."""
+    return PairedChange(
+        better=int((errors_b < errors_a).sum()),
+        worse=int((errors_b > errors_a).sum()),
+        unchanged=int((errors_b == errors_a).sum()),
+        p=paired_bootstrap(errors_a, errors_b, ref_lengths),
+    )
+
+
 @dataclass
 class ErrorRate:
     """A corpus error rate with its counts and 95 % bootstrap interval."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rescore.diffs import NORMALIZER, render_rows, stage_text, utterance_rows
-from rescore.metrics import bootstrap_ci, edit_counts, normalize, oracle_curve, paired_bootstrap
+from rescore.metrics import bootstrap_ci, edit_counts, normalize, oracle_curve, paired_bootstrap, paired_change
 from rescore.records import NBest
 
 
@@ -172,10 +172,8 @@ def _score(
     if base_errors is None:
         s.unchanged = len(refs)
         return c.errors
-    s.better = int((c.errors < base_errors).sum())
-    s.worse = int((c.errors > base_errors).sum())
-    s.unchanged = int((c.errors == base_errors).sum())
-    s.p_vs_first = paired_bootstrap(base_errors, c.errors, c.ref)
+    change = paired_change(base_errors, c.errors, c.ref)
+    s.better, s.worse, s.unchanged, s.p_vs_first = change.better, change.worse, change.unchanged, change.p
     if oracle:
         gap = done[0].wer - oracle[-1]
         s.gap_closed = (done[0].wer - s.wer) / gap if gap > 0 else None

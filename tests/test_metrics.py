@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from rescore.metrics import bootstrap_ci, edit_counts, error_rate, normalize, oracle_curve, paired_bootstrap
+from rescore.metrics import (
+    bootstrap_ci,
+    edit_counts,
+    error_rate,
+    normalize,
+    oracle_curve,
+    paired_bootstrap,
+    paired_change,
+)
 
 
 def test_counts_match_hand_alignment():
@@ -46,3 +54,12 @@ def test_bootstrap_contains_point_and_paired():
     assert lo < err.sum() / ref.sum() < hi
     assert paired_bootstrap(err, np.zeros_like(err), ref) == 0.0
     assert paired_bootstrap(err, err + 1, ref) == 1.0
+
+
+def test_paired_change_counts_gain_and_harm_per_utterance():
+    before = np.array([2, 0, 1, 3])
+    after = np.array([0, 1, 1, 1])  # two better, one worse, one the same; 4 errors fewer in all
+    change = paired_change(before, after, np.array([5, 5, 5, 5]))
+    assert (change.better, change.worse, change.unchanged) == (2, 1, 1)
+    assert change.p < 0.5  # fewer errors in most resamples
+    assert paired_change(after, before, np.array([5, 5, 5, 5])).p > 0.5

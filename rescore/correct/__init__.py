@@ -9,7 +9,7 @@ reranked text). The record gets ``corrected`` and, in ``correction``, everything
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ __all__ = [
     "AudioVerifier",
     "examples_from_records",
     "make_corrector",
+    "chat_llm_for",
 ]
 
 
@@ -106,14 +107,7 @@ class LLMCorrector:
         norm = config.guards.normalizer
         context = [*self.entity_list, config.domain or "", *(ex.get("output", "") for ex in config.examples)]
         self.vocab = vocabulary(context, norm)
-        self.llm = llm or make_llm(
-            config.backend,
-            config.llm,
-            adapter=config.adapter,
-            n_threads=config.n_threads,
-            n_ctx=config.n_ctx,
-            reuse_prefix=config.reuse_prefix,
-        )
+        self.llm = llm or chat_llm_for(config)
 
     def metadata(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self.config).items() if k not in {"examples", "guards"} and v is not None}
@@ -225,7 +219,24 @@ class FallbackCorrector:
         return nbest
 
 
-def make_corrector(config: CorrectorConfig) -> LLMCorrector | FallbackCorrector:
+def chat_llm_for(config: CorrectorConfig, make: Callable[..., ChatLLM] = make_llm) -> ChatLLM:
+    """The chat LLM a corrector config names, built by ``make`` (the library's backends by default; the stage
+    layer passes the registry's, which knows plugins)."""
+    return make(
+        config.backend,
+        config.llm,
+        adapter=config.adapter,
+        n_threads=config.n_threads,
+        n_ctx=config.n_ctx,
+        reuse_prefix=config.reuse_prefix,
+    )
+
+
+def make_corrector(
+    config: CorrectorConfig, *, make: Callable[..., ChatLLM] = make_llm, verifier: AudioVerifier | None = None
+) -> LLMCorrector | FallbackCorrector:
+    """The corrector a config names: the template's fallback text for ``llm = "off"`` (no model loaded), else
+    the LLM corrector over ``chat_llm_for(config, make)``."""
     if config.llm == NO_LLM:
         return FallbackCorrector(load_template(config.template))
-    return LLMCorrector(config)
+    return LLMCorrector(config, llm=chat_llm_for(config, make), verifier=verifier)

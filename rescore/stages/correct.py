@@ -7,15 +7,14 @@ from typing import Any
 from pydantic import Field
 
 from rescore.correct import (
-    NO_LLM,
     AudioVerifier,
     CorrectorConfig,
     FallbackCorrector,
     LLMCorrector,
     examples_from_records,
+    make_corrector,
 )
 from rescore.correct.lora import adapter_settings
-from rescore.correct.prompts import load_template
 from rescore.records import NBest, read_nbest
 from rescore.registry import make_llm
 from rescore.runner import record_errors
@@ -92,13 +91,8 @@ class CorrectStage(BaseStage):
         }
 
     def build(self) -> LLMCorrector | FallbackCorrector:
-        c = self.config
-        if c.llm == NO_LLM:
-            return FallbackCorrector(load_template(c.template))
-        llm = make_llm(
-            c.backend, c.llm, adapter=c.adapter, n_threads=c.n_threads, n_ctx=c.n_ctx, reuse_prefix=c.reuse_prefix
-        )
-        return LLMCorrector(c, llm=llm, verifier=self.verifier() if self.opts.verify else None)  # type: ignore[attr-defined]
+        verifier = self.verifier() if self.opts.verify else None  # type: ignore[attr-defined]
+        return make_corrector(self.config, make=make_llm, verifier=verifier)
 
     def verifier(self) -> AudioVerifier:
         """The verifier of this stage's options (scorers load on first use)."""

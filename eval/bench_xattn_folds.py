@@ -1,0 +1,141 @@
+"""Deep fusion (gated cross-attention) cross-fitted over the whole of librispeech-dev: audio against no-audio.
+
+``bench_xattn --train-librispeech --report-range A-B`` trains on the training sets and on the librispeech-dev
+utterances outside A-B, and reports on A-B. Three such runs (1-40, 41-75, 76-110) cover every utterance once,
+each decoded by models that never saw it. This reads their decode caches (no training, no decoding), decides
+each output as ``rescore run``'s deep stage does (guards, then whisper-base verification) and pools the
+folds, so the audio ablation is tested on 110 utterances instead of 40.
+
+    python -m eval.bench_xattn_folds \\
+        --fold ~/.cache/rescore/deep/bench-xattn-full:1-40 \\
+        --fold ~/.cache/rescore/deep/bench-xattn-fold-41-75:41-75 \\
+        --fold ~/.cache/rescore/deep/bench-xattn-fold-76-110:76-110
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.bench_xattn import compare, decided, first_pass_records, pair_line, report_tag, result_row
+
+VARIANTS = ("audio", "no-audio")
+MODES = {"write": "written", "choose": "chosen"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One ``bench_xattn`` run: its ``--out`` folder and the librispeech-dev range it reported (1-based)."""
+
+    models: Path
+    lo: int
+    hi: int
+
+    @classmethod
+    def parse(cls, text: str) -> Fold:
+        folder, _, span = text.rpartition(":")
+        lo, _, hi = span.partition("-")
+        if not folder or not (lo.isdigit() and hi.isdigit()):
+            raise SystemExit(f"--fold {text!r}: expected FOLDER:START-END")
+        return cls(Path(folder).expanduser(), int(lo), int(hi))
+
+    def outputs(self, variant: str, mode: str) -> list[str]:
+        """The cached raw outputs of one variant and decoding mode, in report order."""
+        suffix = "" if mode == "write" else "-choose"
+        path = self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run bench_xattn with --report-range {self.lo}-{self.hi} --choose")
+        return json.loads(path.read_text())["hyps"]
+
+
+def run(args: argparse.Namespace) -> str:
+    from rescore.metrics import error_rate
+
+    folds = sorted((Fold.parse(f) for f in args.fold), key=lambda f: f.lo)
+    spans = [(f.lo, f.hi) for f in folds]
+    for (_, a_hi), (b_lo, _) in itertools.pairwise(spans):
+        if b_lo <= a_hi:
+            raise SystemExit(f"folds overlap: {spans}")
+    records = list(first_pass_records().values())
+    outputs: dict[tuple[str, str, bool], list[str]] = {}
+    refs, first, per_fold = [], [], []
+    for fold in folds:
+        recs = records[fold.lo - 1 : fold.hi]
+        ids = [r.id for r in recs]
+        f_refs = [r.reference for r in recs]
+        f_first = [r.hypotheses[0].text for r in recs]
+        refs += f_refs
+        first += f_first
+        for variant in VARIANTS:
+            for mode in MODES:
+                raw = fold.outputs(variant, mode)
+                if len(raw) != len(recs):
+                    raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
+                verified, _ = decided(raw, ids, verify=True)
+                outputs.setdefault((variant, mode, False), []).extend(raw)
+                outputs.setdefault((variant, mode, True), []).extend(verified)
+                c = compare(f_refs, f_first, verified)
+                per_fold.append(
+                    f"| {fold.lo}-{fold.hi} | {variant}, {MODES[mode]} + verification | {100 * c['wer']:.2f} | "
+                    f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
+                )
+    fp = error_rate(refs, first)
+    rows = []
+    for variant in VARIANTS:
+        for mode, label in MODES.items():
+            for verified in (False, True):
+                name = f"{variant}, {label}" + (" + guards + whisper-base verification" if verified else "")
+                rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
+    pairs = []
+    for mode, label in MODES.items():
+        for verified in (False, True):
+            tag = f" ({label}{', verified' if verified else ''})"
+            audio, silent = outputs[("audio", mode, verified)], outputs[("no-audio", mode, verified)]
+            pairs.append(pair_line(tag, compare(refs, silent, audio)))
+    command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
+    ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
+    return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
+
+Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeech --report-range`) were
+trained on the training sets and on the librispeech-dev utterances outside the fold, and decode only the
+fold: every one of the {len(refs)} utterances is reported by models that never trained or were tuned on it
+(different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
+whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
+WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
+Command: `{command}`
+
+| variant | | | | | WER % (95 % CI) | better/worse | p | |
+|---|---|---|---|---|---:|---:|---:|---|
+| first-pass 1-best (tiny.en) | | | | | {100 * fp.rate:.2f} ({100 * fp.ci_low:.1f}-{100 * fp.ci_high:.1f}) | | | |
+{chr(10).join(rows)}
+
+{chr(10).join(pairs)}
+
+By fold (verified rows):
+
+| fold | variant | WER % | better/worse | p |
+|---|---|---:|---:|---:|
+{chr(10).join(per_fold)}
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fold", action="append", required=True, help="bench_xattn's --out folder:START-END (repeat)")
+    ap.add_argument("--section", default="bench_xattn_folds")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    md = run(args)
+    print(md)
+    if not args.no_write:
+        from eval.results import update_section
+
+        update_section(args.section, md)
+
+
+if __name__ == "__main__":
+    main()
