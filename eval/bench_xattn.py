@@ -84,11 +84,13 @@ def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]
 
 CHOOSE_NOTE = """
 "choosing a hypothesis": `XAttnLM.choose`, not writing: the prompt's distinct hypotheses ranked by the
-model's summed log-prob of each as the transcript (the audio enters through the blocks); "+ guards +
+model's log-prob per token of each as the transcript (the audio enters through the blocks); "+ guards +
 whisper-base verification": as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
 s/utt decode: CPU seconds per utterance on the report set (batch 4)."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
+# the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
+CHOOSE_CACHE = "choose-per-step"
 VERIFIED = " + guards + verification"
 
 
@@ -283,7 +285,7 @@ def run(args: argparse.Namespace) -> str:
             label = f"{name} + guards + whisper-base verification ({taken}/{len(report)} taken)"
             rows.append(result_row(label, compare(refs, first, v_hyps)))
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
-            choose_cache = out / name / f"report-{tag}-choose.json"
+            choose_cache = out / name / f"report-{tag}-{CHOOSE_CACHE}.json"
             c_hyps, c_per_utt = cached_json(
                 choose_cache, DECODED, evaluate, model, report, args.batch_size, decode="choose"
             )

@@ -21,10 +21,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.bench_xattn import compare, decided, first_pass_records, pair_line, report_tag, result_row
+from eval.bench_xattn import (
+    CHOOSE_CACHE,
+    compare,
+    decided,
+    first_pass_records,
+    pair_line,
+    report_tag,
+    result_row,
+)
 
-VARIANTS = ("audio", "no-audio")
-MODES = {"write": "written", "choose": "chosen"}
+# decoding -> (row label, decode cache name part); the summed-log-prob ranking's rows where every fold has them
+MODES = {"write": ("written", ""), "choose": ("chosen", f"-{CHOOSE_CACHE}")}
+SUMMED = {"choose-summed": ("chosen by summed log-prob (the ranking before)", "-choose")}
+STEP0_NOTE = "\nstep0: the untrained model (gates at zero: the text-only LM reading the n-best), one for all folds."
 
 
 @dataclass(frozen=True)
@@ -43,10 +53,12 @@ class Fold:
             raise SystemExit(f"--fold {text!r}: expected FOLDER:START-END")
         return cls(Path(folder).expanduser(), int(lo), int(hi))
 
-    def outputs(self, variant: str, mode: str) -> list[str]:
-        """The cached raw outputs of one variant and decoding mode, in report order."""
-        suffix = "" if mode == "write" else "-choose"
-        path = self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
+    def cache(self, variant: str, suffix: str) -> Path:
+        return self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
+
+    def outputs(self, variant: str, suffix: str) -> list[str]:
+        """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
+        path = self.cache(variant, suffix)
         if not path.exists():
             raise SystemExit(f"{path} missing: run bench_xattn with --report-range {self.lo}-{self.hi} --choose")
         return json.loads(path.read_text())["hyps"]
@@ -55,12 +67,18 @@ class Fold:
 def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
+    variants = args.variants.split(",")
+    if not {"audio", "no-audio"} <= set(variants):
+        raise SystemExit("--variants: the ablation needs audio and no-audio")
     folds = sorted((Fold.parse(f) for f in args.fold), key=lambda f: f.lo)
     spans = [(f.lo, f.hi) for f in folds]
     for (_, a_hi), (b_lo, _) in itertools.pairwise(spans):
         if b_lo <= a_hi:
             raise SystemExit(f"folds overlap: {spans}")
     records = list(first_pass_records().values())
+    modes = dict(MODES)
+    if all(f.cache(v, SUMMED["choose-summed"][1]).exists() for f in folds for v in variants):
+        modes.update(SUMMED)
     outputs: dict[tuple[str, str, bool], list[str]] = {}
     refs, first, per_fold = [], [], []
     for fold in folds:
@@ -70,9 +88,9 @@ def run(args: argparse.Namespace) -> str:
         f_first = [r.hypotheses[0].text for r in recs]
         refs += f_refs
         first += f_first
-        for variant in VARIANTS:
-            for mode in MODES:
-                raw = fold.outputs(variant, mode)
+        for variant in variants:
+            for mode, (_, suffix) in modes.items():
+                raw = fold.outputs(variant, suffix)
                 if len(raw) != len(recs):
                     raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
                 verified, _ = decided(raw, ids, verify=True)
@@ -80,22 +98,23 @@ def run(args: argparse.Namespace) -> str:
                 outputs.setdefault((variant, mode, True), []).extend(verified)
                 c = compare(f_refs, f_first, verified)
                 per_fold.append(
-                    f"| {fold.lo}-{fold.hi} | {variant}, {MODES[mode]} + verification | {100 * c['wer']:.2f} | "
+                    f"| {fold.lo}-{fold.hi} | {variant}, {modes[mode][0]} + verification | {100 * c['wer']:.2f} | "
                     f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
                 )
     fp = error_rate(refs, first)
     rows = []
-    for variant in VARIANTS:
-        for mode, label in MODES.items():
+    for variant in variants:
+        for mode, (label, _) in modes.items():
             for verified in (False, True):
                 name = f"{variant}, {label}" + (" + guards + whisper-base verification" if verified else "")
                 rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
     pairs = []
-    for mode, label in MODES.items():
+    for mode, (label, _) in modes.items():
         for verified in (False, True):
             tag = f" ({label}{', verified' if verified else ''})"
             audio, silent = outputs[("audio", mode, verified)], outputs[("no-audio", mode, verified)]
             pairs.append(pair_line(tag, compare(refs, silent, audio)))
+    step0 = STEP0_NOTE if "step0" in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
@@ -104,7 +123,7 @@ Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeec
 trained on the training sets and on the librispeech-dev utterances outside the fold, and decode only the
 fold: every one of the {len(refs)} utterances is reported by models that never trained or were tuned on it
 (different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
-whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
+whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 
@@ -126,6 +145,7 @@ By fold (verified rows):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fold", action="append", required=True, help="bench_xattn's --out folder:START-END (repeat)")
+    ap.add_argument("--variants", default="audio,no-audio", help="bench_xattn variants decoded in every fold")
     ap.add_argument("--section", default="bench_xattn_folds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

@@ -31,9 +31,13 @@ def run(args: argparse.Namespace) -> str:
     refs, first = [e.text for e in report], [e.hypotheses[0] for e in report]
     fp = error_rate(refs, first)
     rows, outputs = [], {}
+    modes = args.modes.split(",")
+    if unknown := set(modes) - set(MODES):
+        raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))} (expected {', '.join(MODES)})")
     for name in args.variants.split(","):
         model = build_xattn(XAttnConfig()).eval() if name == "step0" else load_deep_model(Path(args.models) / name)
-        for mode in MODES if name != "step0" else ("choose",):  # untrained writing runs on: bench_xattn has it
+        # untrained writing runs on: bench_xattn has it
+        for mode in modes if name != "step0" else [m for m in modes if m == "choose"]:
             hyps, per_utt = evaluate(model, report, args.batch_size, decode=mode)
             outputs[(name, mode)] = hyps
             rows.append(
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> str:
             )
             print(rows[-1], flush=True)
     pairs = []
-    for mode in MODES:
+    for mode in modes:
         if ("audio", mode) in outputs and ("no-audio", mode) in outputs:
             pairs.append(pair_line(f" ({mode})", compare(refs, outputs[("no-audio", mode)], outputs[("audio", mode)])))
     command = "python -m eval.bench_xattn_transfer " + " ".join(sys.argv[1:])
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> str:
 
 The models of `bench_xattn` in `{Path(args.models).name}` (trained on the training sets and librispeech-dev
 41-110; {args.set} never trained or tuned on), reading the {len(report)} utterances' tiny.en n-best; written (greedy)
-and chosen (`XAttnLM.choose`), raw: no guards or verification. WER % (Whisper normalizer) with 95 % bootstrap
+and chosen (`XAttnLM.choose`, ranked by log-prob per token), raw: no guards or
+verification. WER % (Whisper normalizer) with 95 % bootstrap
 interval; better/worse and p against the first-pass 1-best; s/utt: CPU seconds per utterance.
 Command: `{command}`
 
@@ -69,6 +74,7 @@ def main() -> None:
     ap.add_argument("--set", default="an4-test")
     ap.add_argument("--list", default="tiny-en", help="which n-best list of the set (its file's model part)")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--modes", default=",".join(MODES), help="decodings: write, choose or both")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--section", default=None, help="RESULTS.md section (default: bench_xattn_transfer_SET)")
@@ -79,7 +85,8 @@ def main() -> None:
     if not args.no_write:
         from eval.results import update_section
 
-        update_section(args.section or f"bench_xattn_transfer_{args.set}", md)
+        modes = "" if set(args.modes.split(",")) == set(MODES) else "_" + "_".join(args.modes.split(","))
+        update_section(args.section or f"bench_xattn_transfer_{args.set}{modes}", md)
 
 
 if __name__ == "__main__":

@@ -145,13 +145,14 @@ def test_step_zero_equals_the_text_only_prompt(real_model, audio_batch):
 
 
 def test_choose_ranks_the_prompt_hypotheses_by_the_model_log_prob(real_model, audio_batch):
-    """Choosing: each distinct hypothesis scored as the transcript (its tokens and the end), best first; at step 0
-    that is the text-only LM's log-prob of it after the prompt, computed here one sequence at a time."""
+    """Choosing: each distinct hypothesis scored as the transcript (its tokens and the end), best first by log-prob
+    per step; at step 0 that is the text-only LM's log-prob of it after the prompt, computed here one sequence
+    at a time."""
     model = real_model
     chosen = model.choose(audio_batch, nbest=8)
     for hyps, ranked in zip(HYPS, chosen, strict=True):
         assert sorted(h.text for h in ranked) == sorted(hyps)  # distinct already: each one, in its own form
-        assert [h.score for h in ranked] == sorted((h.score for h in ranked), reverse=True)
+        assert [h.per_step for h in ranked] == sorted((h.per_step for h in ranked), reverse=True)
         for h in ranked:
             prompt, target = model.prompt_ids(hyps), model.target_ids(h.text)
             ids = torch.tensor([prompt + target])
@@ -269,7 +270,7 @@ def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manif
 
 def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_model, tiny_manifest):
     """decode="choose": the new record's hypotheses are the input's own distinct ones in their first-pass form,
-    best first by the model's summed log-prob, which the record carries as ``am``."""
+    best first by the model's log-prob per token, which the record carries as ``am_norm``."""
     from rescore.datasets import load_dataset
     from rescore.records import Hypothesis, NBest
     from rescore.stages.deep import DeepOptions, DeepStage
@@ -282,8 +283,8 @@ def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_mo
     (out,) = DeepStage(options).process([record])
     assert out.ok and out.recognizer["decode"] == "choose"
     assert sorted(h.text for h in out.hypotheses) == sorted([texts[0], texts[2]])
-    ams = [h.scores["am"] for h in out.hypotheses]
-    assert ams == sorted(ams, reverse=True)
+    per_token = [h.scores["am_norm"] for h in out.hypotheses]
+    assert per_token == sorted(per_token, reverse=True)
     assert out.correction["proposal"] == out.hypotheses[0].text
 
 

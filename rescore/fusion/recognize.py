@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this mod
     from rescore.fusion.model import BeamHypothesis
 
 STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
-# write: beam search writes the transcript, ranked by am_norm; choose: the model ranks the prompt's own
-# hypotheses by their summed log-prob, ``am`` (XAttnLM.choose: one utterance's candidates, each ending in eos)
+# write: beam search writes the transcript; choose: the model scores the prompt's own hypotheses (XAttnLM.choose:
+# one utterance's candidates, each ending in eos). Both rank by the log-prob per step, the records' am_norm
 DecodeMode = Literal["write", "choose"]
 DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 

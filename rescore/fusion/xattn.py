@@ -37,6 +37,7 @@ from rescore.fusion.model import (
     Batch,
     BeamHypothesis,
     normalize_target,
+    order_beams,
     parse_beams,
 )
 
@@ -381,9 +382,11 @@ class XAttnLM(nn.Module):
     @torch.no_grad()
     def choose(self, batch: Batch, nbest: int = 4) -> list[list[BeamHypothesis]]:
         """The prompt's own hypotheses ranked by the model's log-prob of each as the transcript (its tokens and the
-        end), best first: decoding constrained to the n-best. It cannot skip, repeat or invent words, and the
-        audio (through the blocks) still decides between the hypotheses where they disagree. Each answer's text
-        is the first-pass form of the hypothesis; its tokens are the model's, of the normalised text it scored."""
+        end) per step, best first, as the beam search ranks (:func:`order_beams`): decoding constrained to the
+        n-best. It cannot skip, repeat or invent words, and the audio (through the blocks) still decides between
+        the hypotheses where they disagree. Summed log-prob would prefer whatever hypothesis drops words (a
+        fragment such as "CHAPTER XI." over the sentence). Each answer's text is the first-pass form of the
+        hypothesis; its tokens are the model's, of the normalised text it scored."""
         cands = [self.candidates(hs) for hs in batch.hypotheses]
         rows = [(i, c) for i, cs in enumerate(cands) for c in cs]
         if not rows:
@@ -402,7 +405,7 @@ class XAttnLM(nn.Module):
         out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
         for (i, text), lp, tokens in zip(rows, token_lp.split(counts), target.split(counts), strict=True):
             out[i].append(BeamHypothesis(cands[i][text], tokens[:-1].tolist(), float(lp.sum()), len(tokens)))
-        return [sorted(hs, key=lambda h: -h.score)[:nbest] for hs in out]
+        return [order_beams(hs)[:nbest] for hs in out]
 
     def max_new_tokens(self, batch: Batch) -> int:
         """Room for the longest hypothesis of the batch and half again, plus 8 (capped by the targets' limit)."""
