@@ -76,9 +76,14 @@ def run(args: argparse.Namespace) -> str:
         if b_lo <= a_hi:
             raise SystemExit(f"folds overlap: {spans}")
     records = list(first_pass_records().values())
-    modes = dict(MODES)
-    if all(f.cache(v, SUMMED["choose-summed"][1]).exists() for f in folds for v in variants):
-        modes.update(SUMMED)
+    modes = {**MODES, **SUMMED}
+    # what each variant was decoded by in every fold: all of MODES; the old summed ranking where it was kept
+    decoded = [
+        (v, m)
+        for v in variants
+        for m, (_, suffix) in modes.items()
+        if m in MODES or all(f.cache(v, suffix).exists() for f in folds)
+    ]
     outputs: dict[tuple[str, str, bool], list[str]] = {}
     refs, first, per_fold = [], [], []
     for fold in folds:
@@ -88,28 +93,28 @@ def run(args: argparse.Namespace) -> str:
         f_first = [r.hypotheses[0].text for r in recs]
         refs += f_refs
         first += f_first
-        for variant in variants:
-            for mode, (_, suffix) in modes.items():
-                raw = fold.outputs(variant, suffix)
-                if len(raw) != len(recs):
-                    raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
-                verified, _ = decided(raw, ids, verify=True)
-                outputs.setdefault((variant, mode, False), []).extend(raw)
-                outputs.setdefault((variant, mode, True), []).extend(verified)
-                c = compare(f_refs, f_first, verified)
-                per_fold.append(
-                    f"| {fold.lo}-{fold.hi} | {variant}, {modes[mode][0]} + verification | {100 * c['wer']:.2f} | "
-                    f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
-                )
+        for variant, mode in decoded:
+            raw = fold.outputs(variant, modes[mode][1])
+            if len(raw) != len(recs):
+                raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
+            verified, _ = decided(raw, ids, verify=True)
+            outputs.setdefault((variant, mode, False), []).extend(raw)
+            outputs.setdefault((variant, mode, True), []).extend(verified)
+            c = compare(f_refs, f_first, verified)
+            per_fold.append(
+                f"| {fold.lo}-{fold.hi} | {variant}, {modes[mode][0]} + verification | {100 * c['wer']:.2f} | "
+                f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
+            )
     fp = error_rate(refs, first)
     rows = []
-    for variant in variants:
-        for mode, (label, _) in modes.items():
-            for verified in (False, True):
-                name = f"{variant}, {label}" + (" + guards + whisper-base verification" if verified else "")
-                rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
+    for variant, mode in decoded:
+        for verified in (False, True):
+            name = f"{variant}, {modes[mode][0]}" + (" + guards + whisper-base verification" if verified else "")
+            rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
     pairs = []
     for mode, (label, _) in modes.items():
+        if ("audio", mode) not in decoded or ("no-audio", mode) not in decoded:
+            continue
         for verified in (False, True):
             tag = f" ({label}{', verified' if verified else ''})"
             audio, silent = outputs[("audio", mode, verified)], outputs[("no-audio", mode, verified)]
