@@ -130,10 +130,17 @@ def decided(outputs: list[str], utterances: list[str], verify: bool) -> tuple[li
     sources, verifier = first_pass_records(), whisper_base_verifier() if verify else None
     texts, taken = [], 0
     for out, utterance in zip(outputs, utterances, strict=True):
-        text, decision = checked_proposal(sources[utterance], out, GuardConfig(), verifier)
+        key = (utterance, out, verify)  # decodings often propose the same text: whisper-base scores it once
+        if key not in _DECISIONS:
+            text, decision = checked_proposal(sources[utterance], out, GuardConfig(), verifier)
+            _DECISIONS[key] = (text, bool(decision["accepted"]))
+        text, accepted = _DECISIONS[key]
         texts.append(text)
-        taken += decision["accepted"]
+        taken += accepted
     return texts, taken
+
+
+_DECISIONS: dict[tuple[str, str, bool], tuple[str, bool]] = {}  # decided()'s verdicts in this process
 
 
 def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> str:
