@@ -278,11 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python -m eval.bench_speed " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     parts.append(f"Whole run: {time.perf_counter() - t0:.0f} s, peak RSS {peak:.0f} MiB. Command: `{cmd.strip()}`")
     text = "## Speed: first pass, LM scoring, correction\n\n" + "\n".join(parts)
-    print(text)
-    if not args.no_write:
-        from eval.results import update_section
+    from eval.results import publish
 
-        update_section(args.section, text)
+    publish(text, args.section, write=not args.no_write)
     return 0
 
 

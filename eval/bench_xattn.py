@@ -124,23 +124,24 @@ def decided(outputs: list[str], utterances: list[str], verify: bool) -> tuple[li
     decides it (``correct.verify.checked_proposal``): the corrector's guards at their defaults (not tuned here),
     then, with ``verify``, whisper-base's verdict on a word edit of the 1-best; the 1-best where refused. Returns
     the texts and how many outputs were taken."""
-    from rescore.correct.guards import GuardConfig
-    from rescore.correct.verify import checked_proposal
-
-    sources, verifier = first_pass_records(), whisper_base_verifier() if verify else None
     texts, taken = [], 0
     for out, utterance in zip(outputs, utterances, strict=True):
-        key = (utterance, out, verify)  # decodings often propose the same text: whisper-base scores it once
-        if key not in _DECISIONS:
-            text, decision = checked_proposal(sources[utterance], out, GuardConfig(), verifier)
-            _DECISIONS[key] = (text, bool(decision["accepted"]))
-        text, accepted = _DECISIONS[key]
+        text, accepted = decision(utterance, out, verify)
         texts.append(text)
         taken += accepted
     return texts, taken
 
 
-_DECISIONS: dict[tuple[str, str, bool], tuple[str, bool]] = {}  # decided()'s verdicts in this process
+@functools.cache
+def decision(utterance: str, proposal: str, verify: bool) -> tuple[str, bool]:
+    """:func:`decided` for one output: (the text kept, whether the proposal was taken). Cached, since decodings
+    often propose the same text and whisper-base need score it once."""
+    from rescore.correct.guards import GuardConfig
+    from rescore.correct.verify import checked_proposal
+
+    verifier = whisper_base_verifier() if verify else None
+    text, verdict = checked_proposal(first_pass_records()[utterance], proposal, GuardConfig(), verifier)
+    return text, bool(verdict["accepted"])
 
 
 def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> str:
@@ -186,15 +187,18 @@ def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def parse_range(text: str, what: str) -> tuple[int, int]:
+    """``START-END`` (1-based, inclusive) as numbers; a clear error naming ``what`` otherwise."""
+    lo, _, hi = text.partition("-")
+    if not (lo.isdigit() and hi.isdigit()) or not 1 <= int(lo) <= int(hi):
+        raise SystemExit(f"{what} {text!r}: expected START-END, e.g. 41-75")
+    return int(lo), int(hi)
+
+
 def report_range(args: argparse.Namespace) -> tuple[int, int]:
     """The reported librispeech-dev utterances, 1-based and inclusive: ``--report-range`` or 1-``--report-limit``.
     With ``--train-librispeech`` the others are trained on, so three ranges cross-fit the whole set."""
-    if not args.report_range:
-        return 1, args.report_limit
-    lo, _, hi = args.report_range.partition("-")
-    if not (lo.isdigit() and hi.isdigit()) or not 1 <= int(lo) <= int(hi):
-        raise SystemExit(f"--report-range {args.report_range!r}: expected START-END, e.g. 41-75")
-    return int(lo), int(hi)
+    return parse_range(args.report_range, "--report-range") if args.report_range else (1, args.report_limit)
 
 
 def report_tag(lo: int, hi: int) -> str:
@@ -411,12 +415,9 @@ def main() -> None:
 
         args.out = str(cache_dir() / "deep" / "bench-xattn")
     np.random.seed(args.seed)
-    md = run(args)
-    print(md)
-    if not args.no_write:
-        from eval.results import update_section
+    from eval.results import publish
 
-        update_section(args.section, md)
+    publish(run(args), args.section, write=not args.no_write)
 
 
 if __name__ == "__main__":

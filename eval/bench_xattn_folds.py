@@ -27,6 +27,7 @@ from eval.bench_xattn import (
     decided,
     first_pass_records,
     pair_line,
+    parse_range,
     report_tag,
     result_row,
 )
@@ -48,10 +49,9 @@ class Fold:
     @classmethod
     def parse(cls, text: str) -> Fold:
         folder, _, span = text.rpartition(":")
-        lo, _, hi = span.partition("-")
-        if not folder or not (lo.isdigit() and hi.isdigit()):
+        if not folder:
             raise SystemExit(f"--fold {text!r}: expected FOLDER:START-END")
-        return cls(Path(folder).expanduser(), int(lo), int(hi))
+        return cls(Path(folder).expanduser(), *parse_range(span, f"--fold {folder}:"))
 
     def cache(self, variant: str, suffix: str) -> Path:
         return self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
@@ -154,12 +154,9 @@ def main() -> None:
     ap.add_argument("--section", default="bench_xattn_folds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    md = run(args)
-    print(md)
-    if not args.no_write:
-        from eval.results import update_section
+    from eval.results import publish
 
-        update_section(args.section, md)
+    publish(run(args), args.section, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -80,13 +80,10 @@ def main() -> None:
     ap.add_argument("--section", default=None, help="RESULTS.md section (default: bench_xattn_transfer_SET)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    md = run(args)
-    print(md)
-    if not args.no_write:
-        from eval.results import update_section
+    from eval.results import publish
 
-        modes = "" if set(args.modes.split(",")) == set(MODES) else "_" + "_".join(args.modes.split(","))
-        update_section(args.section or f"bench_xattn_transfer_{args.set}{modes}", md)
+    modes = "" if set(args.modes.split(",")) == set(MODES) else "_" + "_".join(args.modes.split(","))
+    publish(run(args), args.section or f"bench_xattn_transfer_{args.set}{modes}", write=not args.no_write)
 
 
 if __name__ == "__main__":

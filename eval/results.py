@@ -28,6 +28,13 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def publish(markdown: str, section: str, write: bool = True) -> None:
+    """A benchmark's result: printed, and with ``write`` put in RESULTS.md as ``section``."""
+    print(markdown)
+    if write:
+        update_section(section, markdown)
+
+
 def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     stamp = f"_written {time.strftime('%Y-%m-%d %H:%M')} on {machine()}_\n\n"
