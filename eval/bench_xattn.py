@@ -9,7 +9,9 @@ librispeech-dev (tiny.en n-best in the prompt), never trained or tuned on. Greed
 Variants: ``audio`` (the default model: blocks after every 6th SmolLM2 layer, K/V from Whisper tiny's decoder
 cross-attention, no mixer), ``no-audio`` (the same, attention gates forced shut: its gated feed-forward layers
 still train, so it is text-only correction with the same budget), ``step0`` (untrained: the text-only LM),
-``summary`` / ``gaussian`` / ``attention`` (a mixer block over the encoder states before the blocks).
+``summary`` / ``gaussian`` / ``attention`` (a mixer block over the encoder states before the blocks), ``base-audio``
+(the same blocks attending over Whisper *base* encoder states, 8 heads of 64 with K/V from base's decoder
+cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on the same examples and split).
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
@@ -24,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
 FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA and the rerank are fitted on)
 MIXER_VARIANTS = ("summary", "gaussian", "attention")
+REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
 
 def nbest_file(set_name: str, model: str) -> str:
@@ -51,6 +55,8 @@ def variant_config(name: str) -> Any:
         return XAttnConfig()
     if name == "no-audio":
         return XAttnConfig(audio=False)
+    if name == "base-audio":
+        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base").fit_width(512)
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1)
     raise SystemExit(f"unknown variant {name!r}")
@@ -87,6 +93,9 @@ CHOOSE_NOTE = """
 model's log-prob per token of each as the transcript (the audio enters through the blocks); "+ guards +
 whisper-base verification": as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).
 s/utt decode: CPU seconds per utterance on the report set (batch 4)."""
+BASE_NOTE = """
+base-audio: the same model attending over Whisper base encoder states instead (512 wide, 8 heads of 64, K/V from
+base's decoder cross-attention): a second acoustic model over tiny.en's hypotheses, on the same examples and split."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
@@ -152,17 +161,25 @@ def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> s
     )
 
 
-def pair_line(label: str, c: dict[str, Any]) -> str:
-    """A note line of ``compare(refs, no-audio output, audio output)``."""
+# (variant, the one it is tested against): the audio ablation, for each encoder, and base's states against tiny's
+PAIRS = (("audio", "no-audio"), ("base-audio", "no-audio"), ("base-audio", "audio"))
+
+
+def pair_line(label: str, c: dict[str, Any], a: str = "audio", b: str = "no-audio") -> str:
+    """A note line of ``compare(refs, b's output, a's output)``."""
     return (
-        f"- audio vs no-audio{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
-        f"p {c['p']:.3f} that the audio model is not better"
+        f"- {a} vs {b}{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
+        f"p {c['p']:.3f} that the {a} model is not better"
     )
 
 
-def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(audio row, no-audio row, label) for each way both variants were decoded: raw, through the guard, at
-    each one's length floor, and that verified."""
+def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(a's row, b's row, label, a, b) for each pair of :data:`PAIRS` and each way both were decoded: raw,
+    through the guard, at each one's length floor, and that verified."""
+    return [p for a, b in PAIRS for p in _pair_names(outputs, a, b)]
+
+
+def _pair_names(outputs: dict[str, Any], a_variant: str, b_variant: str) -> list[tuple[str, str, str, str, str]]:
 
     def floored_name(variant: str, verified: bool) -> str | None:
         return next(
@@ -178,12 +195,12 @@ def pair_names(outputs: dict[str, Any]) -> list[tuple[str, str, str]]:
         (CHOSEN, " (choosing a hypothesis)"),
         (CHOSEN + VERIFIED, " (choosing, verified)"),
     ):
-        if "audio" + suffix in outputs and "no-audio" + suffix in outputs:
-            out.append(("audio" + suffix, "no-audio" + suffix, label))
+        if a_variant + suffix in outputs and b_variant + suffix in outputs:
+            out.append((a_variant + suffix, b_variant + suffix, label, a_variant, b_variant))
     for verified, label in ((False, " (each at its length floor)"), (True, " (each at its floor, verified)")):
-        a, b = floored_name("audio", verified), floored_name("no-audio", verified)
+        a, b = floored_name(a_variant, verified), floored_name(b_variant, verified)
         if a and b:
-            out.append((a, b, label))
+            out.append((a, b, label, a_variant, b_variant))
     return out
 
 
@@ -206,49 +223,80 @@ def report_tag(lo: int, hi: int) -> str:
     return str(hi) if lo == 1 else f"{lo}-{hi}"
 
 
-def run(args: argparse.Namespace) -> str:
-    import torch
+@dataclass
+class BenchData:
+    """The examples of one run, with one encoder's states: training, held-out (early stopping) and report."""
 
-    from rescore.fusion.train import TrainConfig, choose_length_floor, floored, held_out, load_nbest_examples, train
-    from rescore.fusion.xattn import build_xattn
-    from rescore.metrics import error_rate
+    train: list
+    dev: list
+    report: list
+    n_long: int  # librispeech-dev utterances trained on (--train-librispeech)
+    hours: float  # of training audio
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    def splits(self) -> tuple[set[str], set[str], list[str]]:
+        """The utterances of each part (report in order): what two encoders' data must share."""
+        return {e.group for e in self.train}, {e.group for e in self.dev}, [e.id for e in self.report]
+
+
+def load_data(args: argparse.Namespace, encoder: str) -> BenchData:
+    """The run's examples with ``encoder``'s states. The split is by utterance and seeded, so every encoder's
+    data has the same training, held-out and report utterances (``run`` checks)."""
+    from rescore.fusion.train import held_out, load_nbest_examples
+
     # --full-sets: every utterance of the training sets (the tiny.en lists of `rescore transcribe`'s own name),
     # else the first 120/80/80 of each set; base lists of the same first utterances either way
     lists = [FULL_LIST, LISTS[1]] if args.full_sets else LISTS
     files = [nbest_file(s, m) for s in TRAIN_SETS for m in lists]
-    examples = load_nbest_examples(files, "whisper-tiny.en", max_frames=1500, on_issue=print)
+    examples = load_nbest_examples(files, encoder, max_frames=1500, on_issue=print)
     lo, hi = report_range(args)
-    report = load_nbest_examples(
-        [nbest_file("librispeech-dev", "whisper-tiny.en")], "whisper-tiny.en", limit=hi, on_issue=print
-    )[lo - 1 :]
+    report = load_nbest_examples([nbest_file("librispeech-dev", REPORT_ENCODER)], encoder, limit=hi, on_issue=print)[
+        lo - 1 :
+    ]
     if not report:
         raise SystemExit(f"librispeech-dev has no utterances {lo}-{hi}")
     n_long = 0
     if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances outside the report range
         shown = {e.group for e in report}  # by audio: the base list's examples of these utterances too
         files_ls = [nbest_file("librispeech-dev", m) for m in LISTS]
-        long_ex = load_nbest_examples(files_ls, "whisper-tiny.en", max_frames=1500, on_issue=print)
+        long_ex = load_nbest_examples(files_ls, encoder, max_frames=1500, on_issue=print)
         long_ex = [e for e in long_ex if e.group not in shown]
         n_long = len({e.group for e in long_ex})
         examples = examples + long_ex
     train_ex, dev_ex = held_out(examples, 0.1, args.seed)
     # a shuffled sample of every set (the floor is chosen on its first examples), not the first set's utterances
     dev_ex = random.Random(args.seed).sample(dev_ex, min(len(dev_ex), args.dev_limit or len(dev_ex)))
+    frames = {e.group: e.states.shape[0] for e in examples}  # each audio once, however many lists hold it
+    return BenchData(train_ex, dev_ex, report, n_long, sum(frames.values()) / 50 / 3600)
+
+
+def run(args: argparse.Namespace) -> str:
+    import torch
+
+    from rescore.fusion.train import TrainConfig, choose_length_floor, floored, train
+    from rescore.fusion.xattn import build_xattn
+    from rescore.metrics import error_rate
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    lo, hi = report_range(args)
+    data = load_data(args, REPORT_ENCODER)
+    by_encoder = {REPORT_ENCODER: data}
+    train_ex, dev_ex, report, n_long, hours = data.train, data.dev, data.report, data.n_long, data.hours
     refs = [e.text for e in report]
     shown_ids = [e.id.split("/", 1)[1] for e in report]  # example ids are "<list file>/<utterance id>"
     first = [e.hypotheses[0] for e in report]
     assert not {e.group for e in train_ex + dev_ex} & {e.group for e in report}, "a reported utterance in training"
-    frames = {e.group: e.states.shape[0] for e in examples}  # each audio once, however many lists hold it
-    hours = sum(frames.values()) / 50 / 3600
     rows, notes, outputs = [], [], {}
     tag = report_tag(lo, hi)
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
         cached = out / name / f"report-{tag}.json"
         mcfg = variant_config(name)
+        if mcfg.encoder not in by_encoder:  # the variant's encoder's states of the same utterances
+            by_encoder[mcfg.encoder] = load_data(args, mcfg.encoder)
+        own = by_encoder[mcfg.encoder]
+        if own.splits() != data.splits():
+            raise SystemExit(f"{name}: {mcfg.encoder} states are missing for some utterances (see above)")
         model = build_xattn(mcfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         summary: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "stopped": "untrained"}
@@ -269,13 +317,13 @@ def run(args: argparse.Namespace) -> str:
                 keep_best=True,
             )
             summary = train(
-                cfg, model=model, examples=(train_ex, dev_ex), on_step=lambda r: print(json.dumps(r), flush=True)
+                cfg, model=model, examples=(own.train, own.dev), on_step=lambda r: print(json.dumps(r), flush=True)
             )
             from rescore.fusion.xattn import load_deep_model
 
             model = load_deep_model(out / name)  # the best dev-loss weights
         model.config.min_length_ratio = 0.0  # the raw output; the floor has its own rows
-        hyps, per_utt = cached_json(cached, DECODED, evaluate, model, report, args.batch_size)
+        hyps, per_utt = cached_json(cached, DECODED, evaluate, model, own.report, args.batch_size)
         outputs[name] = hyps
         c = compare(refs, first, hyps)
         gates = ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in model.gates())
@@ -298,7 +346,7 @@ def run(args: argparse.Namespace) -> str:
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
             choose_cache = out / name / f"report-{tag}-{CHOOSE_CACHE}.json"
             c_hyps, c_per_utt = cached_json(
-                choose_cache, DECODED, evaluate, model, report, args.batch_size, decode="choose"
+                choose_cache, DECODED, evaluate, model, own.report, args.batch_size, decode="choose"
             )
             outputs[name + CHOSEN] = c_hyps
             rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps), c_per_utt))
@@ -307,7 +355,7 @@ def run(args: argparse.Namespace) -> str:
             label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"
             rows.append(result_row(label, compare(refs, first, v_hyps)))
         if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
-            floor_dev = [e for e in dev_ex if e.group not in {r.group for r in report}][: args.floor_examples]
+            floor_dev = [e for e in own.dev if e.group not in {r.group for r in report}][: args.floor_examples]
             choice = out / name / f"floor-choice-{len(floor_dev)}.json"  # the choice is decodes: cached
             ratio, floor_wers = cached_json(
                 choice, ("ratio", "wers"), choose_length_floor, model, floor_dev, args.batch_size, "cpu"
@@ -318,7 +366,7 @@ def run(args: argparse.Namespace) -> str:
             if floor_cache.exists():  # {utterance: text}, not a decode's result: its own file format
                 fl = json.loads(floor_cache.read_text())
             else:
-                fl = floored(model, report, base, ratio, args.batch_size, "cpu")
+                fl = floored(model, own.report, base, ratio, args.batch_size, "cpu")
                 floor_cache.write_text(json.dumps(fl))
             outputs[f"{name}, floor {ratio:g}"] = [fl[e.id] for e in report]
             f = compare(refs, first, outputs[f"{name}, floor {ratio:g}"])
@@ -337,14 +385,15 @@ def run(args: argparse.Namespace) -> str:
                 wer = error_rate([e.text for e in floor_dev], chosen_dev).rate
                 notes.append(f"- {name}: held-out training WER choosing a hypothesis: {100 * wer:.1f} %")
     pairs = []
-    for a_name, b_name, label in pair_names(outputs):
-        pairs.append(pair_line(label, compare(refs, outputs[b_name], outputs[a_name])))
+    for a_name, b_name, label, a, b in pair_names(outputs):
+        pairs.append(pair_line(label, compare(refs, outputs[b_name], outputs[a_name]), a, b))
     examples_md = []
     show = next((n for n in ("audio", *outputs) if n in outputs), None)
     if show:
         for i in range(min(3, len(report))):
             examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
+    base_note = BASE_NOTE if "base-audio" in outputs else ""
     sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (
@@ -356,7 +405,7 @@ def run(args: argparse.Namespace) -> str:
 Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 distinct hypotheses, prompts/deep.j2)
 and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
 6 heads of 64), attending over Whisper tiny.en encoder states (CTranslate2 int8, cached), K/V projections
-started from Whisper tiny's decoder cross-attention, gates at zero (step 0 is the text-only LM).
+started from Whisper tiny's decoder cross-attention, gates at zero (step 0 is the text-only LM).{base_note}
 Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f} h of audio), early
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eval.bench_xattn import (
+    BASE_NOTE,
     CHOOSE_CACHE,
+    PAIRS,
     compare,
     decided,
     first_pass_records,
@@ -112,14 +114,15 @@ def run(args: argparse.Namespace) -> str:
             name = f"{variant}, {modes[mode][0]}" + (" + guards + whisper-base verification" if verified else "")
             rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
     pairs = []
-    for mode, (label, _) in modes.items():
-        if ("audio", mode) not in decoded or ("no-audio", mode) not in decoded:
+    for (a, b), (mode, (label, _)) in itertools.product(PAIRS, modes.items()):
+        if (a, mode) not in decoded or (b, mode) not in decoded:
             continue
         for verified in (False, True):
             tag = f" ({label}{', verified' if verified else ''})"
-            audio, silent = outputs[("audio", mode, verified)], outputs[("no-audio", mode, verified)]
-            pairs.append(pair_line(tag, compare(refs, silent, audio)))
+            c = compare(refs, outputs[(b, mode, verified)], outputs[(a, mode, verified)])
+            pairs.append(pair_line(tag, c, a, b))
     step0 = STEP0_NOTE if "step0" in variants else ""
+    base = BASE_NOTE if "base-audio" in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
@@ -128,7 +131,7 @@ Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeec
 trained on the training sets and on the librispeech-dev utterances outside the fold, and decode only the
 fold: every one of the {len(refs)} utterances is reported by models that never trained or were tuned on it
 (different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
-whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}
+whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}{base}
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 

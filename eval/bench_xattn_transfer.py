@@ -11,10 +11,11 @@ ablation is checked on more utterances.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
-from eval.bench_xattn import compare, evaluate, nbest_file, pair_line, result_row
+from eval.bench_xattn import DECODED, PAIRS, cached_json, compare, evaluate, nbest_file, pair_line, result_row
 
 MODES = ("write", "choose")
 
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
     torch.set_num_threads(args.threads)
-    report = load_nbest_examples([nbest_file(args.set, args.list)], "whisper-tiny.en", limit=args.limit, on_issue=print)
+    files = [nbest_file(args.set, args.list)]
+    by_encoder = {"whisper-tiny.en": load_nbest_examples(files, "whisper-tiny.en", limit=args.limit, on_issue=print)}
+    report = by_encoder["whisper-tiny.en"]
     refs, first = [e.text for e in report], [e.hypotheses[0] for e in report]
     fp = error_rate(refs, first)
     rows, outputs = [], {}
@@ -36,18 +39,26 @@ def run(args: argparse.Namespace) -> str:
         raise SystemExit(f"--modes: unknown {', '.join(sorted(unknown))} (expected {', '.join(MODES)})")
     for name in args.variants.split(","):
         model = build_xattn(XAttnConfig()).eval() if name == "step0" else load_deep_model(Path(args.models) / name)
+        encoder = model.config.encoder  # base-audio reads whisper-base states of the same utterances
+        if encoder not in by_encoder:
+            by_encoder[encoder] = load_nbest_examples(files, encoder, limit=args.limit, on_issue=print)
+        own = by_encoder[encoder]
+        if [e.id for e in own] != [e.id for e in report]:
+            raise SystemExit(f"{name}: {encoder} states are missing for some utterances (see above)")
         # untrained writing runs on: bench_xattn has it
         for mode in modes if name != "step0" else [m for m in modes if m == "choose"]:
-            hyps, per_utt = evaluate(model, report, args.batch_size, decode=mode)
+            # cached beside the model (step0 in the folder's step0/): a rerun adds a variant without decoding the rest
+            cache = Path(args.models) / name / f"transfer-{args.set}-{args.list}-{args.limit or 'all'}-{mode}.json"
+            hyps, per_utt = cached_json(cache, DECODED, evaluate, model, own, args.batch_size, decode=mode)
             outputs[(name, mode)] = hyps
             rows.append(
                 result_row(f"{name}, {'written' if mode == 'write' else 'chosen'}", compare(refs, first, hyps), per_utt)
             )
             print(rows[-1], flush=True)
     pairs = []
-    for mode in modes:
-        if ("audio", mode) in outputs and ("no-audio", mode) in outputs:
-            pairs.append(pair_line(f" ({mode})", compare(refs, outputs[("no-audio", mode)], outputs[("audio", mode)])))
+    for (a, b), mode in itertools.product(PAIRS, modes):
+        if (a, mode) in outputs and (b, mode) in outputs:
+            pairs.append(pair_line(f" ({mode})", compare(refs, outputs[(b, mode)], outputs[(a, mode)]), a, b))
     command = "python -m eval.bench_xattn_transfer " + " ".join(sys.argv[1:])
     return f"""### Deep fusion (gated cross-attention) on {args.set}: audio against no-audio
 

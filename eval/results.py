@@ -7,6 +7,7 @@ command that made the figures.
 
 from __future__ import annotations
 
+import fcntl
 import platform
 import re
 import time
@@ -36,10 +37,13 @@ def publish(markdown: str, section: str, write: bool = True) -> None:
 
 
 def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
+    """Replace (or append) section ``name``; under a lock file, so benchmarks finishing together keep both."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     stamp = f"_written {time.strftime('%Y-%m-%d %H:%M')} on {machine()}_\n\n"
     block = f"{begin}\n{stamp}{markdown.strip()}\n{end}"
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text, encoding="utf-8")
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        path.write_text(text, encoding="utf-8")

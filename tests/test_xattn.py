@@ -75,6 +75,22 @@ def test_whisper_kv_start_maps_layers_and_checks_shapes():
         init_from_whisper([GatedCrossAttention(24, 16, 3, 8)], layers)
 
 
+def test_fit_width_sizes_the_heads_to_the_whisper_weights():
+    assert (XAttnConfig().fit_width(512).heads, XAttnConfig().fit_width(512).enc_dim) == (8, 512)
+    assert XAttnConfig(kv_init=None, heads=4).fit_width(512).heads == 4  # fresh K/V: the heads as configured
+
+
+def test_whisper_base_kv_fit_base_width_blocks():
+    """whisper-base states (512 wide) with K/V from base's decoder: the blocks take the real weights as they are."""
+    from rescore.fusion.xattn import whisper_cross_kv
+
+    layers = whisper_cross_kv("whisper-base")
+    cfg = XAttnConfig(encoder="whisper-base", kv_init="whisper-base").fit_width(512)
+    blocks = [GatedCrossAttention(576, cfg.enc_dim, cfg.heads, cfg.head_dim) for _ in range(2)]
+    init_from_whisper(blocks, layers)
+    torch.testing.assert_close(blocks[1].v.weight, layers[-1]["v.weight"])
+
+
 def test_prompt_hypotheses_and_reply_cleaning():
     assert unique_hypotheses(["Enter 989.", "enter 989", "", "Enter, 1989"]) == ["enter 989", "enter 1989"]
     assert clean_reply("- the cat sat\n- the cat") == "the cat sat"

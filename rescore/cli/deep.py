@@ -45,8 +45,12 @@ def train(
     every: Annotated[int, typer.Option(help="xattn: a cross-attention block after every k-th LM layer.")] = 6,
     audio: Annotated[bool, typer.Option(help="xattn: --no-audio forces the attention gates shut (ablation).")] = True,
     kv_init: Annotated[
-        str, typer.Option(help="xattn: Whisper model whose decoder cross-attention K/V start the blocks, or none.")
-    ] = "whisper-tiny.en",
+        str,
+        typer.Option(
+            help="xattn: Whisper model whose decoder cross-attention K/V start the blocks: encoder (the --encoder"
+            " model's own), a model name, or none."
+        ),
+    ] = "encoder",
     max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
     dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
@@ -106,7 +110,7 @@ def train(
             encoder=encoder,
             llm=llm,
             every=every,
-            kv_init=None if kv_init.lower() == "none" else kv_init,
+            kv_init={"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init),
             mixer=mixer or "none",
             mixer_layers=layers or 1,
             audio=audio,

@@ -359,7 +359,7 @@ def train(
         raise ValueError("no training utterances with encoder states and references")
     width = int(train_ex[0].states.shape[1])  # the encoder's width (tiny 384, base 512)
     if isinstance(cfg.model, XAttnConfig):
-        cfg.model.enc_dim = width
+        cfg.model.fit_width(width)
     else:
         cfg.model.bridge.in_dim = width
     model = model or build_deep_model(cfg.model, device)

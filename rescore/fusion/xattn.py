@@ -8,7 +8,7 @@ first-pass hypotheses (prompts/deep.j2), after which it writes the transcript. T
 blocks and gates) teaches it to consult the audio where the hypotheses disagree.
 
 The key/value projections start from Whisper's own decoder cross-attention weights (tiny: 6 heads of 64,
-the head width of SmolLM2), read from the CTranslate2 ``model.bin`` with the reader ``ascore`` uses, so
+base: 8, the head width of SmolLM2), read from the CTranslate2 ``model.bin`` with the reader ``ascore`` uses, so
 the keys and values begin as features Whisper's decoder already knows how to query.
 
 The blocks run as forward hooks on the LM's decoder layers: outside :meth:`XAttnLM.attending` the hooks
@@ -69,6 +69,15 @@ class XAttnConfig:
     # model trained on short utterances stops early on long ones. Chosen on held-out training examples
     # (rescore.fusion.train.choose_length_floor) and saved with the model.
     min_length_ratio: float = 0.0
+
+    def fit_width(self, width: int) -> XAttnConfig:
+        """Fit the blocks to an encoder ``width`` (tiny 384, base 512); with K/V from Whisper, ``width // head_dim``
+        heads (Whisper's are 64 wide: tiny 6, base 8), so the projections have the shape of the weights they
+        start from."""
+        self.enc_dim = width
+        if self.kv_init:
+            self.heads = width // self.head_dim
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
