@@ -1,1 +1,9 @@
-"""Deep fusion: a trained bridge from frozen Whisper encoder states into a causal LM (see docs/design.md)."""
+"""Deep fusion: a frozen causal LM fed Whisper encoder states, by gated cross-attention (``xattn``, the default)
+or as a bridged prefix (``model``); see docs/design.md.
+
+The model folder's names live here, torch-free, so that ``rescore.stages.deep`` can tell the architectures apart
+without importing torch.
+"""
+
+CONFIG_FILE = "deep-config.json"  # what `rescore deep train` writes into its model folder
+XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("speech_llm": the prefix bridge)

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from rescore.fusion import CONFIG_FILE
 from rescore.fusion.bridge import Bridge, BridgeConfig
 
 DEFAULT_INSTRUCTION = "\nTranscribe:"
-CONFIG_FILE = "deep-config.json"
 WEIGHTS_FILE = "bridge.pt"
 
 

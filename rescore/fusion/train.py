@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rescore.fusion.model import CONFIG_FILE, Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
-from rescore.fusion.xattn import XATTN_KEY, XAttnConfig, XAttnLM, build_deep_model
+from rescore.fusion import CONFIG_FILE, XATTN_KEY
+from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
+from rescore.fusion.xattn import XAttnConfig, XAttnLM, build_deep_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rescore.fusion import CONFIG_FILE, XATTN_KEY
 from rescore.fusion.mixers import MIXERS, MixerBlock
 from rescore.fusion.model import (
-    CONFIG_FILE,
     LENGTH_PENALTY,
     Batch,
     BeamHypothesis,
@@ -41,7 +41,6 @@ from rescore.fusion.model import (
     parse_beams,
 )
 
-XATTN_KEY = "xattn"  # the config file's key for this architecture ("speech_llm": the prefix bridge)
 WEIGHTS_FILE = "xattn.pt"
 
 

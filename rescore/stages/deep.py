@@ -18,15 +18,14 @@ from typing import Any
 
 from pydantic import Field
 
+from rescore.fusion import CONFIG_FILE as MODEL_CONFIG
+from rescore.fusion import XATTN_KEY
 from rescore.fusion.recognize import DecodeMode
 from rescore.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
 from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier, option_guards
 from rescore.stages.transcribe import record_utterance
-
-MODEL_CONFIG = "deep-config.json"  # what `rescore deep train` writes into its model folder
-XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model (rescore.fusion.xattn)
 
 
 class DeepOptions(StageOptions):
