@@ -256,6 +256,30 @@ def test_cli_train_rejects_an_unknown_architecture(tmp_path):
     assert result.exit_code != 0 and "xattn or bridge" in result.output
 
 
+def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
+    """``--kv-init encoder`` (the default) starts K/V from the ``--encoder`` model; a name or none as given. The
+    training itself is replaced (it is tested on real models above): this checks the options' mapping only."""
+    from typer.testing import CliRunner
+
+    import rescore.fusion.train
+    from rescore.cli import app
+
+    seen = []
+
+    def capture(cfg, **_):
+        seen.append(cfg.model.kv_init)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(rescore.fusion.train, "train", capture)
+    f = tmp_path / "n.jsonl"
+    f.write_text("")
+    base = ["deep", "train", "--train", str(f), "-o", str(tmp_path / "m")]
+    for extra in (["--encoder", "whisper-base"], [], ["--kv-init", "none"], ["--kv-init", "whisper-tiny.en"]):
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code != 0 and "stopped before training" in result.output
+    assert seen == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
+
+
 @pytest.mark.slow
 def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manifest):
     """The stage over first-pass records: one new record each, in order, the input texts kept, am_norm ranked;
