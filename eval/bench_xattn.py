@@ -56,7 +56,7 @@ def variant_config(name: str) -> Any:
     if name == "no-audio":
         return XAttnConfig(audio=False)
     if name == "base-audio":
-        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base").fit_width(512)
+        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base")  # run() fits it to the states' width
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1)
     raise SystemExit(f"unknown variant {name!r}")
@@ -297,6 +297,7 @@ def run(args: argparse.Namespace) -> str:
         own = by_encoder[mcfg.encoder]
         if own.splits() != data.splits():
             raise SystemExit(f"{name}: {mcfg.encoder} states are missing for some utterances (see above)")
+        mcfg.fit_width(int(own.train[0].states.shape[1]))  # built before train() would fit it: tiny 384, base 512
         model = build_xattn(mcfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         summary: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "stopped": "untrained"}
