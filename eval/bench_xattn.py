@@ -48,17 +48,18 @@ def nbest_file(set_name: str, model: str) -> str:
     return str(path)
 
 
-def variant_config(name: str) -> Any:
+def variant_config(name: str, attend: str = "reply") -> Any:
+    """The variant's model; ``attend`` where its blocks act (``all``: the models of sessions 4-8)."""
     from rescore.fusion.xattn import XAttnConfig
 
     if name in ("audio", "step0"):
-        return XAttnConfig()
+        return XAttnConfig(attend=attend)
     if name == "no-audio":
-        return XAttnConfig(audio=False)
-    if name == "base-audio":
-        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base")  # run() fits it to the states' width
+        return XAttnConfig(audio=False, attend=attend)
+    if name == "base-audio":  # run() fits it to the states' width
+        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", attend=attend)
     if name in MIXER_VARIANTS:
-        return XAttnConfig(mixer=name, mixer_layers=1)
+        return XAttnConfig(mixer=name, mixer_layers=1, attend=attend)
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -101,6 +102,11 @@ CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
 CHOOSE_CACHE = "choose-per-step"
 VERIFIED = " + guards + verification"
+ATTEND_NOTE = {
+    "reply": "from the prompt's last token on: the prompt is read as text, only the reply consults the audio",
+    "all": "at every position, the prompt's too",
+}
+PRECISION_NOTE = {"auto": "float32", "fp32": "float32", "bf16": "bf16 autocast (AMX)"}
 
 
 def cached_json(path: Path, keys: tuple[str, ...], compute: Callable[..., tuple], *args: Any, **kwargs: Any) -> tuple:
@@ -291,7 +297,7 @@ def run(args: argparse.Namespace) -> str:
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
         cached = out / name / f"report-{tag}.json"
-        mcfg = variant_config(name)
+        mcfg = variant_config(name, args.attend)
         if mcfg.encoder not in by_encoder:  # the variant's encoder's states of the same utterances
             by_encoder[mcfg.encoder] = load_data(args, mcfg.encoder)
         own = by_encoder[mcfg.encoder]
@@ -314,6 +320,7 @@ def run(args: argparse.Namespace) -> str:
                 eval_every=args.eval_every,
                 save_every=25,
                 threads=args.threads,
+                precision=args.precision,
                 seed=args.seed,
                 keep_best=True,
             )
@@ -405,12 +412,14 @@ def run(args: argparse.Namespace) -> str:
 
 Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 distinct hypotheses, prompts/deep.j2)
 and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
-6 heads of 64), attending over Whisper tiny.en encoder states (CTranslate2 int8, cached), K/V projections
-started from Whisper tiny's decoder cross-attention, gates at zero (step 0 is the text-only LM).{base_note}
+6 heads of 64; acting {ATTEND_NOTE[args.attend]}), attending over Whisper tiny.en encoder
+states (CTranslate2 int8, cached), K/V projections started from Whisper tiny's decoder cross-attention, gates at
+zero (step 0 is the text-only LM).{base_note}
 Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f} h of audio), early
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
-(no GPU lent), batch {args.batch_size}, AdamW lr {args.lr} (gates x10), {args.warmup} warm-up steps, cosine decay.
+(no GPU lent), {PRECISION_NOTE[args.precision]}, batch {args.batch_size}, AdamW lr {args.lr} (gates x10),
+{args.warmup} warm-up steps, cosine decay.
 Reported: librispeech-dev utterances {lo}-{hi} in file order ({len(report)}; never trained or tuned on),
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
@@ -445,6 +454,10 @@ def main() -> None:
         "--report-range", default=None, help="report on librispeech-dev START-END instead (1-based, inclusive): a fold"
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--attend", default="reply", choices=("reply", "all"), help="where the blocks act (all: sessions 4-8's models)"
+    )
+    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--section", default="bench_xattn")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rescore.fusion.model import collate
+from rescore.fusion.model import Batch, collate
 from rescore.fusion.xattn import (
     GatedCrossAttention,
     XAttnConfig,
@@ -100,6 +100,21 @@ def test_prompt_hypotheses_and_reply_cleaning():
 def test_config_round_trip():
     c = XAttnConfig(every=4, mixer="summary", audio=False)
     assert XAttnConfig.from_dict(c.to_dict()) == c
+    assert c.attend == "reply"
+    old = {k: v for k, v in c.to_dict().items() if k != "attend"}  # a model saved before ``attend``
+    assert XAttnConfig.from_dict(old).attend == "all"
+
+
+def test_memory_counts_columns_over_calls():
+    """A prompt of 5 columns, then one token per step: with attend_from 4 the blocks skip the first 4 columns."""
+    m = _Memory(torch.nn.ModuleList(), None, None, attend_from=4)
+    m.begin_call(5)
+    assert m.skipped(5) == 4
+    m.begin_call(1)
+    assert m.skipped(1) == 0
+    cached = _Memory(torch.nn.ModuleList(), None, None, attend_from=7, offset=7)  # the prompt in the LM's cache
+    cached.begin_call(3)
+    assert cached.skipped(3) == 0
 
 
 # --------------------------------------------------------------------------- the real path
@@ -183,6 +198,33 @@ def test_choose_ranks_the_prompt_hypotheses_by_the_model_log_prob(real_model, au
         model.blocks[0].attn_gate.fill_(0.0)
     before = {h.text: h.score for hs in chosen for h in hs}
     assert any(abs(before[h.text] - h.score) > 1e-4 for hs in opened for h in hs)
+
+
+def test_reply_pass_equals_one_pass_over_prompt_and_reply(real_model, audio_batch):
+    """attend="reply" with open gates: training's two passes (the prompt cached without the blocks, then the reply
+    through them, batched and padded) give the logits of one pass over each utterance's prompt and transcript
+    with the blocks from the prompt's last token on, which is what generation runs."""
+    model = real_model
+    texts = ["the cat sat on the mat", "hello world"]
+    batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, texts, HYPS)
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn_gate.fill_(0.5)
+        try:
+            logits, target, rows = model._target_logits(batch)
+            for i, hyps in enumerate(HYPS):
+                prompt, tgt = model.prompt_ids(hyps), model.target_ids(texts[i])
+                ids = torch.tensor([prompt + tgt])
+                n = int(batch.mask[i].sum())
+                with model.attending(batch.states[i : i + 1, :n], batch.mask[i : i + 1, :n], len(prompt) - 1):
+                    one = model.llm(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+                torch.testing.assert_close(logits[rows == i], one.float(), atol=2e-4, rtol=1e-4)
+                assert target[rows == i].tolist() == tgt
+            plain = model.llm(input_ids=torch.tensor([model.prompt_ids(HYPS[0]) + model.target_ids(texts[0])])).logits
+            assert not torch.allclose(logits[rows == 0], plain[0, len(model.prompt_ids(HYPS[0])) - 1 : -1], atol=1e-3)
+        finally:
+            for b in model.blocks:
+                b.attn_gate.fill_(0.0)
 
 
 @pytest.mark.slow
@@ -398,3 +440,29 @@ def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, 
     config = json.loads((tmp_path / "m" / "deep-config.json").read_text())
     assert config["xattn"]["min_length_ratio"] == chosen["min_length_ratio"] and "length_floor" in config
     assert load_deep_model(tmp_path / "m").config.min_length_ratio == chosen["min_length_ratio"]
+
+
+def test_training_precision_names_its_autocast():
+    from contextlib import nullcontext
+
+    from rescore.fusion.train import autocast
+
+    assert isinstance(autocast("cpu"), nullcontext) and isinstance(autocast("cpu", "fp32"), nullcontext)
+    ctx = autocast("cpu", "bf16")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        autocast("cpu", "fp16")
+
+
+def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
+    """A checkpoint of blocks that attend everywhere has the shapes of attend="reply"'s: resuming it must fail."""
+    import json
+
+    from rescore.fusion.train import TrainConfig, check_same_model
+
+    (tmp_path / "train-config.json").write_text(
+        json.dumps(TrainConfig(out=str(tmp_path), model=XAttnConfig(attend="all")).to_dict())
+    )
+    check_same_model(tmp_path, XAttnConfig(attend="all"))
+    with pytest.raises(ValueError, match="attend: 'all' -> 'reply'"):
+        check_same_model(tmp_path, XAttnConfig())

@@ -44,6 +44,13 @@ def train(
     arch: Annotated[str, typer.Option(help="xattn (gated cross-attention, default) or bridge (prefix).")] = "xattn",
     every: Annotated[int, typer.Option(help="xattn: a cross-attention block after every k-th LM layer.")] = 6,
     audio: Annotated[bool, typer.Option(help="xattn: --no-audio forces the attention gates shut (ablation).")] = True,
+    attend: Annotated[
+        str,
+        typer.Option(
+            help="xattn: where the blocks act: reply (from the prompt's last token on; the prompt is read as text,"
+            " about half the cost per step) or all (every position)."
+        ),
+    ] = "reply",
     kv_init: Annotated[
         str,
         typer.Option(
@@ -88,6 +95,10 @@ def train(
     dev_limit: Annotated[int, typer.Option(help="First N dev utterances (0: all).")] = 40,
     device: Annotated[str, typer.Option(help="auto (CUDA with bf16 autocast if present), cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
+    precision: Annotated[
+        str,
+        typer.Option(help="Training autocast: auto (bf16 on CUDA, float32 on CPU), bf16 (CPUs with AMX too) or fp32."),
+    ] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
@@ -103,6 +114,10 @@ def train(
             raise fail(f"dataset not found: {s}")
     if arch not in ("xattn", "bridge"):
         raise fail(f"--arch must be xattn or bridge, not {arch!r}")
+    if attend not in ("reply", "all"):
+        raise fail(f"--attend must be reply or all, not {attend!r}")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise fail(f"--precision must be auto, bf16 or fp32, not {precision!r}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -114,6 +129,7 @@ def train(
             mixer=mixer or "none",
             mixer_layers=layers or 1,
             audio=audio,
+            attend=attend,
             max_hypotheses=max_hypotheses,
             text_norm=text_norm,
         )
@@ -151,6 +167,7 @@ def train(
         dev_limit=dev_limit,
         device=device,
         threads=threads,
+        precision=precision,
         seed=seed,
         dev_fraction=dev_fraction,
         keep_best=arch == "xattn",

@@ -73,6 +73,7 @@ class TrainConfig:
     # cross-attention model: after training, the length floor of the lowest greedy WER on (up to this many of)
     # the dev / held-out examples is saved with the model (XAttnConfig.min_length_ratio); 0: no choice made
     floor_examples: int = 40
+    precision: str = "auto"  # training's autocast: auto (bf16 on CUDA, float32 on CPU), bf16 or fp32
     gate_lr_mult: float = 10.0  # the gates' learning rate over the others' (a gate is one number per block)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,9 +95,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def autocast(device: str) -> Any:
-    """bf16 autocast on CUDA; float32 on CPU (CPU bf16 matmuls are slower on most machines)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def autocast(device: str, precision: str = "auto") -> Any:
+    """bf16 autocast on CUDA, float32 on CPU (``auto``: CPU bf16 matmuls are slower on most machines); ``bf16``
+    on CPU too, for CPUs with bf16 matrix units (AMX: a training step in about 0.75 of the time, eval/RESULTS.md)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device == "cuda"):
+        return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def load_examples(
@@ -323,6 +332,19 @@ def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Op
     os.replace(tmp, path)
 
 
+def check_same_model(out: Path, model: Any) -> None:
+    """Resuming: the checkpoint's model must be the one configured (the weights of another, such as blocks that
+    attend everywhere against ``attend="reply"``, can have the same shapes and would load silently)."""
+    saved = out / "train-config.json"
+    if not saved.exists():
+        return
+    before = TrainConfig.from_dict(json.loads(saved.read_text())).model.to_dict()
+    now = model.to_dict()
+    changed = [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+    if changed:
+        raise ValueError(f"{out} holds a checkpoint of another model ({'; '.join(changed)}); use another output folder")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -377,6 +399,7 @@ def train(
     step, epoch, pos, elapsed = 0, 0, 0, 0.0
     best, since_best = math.inf, 0
     if ckpt_path.exists():
+        check_same_model(out, cfg.model)
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_trainable_state_dict(ck["trainable"])
         opt.load_state_dict(ck["optimizer"])
@@ -419,7 +442,7 @@ def train(
                 if pos >= len(order):
                     epoch, pos = epoch + 1, 0
                     order = batches(train_ex, cfg.batch_size, cfg.seed + epoch)
-                with autocast(device):
+                with autocast(device, cfg.precision):
                     loss, n = model.loss(make_batch(train_ex, order[pos]))
                 (loss / cfg.grad_accum).backward()
                 loss_sum += loss.detach().item() * n

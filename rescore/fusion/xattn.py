@@ -7,6 +7,11 @@ feed-forward layer follows (Flamingo's Gated XATTN-dense, arXiv 2204.14198; Whis
 first-pass hypotheses (prompts/deep.j2), after which it writes the transcript. Training (only the new
 blocks and gates) teaches it to consult the audio where the hypotheses disagree.
 
+Where the blocks act (``attend``): ``reply`` (the default) only at the positions that write the transcript, the
+prompt's last token on, so the prompt is read by the plain LM. Training then runs the prompt once without
+gradients (its keys and values a cache) and only the reply through the blocks; most tokens are the prompt's, so a
+step costs about half. ``all`` (sessions 4-8's models): every position, the prompt's too.
+
 The key/value projections start from Whisper's own decoder cross-attention weights (tiny: 6 heads of 64,
 base: 8, the head width of SmolLM2), read from the CTranslate2 ``model.bin`` with the reader ``ascore`` uses, so
 the keys and values begin as features Whisper's decoder already knows how to query.
@@ -19,6 +24,7 @@ still train, so the ablation has the same budget and the same text-side capacity
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +48,7 @@ from rescore.fusion.model import (
 )
 
 WEIGHTS_FILE = "xattn.pt"
+ATTEND = ("reply", "all")  # XAttnConfig.attend: where the blocks act
 
 
 @dataclass
@@ -59,6 +66,7 @@ class XAttnConfig:
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
     mixer_layers: int = 1
     audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
+    attend: str = "reply"  # reply: blocks from the prompt's last token on (the prompt read as text); all: everywhere
     template: str = "deep"
     max_hypotheses: int = 4
     text_norm: str = "lower"
@@ -83,7 +91,19 @@ class XAttnConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> XAttnConfig:
-        return cls(**d)
+        return cls(**{"attend": "all", **d})  # saved before ``attend`` existed: blocks everywhere
+
+
+def left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)`` of token sequences, left-padded to the longest: every prompt ends in the last
+    column, where the reply begins."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s) :], mask[i, width - len(s) :] = torch.tensor(list(s)), 1
+    return ids, mask
 
 
 def unique_hypotheses(texts: Sequence[str], text_norm: str = "lower") -> list[str]:
@@ -197,11 +217,31 @@ def init_from_whisper(blocks: Sequence[GatedCrossAttention], layers: Sequence[di
 
 class _Memory:
     """The encoder states of the batch being decoded, with each block's keys and values computed once;
-    beam search's expanded batch (each row repeated ``num_beams`` times) gets them repeated to match."""
+    beam search's expanded batch (each row repeated ``num_beams`` times) gets them repeated to match.
 
-    def __init__(self, blocks: nn.ModuleList, states: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    It also counts the sequence's columns over the LM's forward calls (a prompt, then one token per step), so
+    the blocks can leave the columns before ``attend_from`` as the plain LM wrote them; ``offset`` is the first
+    column of the first call (a prompt already in the LM's cache)."""
+
+    def __init__(
+        self,
+        blocks: nn.ModuleList,
+        states: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        attend_from: int = 0,
+        offset: int = 0,
+    ) -> None:
         self.blocks, self.states, self.mask = blocks, states, mask
         self.cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.attend_from, self.call_start, self.next_column = attend_from, offset, offset
+
+    def begin_call(self, columns: int) -> None:
+        """The first block's hook of a forward call: this call holds the next ``columns`` columns."""
+        self.call_start, self.next_column = self.next_column, self.next_column + columns
+
+    def skipped(self, columns: int) -> int:
+        """How many of this call's leading columns the blocks leave alone (those before ``attend_from``)."""
+        return min(max(self.attend_from - self.call_start, 0), columns)
 
     def get(self, j: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         if self.states is None or self.mask is None:
@@ -226,6 +266,8 @@ class XAttnLM(nn.Module):
             raise ValueError(f"unknown mixer {config.mixer!r}: one of {', '.join(MIXERS)}")
         if config.every < 1:
             raise ValueError(f"every must be >= 1, got {config.every}")
+        if config.attend not in ATTEND:
+            raise ValueError(f"attend must be one of {', '.join(ATTEND)}, not {config.attend!r}")
         self.config, self.llm, self.tokenizer = config, llm, tokenizer
         layers = llm.get_decoder().layers
         dim = llm.get_input_embeddings().embedding_dim
@@ -266,22 +308,30 @@ class XAttnLM(nn.Module):
             if self._memory is None:  # outside attending(): the plain LM
                 return output
             h = output[0] if isinstance(output, tuple) else output
-            h = self.blocks[j](h, self._memory.get(j, h.shape[0]))
+            if j == 0:
+                self._memory.begin_call(h.shape[1])
+            skip = self._memory.skipped(h.shape[1])
+            if skip < h.shape[1]:
+                kv = self._memory.get(j, h.shape[0])
+                h = self.blocks[j](h, kv) if skip == 0 else torch.cat([h[:, :skip], self.blocks[j](h[:, skip:], kv)], 1)
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
         return hook
 
     @contextmanager
-    def attending(self, states: torch.Tensor | None, mask: torch.Tensor | None) -> Iterator[None]:
-        """Within the block, the LM's forward passes go through the blocks over these encoder states."""
+    def attending(
+        self, states: torch.Tensor | None, mask: torch.Tensor | None, attend_from: int = 0, offset: int = 0
+    ) -> Iterator[None]:
+        """Within the block, the LM's forward passes go through the blocks over these encoder states, from
+        column ``attend_from`` on; the first pass starts at column ``offset`` (a prompt the LM has cached)."""
         device = self.device
         if states is not None and mask is not None and self.config.audio:
             states, mask = states.to(device), mask.to(device)
             for block in self.mixer:
                 states = block(states, mask)
-            self._memory = _Memory(self.blocks, states, mask)
+            self._memory = _Memory(self.blocks, states, mask, attend_from, offset)
         else:
-            self._memory = _Memory(self.blocks, None, None)
+            self._memory = _Memory(self.blocks, None, None, attend_from, offset)
         try:
             yield
         finally:
@@ -343,33 +393,78 @@ class XAttnLM(nn.Module):
             tgt = self.target_ids(batch.texts[i]) if with_targets else []
             seqs.append(prompt + tgt)
             labels.append([-100] * len(prompt) + tgt)
-        total = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), total), self.pad_id, dtype=torch.long)
-        attn = torch.zeros(len(seqs), total, dtype=torch.long)
-        lab = torch.full((len(seqs), total), -100, dtype=torch.long)
-        for i, (s, la) in enumerate(zip(seqs, labels, strict=True)):
-            ids[i, total - len(s) :] = torch.tensor(s)
-            attn[i, total - len(s) :] = 1
-            lab[i, total - len(s) :] = torch.tensor(la)
+        ids, attn = left_padded(seqs, self.pad_id)
+        lab, _ = left_padded(labels, -100)
         positions = (attn.cumsum(1) - 1).clamp(min=0)
         return ids.to(device), attn.to(device), positions.to(device), (lab.to(device) if with_targets else None)
+
+    def attend_from(self, prompt_columns: int) -> int:
+        """The first column the blocks act on, for left-padded prompts of ``prompt_columns``: the prompt's last
+        token (which predicts the transcript's first) with ``attend="reply"``, every column with ``all``."""
+        return prompt_columns - 1 if self.config.attend == "reply" else 0
 
     def logits(self, batch: Batch) -> torch.Tensor:
         """Next-token logits ``[B, S, V]`` over the left-padded prompts (for tests and inspection)."""
         ids, attn, positions, _ = self.build_inputs(batch, with_targets=False)
-        with self.attending(batch.states, batch.mask):
+        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
             return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
 
     def _target_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, targets, row)`` of every transcript token (and eos) of the batch, teacher-forced."""
-        ids, attn, positions, labels = self.build_inputs(batch, with_targets=True)
-        with self.attending(batch.states, batch.mask):
-            hidden = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
-        target = labels[:, 1:]  # type: ignore[index]
+        if self.config.attend == "reply":
+            hidden, labels = self._reply_hidden(batch)
+            target = labels
+        else:
+            ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
+            with self.attending(batch.states, batch.mask):
+                out = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
+            hidden, target = out.last_hidden_state[:, :-1], full_labels[:, 1:]  # type: ignore[index]
         where = target != -100
-        logits = self.llm.get_output_embeddings()(hidden.last_hidden_state[:, :-1][where]).float()
-        rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(target)[where]
+        logits = self.llm.get_output_embeddings()(hidden[where]).float()
+        rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[where]
         return logits, target[where], rows
+
+    def _reply_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``attend="reply"``, teacher-forced: the prompts but their last token through the plain LM without
+        gradients, once per distinct prompt (choosing repeats one per candidate), into a cache; then the last
+        token and the target through the blocks. Returns the reply's hidden states ``[B, R, dim]`` and the token
+        each predicts ``[B, R]`` (-100: none)."""
+        device = self.device
+        prompts = [self.prompt_ids(hs) for hs in batch.hypotheses]
+        distinct = list(dict.fromkeys(tuple(p[:-1]) for p in prompts))
+        prefix_ids, prefix_attn = left_padded([list(p) for p in distinct], self.pad_id)
+        replies = [p[-1:] + self.target_ids(t) for p, t in zip(prompts, batch.texts, strict=True)]
+        width = max(len(r) for r in replies)
+        ids = torch.full((len(replies), width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros(len(replies), width, dtype=torch.long)
+        labels = torch.full((len(replies), width), -100, dtype=torch.long)
+        for i, r in enumerate(replies):
+            ids[i, : len(r)], attn[i, : len(r)], labels[i, : len(r) - 1] = torch.tensor(r), 1, torch.tensor(r[1:])
+        decoder = self.llm.get_decoder()
+        cache_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        with torch.no_grad():
+            out = decoder(
+                input_ids=prefix_ids.to(device),
+                attention_mask=prefix_attn.to(device),
+                position_ids=(prefix_attn.cumsum(1) - 1).clamp(min=0).to(device),
+                use_cache=True,
+            )
+        cache = getattr(out, "cache", None) or out.past_key_values
+        which = torch.tensor([distinct.index(tuple(p[:-1])) for p in prompts])
+        if len(distinct) < len(prompts):
+            cache.batch_select_indices(which.to(device))
+        prefix_attn = prefix_attn[which]
+        positions = prefix_attn.sum(1, keepdim=True) + torch.arange(width)
+        columns = prefix_ids.shape[1]
+        with self.attending(batch.states, batch.mask, columns, columns):
+            hidden = decoder(
+                input_ids=ids.to(device),
+                attention_mask=torch.cat([prefix_attn, attn], 1).to(device),
+                position_ids=positions.to(device),
+                use_cache=True,
+                **{cache_arg: cache},
+            ).last_hidden_state
+        return hidden, labels.to(device)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count."""
@@ -455,7 +550,7 @@ class XAttnLM(nn.Module):
         if ratio > 0:
             floors = self.length_floors(batch.hypotheses, ratio)
             processors.append(LengthFloor(ids.shape[1], floors, beam_size, self.stop_ids))
-        with self.attending(batch.states, batch.mask):
+        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
             out = self.llm.generate(
                 input_ids=ids,
                 attention_mask=attn,
