@@ -149,14 +149,48 @@ def decided(outputs: list[str], utterances: list[str], verify: bool) -> tuple[li
 
 @functools.cache
 def decision(utterance: str, proposal: str, verify: bool) -> tuple[str, bool]:
-    """:func:`decided` for one output: (the text kept, whether the proposal was taken). Cached, since decodings
-    often propose the same text and whisper-base need score it once."""
+    """:func:`decided` for one output: (the text kept, whether the proposal was taken). Cached in the process and
+    on disk (:func:`verdicts`), since decodings often propose the same text and whisper-base need score it once."""
     from rescore.correct.guards import GuardConfig
     from rescore.correct.verify import checked_proposal
 
-    verifier = whisper_base_verifier() if verify else None
-    text, verdict = checked_proposal(first_pass_records()[utterance], proposal, GuardConfig(), verifier)
-    return text, bool(verdict["accepted"])
+    path, saved = verdicts()
+    key = json.dumps([utterance, proposal, verify])
+    if key not in saved:
+        verifier = whisper_base_verifier() if verify else None
+        text, verdict = checked_proposal(first_pass_records()[utterance], proposal, GuardConfig(), verifier)
+        saved[key] = (text, bool(verdict["accepted"]))
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps([key, *saved[key]]) + "\n")
+    return saved[key]
+
+
+@functools.cache
+def verdicts() -> tuple[Path, dict[str, tuple[str, bool]]]:
+    """The file of earlier runs' decisions and what it holds. One file per version of the code that decides
+    (guards, verifier, acoustic scoring: their sources hashed into the name), so a changed rule never reads old
+    verdicts."""
+    import hashlib
+
+    import rescore.ascore
+    import rescore.correct.guards
+    import rescore.correct.verify
+    from rescore.models import cache_dir
+
+    sources = b"".join(
+        Path(m.__file__).read_bytes() for m in (rescore.ascore, rescore.correct.guards, rescore.correct.verify)
+    )
+    path = cache_dir() / "deep" / f"verdicts-{hashlib.sha1(sources).hexdigest()[:12]}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved: dict[str, tuple[str, bool]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                key, text, accepted = json.loads(line)
+            except ValueError:  # a line cut short by a killed run: decided again
+                continue
+            saved[key] = (text, accepted)
+    return path, saved
 
 
 def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> str:

@@ -58,6 +58,13 @@ class Fold:
     def cache(self, variant: str, suffix: str) -> Path:
         return self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
 
+    def attend(self, variant: str) -> str:
+        """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
+        from rescore.fusion import CONFIG_FILE, XATTN_KEY
+
+        path = self.models / variant / CONFIG_FILE
+        return json.loads(path.read_text())[XATTN_KEY].get("attend", "all") if path.exists() else "untrained"
+
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
         path = self.cache(variant, suffix)
@@ -70,8 +77,8 @@ def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
     variants = args.variants.split(",")
-    if not {"audio", "no-audio"} <= set(variants):
-        raise SystemExit("--variants: the ablation needs audio and no-audio")
+    if "no-audio" not in variants or not {"audio", "base-audio"} & set(variants):
+        raise SystemExit("--variants: the ablation needs no-audio and audio or base-audio")
     folds = sorted((Fold.parse(f) for f in args.fold), key=lambda f: f.lo)
     spans = [(f.lo, f.hi) for f in folds]
     for (_, a_hi), (b_lo, _) in itertools.pairwise(spans):
@@ -125,6 +132,7 @@ def run(args: argparse.Namespace) -> str:
     base = BASE_NOTE if "base-audio" in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
+    attends = {f"{v}: {a}" for f in folds for v in variants if (a := f.attend(v)) != "untrained"}
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
 
 Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeech --report-range`) were
@@ -132,6 +140,7 @@ trained on the training sets and on the librispeech-dev utterances outside the f
 fold: every one of the {len(refs)} utterances is reported by models that never trained or were tuned on it
 (different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
 whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}{base}
+Where the blocks act (`attend`; reply: from the prompt's last token on; all: everywhere): {", ".join(sorted(attends))}.
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 

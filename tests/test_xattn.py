@@ -321,6 +321,19 @@ def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
         assert result.exit_code != 0 and "stopped before training" in result.output
     assert seen == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
 
+    def capture_options(cfg, **_):
+        seen.append((cfg.model.attend, cfg.precision))
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(rescore.fusion.train, "train", capture_options)
+    seen.clear()
+    for extra in ([], ["--attend", "all", "--precision", "bf16"]):
+        assert "stopped before training" in CliRunner().invoke(app, base + extra).output
+    assert seen == [("reply", "auto"), ("all", "bf16")]
+    for bad in (["--attend", "prompt"], ["--precision", "fp16"]):
+        result = CliRunner().invoke(app, base + bad)
+        assert result.exit_code != 0 and bad[0] in result.output
+
 
 @pytest.mark.slow
 def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manifest):
