@@ -48,8 +48,8 @@ def nbest_file(set_name: str, model: str) -> str:
     return str(path)
 
 
-def variant_config(name: str, attend: str = "reply") -> Any:
-    """The variant's model; ``attend`` where its blocks act (``all``: the models of sessions 4-8)."""
+def variant_config(name: str, attend: str = "all") -> Any:
+    """The variant's model; ``attend`` where its blocks act (``reply``: from the prompt's last token on)."""
     from rescore.fusion.xattn import XAttnConfig
 
     if name in ("audio", "step0"):
@@ -489,7 +489,7 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--attend", default="reply", choices=("reply", "all"), help="where the blocks act (all: sessions 4-8's models)"
+        "--attend", default="all", choices=("all", "reply"), help="where the blocks act (reply: from the prompt's end)"
     )
     ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)

@@ -10,6 +10,9 @@ folds, so the audio ablation is tested on 110 utterances instead of 40.
         --fold ~/.cache/rescore/deep/bench-xattn-full:1-40 \\
         --fold ~/.cache/rescore/deep/bench-xattn-fold-41-75:41-75 \\
         --fold ~/.cache/rescore/deep/bench-xattn-fold-76-110:76-110
+
+``--variant-dir NAME=FOLDER`` reads a variant from another run's folders (``{range}`` in FOLDER is the fold's
+START-END), so models of different runs are pooled and paired (``--pair A:B``) on the same utterances.
 """
 
 from __future__ import annotations
@@ -47,22 +50,28 @@ class Fold:
     models: Path
     lo: int
     hi: int
+    elsewhere: tuple[tuple[str, str], ...] = ()  # (variant, its folder with "{range}" for START-END): --variant-dir
 
     @classmethod
-    def parse(cls, text: str) -> Fold:
+    def parse(cls, text: str, elsewhere: tuple[tuple[str, str], ...] = ()) -> Fold:
         folder, _, span = text.rpartition(":")
         if not folder:
             raise SystemExit(f"--fold {text!r}: expected FOLDER:START-END")
-        return cls(Path(folder).expanduser(), *parse_range(span, f"--fold {folder}:"))
+        return cls(Path(folder).expanduser(), *parse_range(span, f"--fold {folder}:"), elsewhere)
+
+    def folder(self, variant: str) -> Path:
+        """The variant's model folder in this fold: the fold's own, or its --variant-dir pattern's."""
+        pattern = dict(self.elsewhere).get(variant)
+        return Path(pattern.format(range=f"{self.lo}-{self.hi}")).expanduser() if pattern else self.models / variant
 
     def cache(self, variant: str, suffix: str) -> Path:
-        return self.models / variant / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
+        return self.folder(variant) / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
 
     def attend(self, variant: str) -> str:
         """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
         from rescore.fusion import CONFIG_FILE, XATTN_KEY
 
-        path = self.models / variant / CONFIG_FILE
+        path = self.folder(variant) / CONFIG_FILE
         return json.loads(path.read_text())[XATTN_KEY].get("attend", "all") if path.exists() else "untrained"
 
     def outputs(self, variant: str, suffix: str) -> list[str]:
@@ -79,7 +88,13 @@ def run(args: argparse.Namespace) -> str:
     variants = args.variants.split(",")
     if "no-audio" not in variants or not {"audio", "base-audio"} & set(variants):
         raise SystemExit("--variants: the ablation needs no-audio and audio or base-audio")
-    folds = sorted((Fold.parse(f) for f in args.fold), key=lambda f: f.lo)
+    elsewhere = tuple(tuple(d.split("=", 1)) for d in args.variant_dir)
+    if any(len(d) != 2 for d in elsewhere):
+        raise SystemExit("--variant-dir: expected NAME=FOLDER (FOLDER may hold {range} for the fold's START-END)")
+    extra_pairs = tuple(tuple(p.split(":", 1)) for p in args.pair)
+    if any(len(p) != 2 or not set(p) <= set(variants) for p in extra_pairs):
+        raise SystemExit("--pair: expected A:B, two of --variants")
+    folds = sorted((Fold.parse(f, elsewhere) for f in args.fold), key=lambda f: f.lo)
     spans = [(f.lo, f.hi) for f in folds]
     for (_, a_hi), (b_lo, _) in itertools.pairwise(spans):
         if b_lo <= a_hi:
@@ -121,7 +136,7 @@ def run(args: argparse.Namespace) -> str:
             name = f"{variant}, {modes[mode][0]}" + (" + guards + whisper-base verification" if verified else "")
             rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
     pairs = []
-    for (a, b), (mode, (label, _)) in itertools.product(PAIRS, modes.items()):
+    for (a, b), (mode, (label, _)) in itertools.product(PAIRS + extra_pairs, modes.items()):
         if (a, mode) not in decoded or (b, mode) not in decoded:
             continue
         for verified in (False, True):
@@ -132,6 +147,8 @@ def run(args: argparse.Namespace) -> str:
     base = BASE_NOTE if "base-audio" in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
+    if elsewhere:
+        ranges += "; from other runs' folders: " + ", ".join(f"{n} ({pat})" for n, pat in elsewhere)
     attends = {f"{v}: {a}" for f in folds for v in variants if (a := f.attend(v)) != "untrained"}
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
 
@@ -163,6 +180,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fold", action="append", required=True, help="bench_xattn's --out folder:START-END (repeat)")
     ap.add_argument("--variants", default="audio,no-audio", help="bench_xattn variants decoded in every fold")
+    ap.add_argument(
+        "--variant-dir",
+        action="append",
+        default=[],
+        help="NAME=FOLDER: variant NAME's models in another run's folders ({range}: the fold's START-END); repeat",
+    )
+    ap.add_argument("--pair", action="append", default=[], help="A:B: also test variant A against B; repeat")
     ap.add_argument("--section", default="bench_xattn_folds")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

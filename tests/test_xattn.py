@@ -100,8 +100,10 @@ def test_prompt_hypotheses_and_reply_cleaning():
 def test_config_round_trip():
     c = XAttnConfig(every=4, mixer="summary", audio=False)
     assert XAttnConfig.from_dict(c.to_dict()) == c
-    assert c.attend == "reply"
-    old = {k: v for k, v in c.to_dict().items() if k != "attend"}  # a model saved before ``attend``
+    assert c.attend == "all"
+    reply = XAttnConfig(attend="reply")
+    assert XAttnConfig.from_dict(reply.to_dict()) == reply
+    old = {k: v for k, v in reply.to_dict().items() if k != "attend"}  # a model saved before ``attend``
     assert XAttnConfig.from_dict(old).attend == "all"
 
 
@@ -210,6 +212,7 @@ def test_reply_pass_equals_one_pass_over_prompt_and_reply(real_model, audio_batc
     with torch.no_grad():
         for b in model.blocks:
             b.attn_gate.fill_(0.5)
+        model.config.attend = "reply"  # the same blocks; the config says where they act
         try:
             logits, target, rows = model._target_logits(batch)
             for i, hyps in enumerate(HYPS):
@@ -220,9 +223,19 @@ def test_reply_pass_equals_one_pass_over_prompt_and_reply(real_model, audio_batc
                     one = model.llm(input_ids=ids).logits[0, len(prompt) - 1 : -1]
                 torch.testing.assert_close(logits[rows == i], one.float(), atol=2e-4, rtol=1e-4)
                 assert target[rows == i].tolist() == tgt
+            ranked = model.choose(audio_batch, nbest=8)  # one prompt cache per utterance, selected per candidate
+            for i, hyps in enumerate(HYPS):
+                n, prompt = int(batch.mask[i].sum()), model.prompt_ids(hyps)
+                for h in ranked[i]:
+                    tgt = model.target_ids(h.text)
+                    with model.attending(batch.states[i : i + 1, :n], batch.mask[i : i + 1, :n], len(prompt) - 1):
+                        one = model.llm(input_ids=torch.tensor([prompt + tgt])).logits[0, len(prompt) - 1 : -1]
+                    expected = float(one.float().log_softmax(-1).gather(1, torch.tensor(tgt).unsqueeze(1)).sum())
+                    assert abs(h.score - expected) < 1e-3 * max(1.0, abs(expected))
             plain = model.llm(input_ids=torch.tensor([model.prompt_ids(HYPS[0]) + model.target_ids(texts[0])])).logits
             assert not torch.allclose(logits[rows == 0], plain[0, len(model.prompt_ids(HYPS[0])) - 1 : -1], atol=1e-3)
         finally:
+            model.config.attend = "all"
             for b in model.blocks:
                 b.attn_gate.fill_(0.0)
 
@@ -327,9 +340,9 @@ def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rescore.fusion.train, "train", capture_options)
     seen.clear()
-    for extra in ([], ["--attend", "all", "--precision", "bf16"]):
+    for extra in ([], ["--attend", "reply", "--precision", "bf16"]):
         assert "stopped before training" in CliRunner().invoke(app, base + extra).output
-    assert seen == [("reply", "auto"), ("all", "bf16")]
+    assert seen == [("all", "auto"), ("reply", "bf16")]
     for bad in (["--attend", "prompt"], ["--precision", "fp16"]):
         result = CliRunner().invoke(app, base + bad)
         assert result.exit_code != 0 and bad[0] in result.output
@@ -476,6 +489,6 @@ def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
     (tmp_path / "train-config.json").write_text(
         json.dumps(TrainConfig(out=str(tmp_path), model=XAttnConfig(attend="all")).to_dict())
     )
-    check_same_model(tmp_path, XAttnConfig(attend="all"))
+    check_same_model(tmp_path, XAttnConfig())
     with pytest.raises(ValueError, match="attend: 'all' -> 'reply'"):
-        check_same_model(tmp_path, XAttnConfig())
+        check_same_model(tmp_path, XAttnConfig(attend="reply"))

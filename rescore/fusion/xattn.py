@@ -7,10 +7,11 @@ feed-forward layer follows (Flamingo's Gated XATTN-dense, arXiv 2204.14198; Whis
 first-pass hypotheses (prompts/deep.j2), after which it writes the transcript. Training (only the new
 blocks and gates) teaches it to consult the audio where the hypotheses disagree.
 
-Where the blocks act (``attend``): ``reply`` (the default) only at the positions that write the transcript, the
-prompt's last token on, so the prompt is read by the plain LM. Training then runs the prompt once without
-gradients (its keys and values a cache) and only the reply through the blocks; most tokens are the prompt's, so a
-step costs about half. ``all`` (sessions 4-8's models): every position, the prompt's too.
+Where the blocks act (``attend``): ``all`` (the default) at every position, the prompt's hypotheses too;
+``reply`` only where the transcript is written, from the prompt's last token on, so the prompt is read by the
+plain LM. Training then runs the prompt once without gradients (its keys and values a cache) and only the reply
+through the blocks: a step costs about 0.6. At equal CPU budget it learned less (eval/RESULTS.md
+``bench_xattn_reply_folds``): the hypotheses' own tokens consulting the audio is what the model uses.
 
 The key/value projections start from Whisper's own decoder cross-attention weights (tiny: 6 heads of 64,
 base: 8, the head width of SmolLM2), read from the CTranslate2 ``model.bin`` with the reader ``ascore`` uses, so
@@ -48,7 +49,7 @@ from rescore.fusion.model import (
 )
 
 WEIGHTS_FILE = "xattn.pt"
-ATTEND = ("reply", "all")  # XAttnConfig.attend: where the blocks act
+ATTEND = ("all", "reply")  # XAttnConfig.attend: where the blocks act
 
 
 @dataclass
@@ -66,7 +67,7 @@ class XAttnConfig:
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
     mixer_layers: int = 1
     audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
-    attend: str = "reply"  # reply: blocks from the prompt's last token on (the prompt read as text); all: everywhere
+    attend: str = "all"  # all: blocks at every position; reply: from the prompt's last token on (prompt read as text)
     template: str = "deep"
     max_hypotheses: int = 4
     text_norm: str = "lower"
