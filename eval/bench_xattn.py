@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from rescore.fusion import ATTEND, PRECISIONS
+
 TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
 FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA and the rerank are fitted on)
@@ -489,9 +491,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--attend", default="all", choices=("all", "reply"), help="where the blocks act (reply: from the prompt's end)"
+        "--attend", default=ATTEND[0], choices=ATTEND, help="where the blocks act (reply: from the prompt's end)"
     )
-    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"), help="training's autocast")
+    ap.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--section", default="bench_xattn")

@@ -69,10 +69,10 @@ class Fold:
 
     def attend(self, variant: str) -> str:
         """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
-        from rescore.fusion import CONFIG_FILE, XATTN_KEY
+        from rescore.fusion import CONFIG_FILE, XATTN_KEY, saved_attend
 
         path = self.folder(variant) / CONFIG_FILE
-        return json.loads(path.read_text())[XATTN_KEY].get("attend", "all") if path.exists() else "untrained"
+        return saved_attend(json.loads(path.read_text())[XATTN_KEY]) if path.exists() else "untrained"
 
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
+from rescore.fusion import ATTEND, PRECISIONS
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -114,10 +115,10 @@ def train(
             raise fail(f"dataset not found: {s}")
     if arch not in ("xattn", "bridge"):
         raise fail(f"--arch must be xattn or bridge, not {arch!r}")
-    if attend not in ("all", "reply"):
-        raise fail(f"--attend must be all or reply, not {attend!r}")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise fail(f"--precision must be auto, bf16 or fp32, not {precision!r}")
+    if attend not in ATTEND:
+        raise fail(f"--attend must be {' or '.join(ATTEND)}, not {attend!r}")
+    if precision not in PRECISIONS:
+        raise fail(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":

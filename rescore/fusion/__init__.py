@@ -7,3 +7,12 @@ without importing torch.
 
 CONFIG_FILE = "deep-config.json"  # what `rescore deep train` writes into its model folder
 XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("speech_llm": the prefix bridge)
+# where the cross-attention blocks act (XAttnConfig.attend); the first is the default and what a model saved before
+# the field had: every position
+ATTEND = ("all", "reply")
+PRECISIONS = ("auto", "bf16", "fp32")  # training's autocast (rescore.fusion.train.autocast)
+
+
+def saved_attend(config: dict) -> str:
+    """Where a saved cross-attention model's blocks act (its ``xattn`` config; saved before the field: all)."""
+    return config.get("attend", ATTEND[0])

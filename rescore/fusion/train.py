@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rescore.fusion import CONFIG_FILE, XATTN_KEY
+from rescore.fusion import CONFIG_FILE, PRECISIONS, XATTN_KEY
 from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
 from rescore.fusion.xattn import XAttnConfig, XAttnLM, build_deep_model
 
@@ -93,9 +93,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but no CUDA device is available")
     return device
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def autocast(device: str, precision: str = "auto") -> Any:

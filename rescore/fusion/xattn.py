@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rescore.fusion import CONFIG_FILE, XATTN_KEY
+from rescore.fusion import ATTEND, CONFIG_FILE, XATTN_KEY, saved_attend
 from rescore.fusion.mixers import MIXERS, MixerBlock
 from rescore.fusion.model import (
     LENGTH_PENALTY,
@@ -49,7 +49,6 @@ from rescore.fusion.model import (
 )
 
 WEIGHTS_FILE = "xattn.pt"
-ATTEND = ("all", "reply")  # XAttnConfig.attend: where the blocks act
 
 
 @dataclass
@@ -92,7 +91,7 @@ class XAttnConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> XAttnConfig:
-        return cls(**{"attend": "all", **d})  # saved before ``attend`` existed: blocks everywhere
+        return cls(**{**d, "attend": saved_attend(d)})
 
 
 def left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,6 +297,9 @@ class XAttnLM(nn.Module):
         from rescore.correct.prompts import load_template
 
         self.template = load_template(c.template)
+        # the decoder's name for the key/value cache argument (transformers 5 renamed past_key_values)
+        params = inspect.signature(llm.get_decoder().forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def init_kv_from_whisper(self) -> None:
         """Start the blocks' key/value projections from Whisper's decoder cross-attention (``kv_init``)."""
@@ -432,8 +434,8 @@ class XAttnLM(nn.Module):
         each predicts ``[B, R]`` (-100: none)."""
         device = self.device
         prompts = [self.prompt_ids(hs) for hs in batch.hypotheses]
-        distinct = list(dict.fromkeys(tuple(p[:-1]) for p in prompts))
-        prefix_ids, prefix_attn = left_padded([list(p) for p in distinct], self.pad_id)
+        distinct = {p: i for i, p in enumerate(dict.fromkeys(tuple(p[:-1]) for p in prompts))}  # prefix -> its row
+        prefix_ids, prefix_attn = left_padded(list(distinct), self.pad_id)
         replies = [p[-1:] + self.target_ids(t) for p, t in zip(prompts, batch.texts, strict=True)]
         width = max(len(r) for r in replies)
         ids = torch.full((len(replies), width), self.pad_id, dtype=torch.long)
@@ -442,7 +444,6 @@ class XAttnLM(nn.Module):
         for i, r in enumerate(replies):
             ids[i, : len(r)], attn[i, : len(r)], labels[i, : len(r) - 1] = torch.tensor(r), 1, torch.tensor(r[1:])
         decoder = self.llm.get_decoder()
-        cache_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
         with torch.no_grad():
             out = decoder(
                 input_ids=prefix_ids.to(device),
@@ -451,7 +452,7 @@ class XAttnLM(nn.Module):
                 use_cache=True,
             )
         cache = getattr(out, "cache", None) or out.past_key_values
-        which = torch.tensor([distinct.index(tuple(p[:-1])) for p in prompts])
+        which = torch.tensor([distinct[tuple(p[:-1])] for p in prompts])
         if len(distinct) < len(prompts):
             cache.batch_select_indices(which.to(device))
         prefix_attn = prefix_attn[which]
@@ -463,7 +464,7 @@ class XAttnLM(nn.Module):
                 attention_mask=torch.cat([prefix_attn, attn], 1).to(device),
                 position_ids=positions.to(device),
                 use_cache=True,
-                **{cache_arg: cache},
+                **{self.cache_arg: cache},
             ).last_hidden_state
         return hidden, labels.to(device)
 
