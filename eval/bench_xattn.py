@@ -41,13 +41,24 @@ MIXER_VARIANTS = ("summary", "gaussian", "attention")
 REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
 
-def nbest_file(set_name: str, model: str) -> str:
-    from rescore.models import cache_dir
+# the training sets' sample: their whisper-base lists (and without --full-sets their tiny.en lists too) hold the
+# first utterances of each
+FIRST = {"an4-train": 120, "arctic-cathy": 80, "speechocean-train": 80}
 
-    path = cache_dir() / "nbest" / f"{set_name}.{model}.jsonl"
-    if not path.exists():
-        raise SystemExit(f"{path} missing: make it with `rescore transcribe ../shared/data/{set_name} --model {model}`")
-    return str(path)
+
+def nbest_file(set_name: str, model: str) -> str:
+    """``cache/nbest/SET.MODEL.jsonl``, made (or finished) on first use with `rescore transcribe`'s settings
+    (:func:`eval.nbest_cache.nbest_for`), so the bench runs from a clean machine: ``tiny-en`` every utterance of
+    the set by tiny.en; ``whisper-tiny.en`` / ``whisper-base`` a training set's first utterances (``FIRST``),
+    any other set whole."""
+    from eval.nbest_cache import DATA, nbest_for
+    from rescore.datasets import load_dataset
+
+    recognizer = "whisper-tiny.en" if model == FULL_LIST else model
+    ids = None
+    if model != FULL_LIST and set_name in FIRST:
+        ids = [u.id for u in load_dataset(DATA / set_name).utterances[: FIRST[set_name]]]
+    return str(nbest_for(set_name, recognizer, ids=ids, tag=model))
 
 
 def variant_config(name: str, attend: str = "all") -> Any:
@@ -477,7 +488,9 @@ Command: `{command}`
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from eval.results import bench_parser, publish_run
+
+    ap = bench_parser(__doc__, "bench_xattn")
     ap.add_argument("--variants", default="step0,audio,no-audio")
     ap.add_argument("--budget", type=float, default=12.0, help="training CPU minutes per variant")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -496,8 +509,6 @@ def main() -> None:
     ap.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--section", default="bench_xattn")
-    ap.add_argument("--no-write", action="store_true")
     ap.add_argument(
         "--train-librispeech", action="store_true", help="also train on the librispeech-dev utterances after the report"
     )
@@ -514,9 +525,7 @@ def main() -> None:
 
         args.out = str(cache_dir() / "deep" / "bench-xattn")
     np.random.seed(args.seed)
-    from eval.results import publish
-
-    publish(run(args), args.section, write=not args.no_write)
+    publish_run(run(args), args)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,9 @@ By fold (verified rows):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from eval.results import bench_parser, publish_run
+
+    ap = bench_parser(__doc__, "bench_xattn_folds")
     ap.add_argument("--fold", action="append", required=True, help="bench_xattn's --out folder:START-END (repeat)")
     ap.add_argument("--variants", default="audio,no-audio", help="bench_xattn variants decoded in every fold")
     ap.add_argument(
@@ -187,12 +189,8 @@ def main() -> None:
         help="NAME=FOLDER: variant NAME's models in another run's folders ({range}: the fold's START-END); repeat",
     )
     ap.add_argument("--pair", action="append", default=[], help="A:B: also test variant A against B; repeat")
-    ap.add_argument("--section", default="bench_xattn_folds")
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    from eval.results import publish
-
-    publish(run(args), args.section, write=not args.no_write)
+    publish_run(run(args), args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-SETS = ("librispeech-dev.whisper-tiny.en", "an4-train.tiny-en", "arctic-cathy.tiny-en", "speechocean-train.tiny-en")
+SETS = (
+    ("librispeech-dev", "whisper-tiny.en"),
+    ("an4-train", "tiny-en"),
+    ("arctic-cathy", "tiny-en"),
+    ("speechocean-train", "tiny-en"),
+)
 RUNS = (("all", "fp32"), ("all", "bf16"), ("reply", "fp32"), ("reply", "bf16"))
 
 
@@ -48,11 +53,11 @@ def step_seconds(attend: str, precision: str, examples: list, order: list[list[i
 def run(args: argparse.Namespace) -> str:
     import torch
 
+    from eval.bench_xattn import nbest_file
     from rescore.fusion.train import batches, load_nbest_examples
-    from rescore.models import cache_dir
 
     torch.set_num_threads(1)
-    files = [str(cache_dir() / "nbest" / f"{s}.jsonl") for s in SETS]
+    files = [nbest_file(s, m) for s, m in SETS]
     examples = load_nbest_examples(files, "whisper-base", limit=args.per_set, on_issue=print)
     order = batches(examples, 4, 0)
     results: dict[tuple[str, str], tuple[float, float]] = {}
@@ -60,13 +65,14 @@ def run(args: argparse.Namespace) -> str:
         results[(attend, precision)] = step_seconds(attend, precision, examples, order)
         print(attend, precision, results[(attend, precision)], flush=True)
     ref = results[("all", "fp32")][0]
+    lists = ", ".join(f"{s}.{m}" for s, m in SETS)
     rows = [
         f"| {attend} | {precision} | {sec:.2f} | {sec / ref:.2f} | {loss:.3f} |"
         for (attend, precision), (sec, loss) in results.items()
     ]
     return f"""### Deep fusion: cost of a training step (issue 15, session 9)
 
-{len(examples)} examples ({args.per_set} of each of {", ".join(SETS)}; whisper-base states), {len(order)} batches of 4,
+{len(examples)} examples ({args.per_set} of each of {lists}; whisper-base states), {len(order)} batches of 4,
 one torch thread, CPU seconds per optimizer step on the second of two passes; loss: that pass's mean (the two
 modes are different models, so their losses differ after the first steps). Command:
 `python -m eval.bench_xattn_step --per-set {args.per_set}`
@@ -78,14 +84,12 @@ modes are different models, so their losses differ after the first steps). Comma
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--per-set", type=int, default=12, help="examples of each set")
-    ap.add_argument("--section", default="bench_xattn_reply_speed")
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
-    from eval.results import publish
+    from eval.results import bench_parser, publish_run
 
-    publish(run(args), args.section, write=not args.no_write)
+    ap = bench_parser(__doc__, "bench_xattn_reply_speed")
+    ap.add_argument("--per-set", type=int, default=12, help="examples of each set")
+    args = ap.parse_args()
+    publish_run(run(args), args)
 
 
 if __name__ == "__main__":

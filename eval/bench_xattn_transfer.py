@@ -79,7 +79,9 @@ Command: `{command}`
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from eval.results import bench_parser, publish_run
+
+    ap = bench_parser(__doc__, None)
     ap.add_argument("--models", required=True, help="bench_xattn's --out folder (one trained model per variant)")
     ap.add_argument("--variants", default="audio,no-audio,step0")
     ap.add_argument("--set", default="an4-test")
@@ -88,13 +90,9 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES), help="decodings: write, choose or both")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--section", default=None, help="RESULTS.md section (default: bench_xattn_transfer_SET)")
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    from eval.results import publish
-
     modes = "" if set(args.modes.split(",")) == set(MODES) else "_" + "_".join(args.modes.split(","))
-    publish(run(args), args.section or f"bench_xattn_transfer_{args.set}{modes}", write=not args.no_write)
+    publish_run(run(args), args, f"bench_xattn_transfer_{args.set}{modes}")
 
 
 if __name__ == "__main__":

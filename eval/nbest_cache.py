@@ -21,10 +21,18 @@ TAGS = {"whisper-tiny.en": "tiny-en", "whisper-base": "base"}
 _RECOGNIZERS: dict[tuple[str, int], object] = {}
 
 
-def nbest_for(set_name: str, model: str = "whisper-tiny.en", *, nbest: int = 8, ids: list[str] | None = None) -> Path:
+def nbest_for(
+    set_name: str,
+    model: str = "whisper-tiny.en",
+    *,
+    nbest: int = 8,
+    ids: list[str] | None = None,
+    tag: str | None = None,
+) -> Path:
     """The n-best file of a set of ../shared/data, transcribed (or resumed) when incomplete; with ``ids``
-    only those utterances are made sure of (the file may hold more)."""
-    path = cache_dir() / "nbest" / f"{set_name}.{TAGS.get(model, Path(model).name)}.jsonl"
+    only those utterances are made sure of (the file may hold more). ``tag``: the file's model part (default:
+    ``TAGS``'s short name of the model)."""
+    path = cache_dir() / "nbest" / f"{set_name}.{tag or TAGS.get(model, Path(model).name)}.jsonl"
     utts = load_dataset(DATA / set_name).utterances
     if ids is not None:
         wanted = set(ids)

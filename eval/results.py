@@ -7,6 +7,7 @@ command that made the figures.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import platform
 import re
@@ -34,6 +35,21 @@ def publish(markdown: str, section: str, write: bool = True) -> None:
     print(markdown)
     if write:
         update_section(section, markdown)
+
+
+def bench_parser(doc: str, section: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser (its docstring, with the example commands, as the description) with the two
+    options every benchmark has: ``--section``, the RESULTS.md section written (``section`` by default), and
+    ``--no-write``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--section", default=section, help="the eval/RESULTS.md section written")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave eval/RESULTS.md alone")
+    return ap
+
+
+def publish_run(markdown: str, args: argparse.Namespace, section: str | None = None) -> None:
+    """:func:`publish` as a :func:`bench_parser` command line asked (``section``: when ``--section`` was not given)."""
+    publish(markdown, args.section or section, write=not args.no_write)
 
 
 def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:

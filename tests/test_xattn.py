@@ -240,6 +240,36 @@ def test_reply_pass_equals_one_pass_over_prompt_and_reply(real_model, audio_batc
                 b.attn_gate.fill_(0.0)
 
 
+def test_choose_shares_each_utterances_prompt_pass_with_the_blocks_on(real_model, audio_batch):
+    """attend="all" with open gates: choosing runs each utterance's prompt through the blocks once into a cache and
+    scores every candidate from it; the scores equal one pass per candidate over prompt and transcript. Two
+    utterances showing the same hypotheses keep their own prompt pass (the blocks read each one's audio)."""
+    model = real_model
+    same = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, ["", ""], [HYPS[0], HYPS[0]])
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn_gate.fill_(0.5)
+            b.ffn_gate.fill_(0.3)
+        try:
+            for batch in (audio_batch, same):
+                ranked = model.choose(batch, nbest=8)
+                for i, hyps in enumerate(batch.hypotheses):
+                    n, prompt = int(batch.mask[i].sum()), model.prompt_ids(hyps)
+                    assert sorted(h.text for h in ranked[i]) == sorted(hyps)
+                    for h in ranked[i]:
+                        tgt = model.target_ids(h.text)
+                        with model.attending(batch.states[i : i + 1, :n], batch.mask[i : i + 1, :n]):
+                            one = model.llm(input_ids=torch.tensor([prompt + tgt])).logits[0, len(prompt) - 1 : -1]
+                        expected = float(one.float().log_softmax(-1).gather(1, torch.tensor(tgt).unsqueeze(1)).sum())
+                        assert abs(h.score - expected) < 1e-3 * max(1.0, abs(expected))
+            scores = [{h.text: h.score for h in hs} for hs in model.choose(same, nbest=8)]
+            assert any(abs(scores[0][t] - scores[1][t]) > 1e-3 for t in HYPS[0])
+        finally:
+            for b in model.blocks:
+                b.attn_gate.fill_(0.0)
+                b.ffn_gate.fill_(0.0)
+
+
 @pytest.mark.slow
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
     from rescore.fusion.train import Example, TrainConfig, train

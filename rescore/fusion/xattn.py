@@ -28,7 +28,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,15 +94,19 @@ class XAttnConfig:
         return cls(**{**d, "attend": saved_attend(d)})
 
 
-def left_padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, attention_mask)`` of token sequences, left-padded to the longest: every prompt ends in the last
-    column, where the reply begins."""
-    width = max(len(s) for s in seqs)
+def padded(
+    seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left", width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)`` of token sequences padded to the longest (or ``width``): on the left for prompts
+    (every prompt ends in the last column, where the reply begins), on the right for replies that continue a
+    cached prompt (each starts in the first column)."""
+    width = max(width, max(len(s) for s in seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(seqs), width, dtype=torch.long)
     for i, s in enumerate(seqs):
         if s:
-            ids[i, width - len(s) :], mask[i, width - len(s) :] = torch.tensor(list(s)), 1
+            cols = slice(width - len(s), width) if side == "left" else slice(0, len(s))
+            ids[i, cols], mask[i, cols] = torch.tensor(list(s)), 1
     return ids, mask
 
 
@@ -396,8 +400,8 @@ class XAttnLM(nn.Module):
             tgt = self.target_ids(batch.texts[i]) if with_targets else []
             seqs.append(prompt + tgt)
             labels.append([-100] * len(prompt) + tgt)
-        ids, attn = left_padded(seqs, self.pad_id)
-        lab, _ = left_padded(labels, -100)
+        ids, attn = padded(seqs, self.pad_id)
+        lab, _ = padded(labels, -100)
         positions = (attn.cumsum(1) - 1).clamp(min=0)
         return ids.to(device), attn.to(device), positions.to(device), (lab.to(device) if with_targets else None)
 
@@ -412,11 +416,14 @@ class XAttnLM(nn.Module):
         with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
             return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
 
-    def _target_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, targets, row)`` of every transcript token (and eos) of the batch, teacher-forced."""
-        if self.config.attend == "reply":
-            hidden, labels = self._reply_hidden(batch)
-            target = labels
+    def _target_logits(
+        self, batch: Batch, shared_prompts: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, targets, row)`` of every transcript token (and eos) of the batch, teacher-forced.
+        ``shared_prompts``: rows repeat prompts (choosing: one row per candidate), so each distinct prompt runs
+        once into a cache (:meth:`_cached_prompt_hidden`); ``attend="reply"`` always runs that way."""
+        if self.config.attend == "reply" or shared_prompts:
+            hidden, target = self._cached_prompt_hidden(batch)
         else:
             ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
             with self.attending(batch.states, batch.mask):
@@ -427,24 +434,30 @@ class XAttnLM(nn.Module):
         rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[where]
         return logits, target[where], rows
 
-    def _reply_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``attend="reply"``, teacher-forced: the prompts but their last token through the plain LM without
-        gradients, once per distinct prompt (choosing repeats one per candidate), into a cache; then the last
-        token and the target through the blocks. Returns the reply's hidden states ``[B, R, dim]`` and the token
-        each predicts ``[B, R]`` (-100: none)."""
-        device = self.device
+    def _cached_prompt_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced in two passes: the prompts but their last token once per distinct prompt into a cache,
+        then each row's last prompt token and target from that cache. With ``attend="reply"`` the first pass is
+        the plain LM without gradients (a prompt is the same whatever the audio); with ``all`` it goes through
+        the blocks over its utterance's states (a prompt is distinct per utterance). Returns the reply's hidden
+        states ``[B, R, dim]`` and the token each predicts ``[B, R]`` (-100: none)."""
+        device, reply = self.device, self.config.attend == "reply"
         prompts = [self.prompt_ids(hs) for hs in batch.hypotheses]
-        distinct = {p: i for i, p in enumerate(dict.fromkeys(tuple(p[:-1]) for p in prompts))}  # prefix -> its row
-        prefix_ids, prefix_attn = left_padded(list(distinct), self.pad_id)
+        keys = [tuple(p[:-1]) if reply else (u, tuple(p[:-1])) for u, p in zip(batch.ids, prompts, strict=True)]
+        distinct: dict[Any, int] = {}  # prompt (and utterance) -> its row in the first pass
+        first: list[int] = []  # -> a batch row that has it
+        for i, key in enumerate(keys):
+            if key not in distinct:
+                distinct[key] = len(first)
+                first.append(i)
+        prefix_ids, prefix_attn = padded([prompts[i][:-1] for i in first], self.pad_id)
         replies = [p[-1:] + self.target_ids(t) for p, t in zip(prompts, batch.texts, strict=True)]
-        width = max(len(r) for r in replies)
-        ids = torch.full((len(replies), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros(len(replies), width, dtype=torch.long)
-        labels = torch.full((len(replies), width), -100, dtype=torch.long)
-        for i, r in enumerate(replies):
-            ids[i, : len(r)], attn[i, : len(r)], labels[i, : len(r) - 1] = torch.tensor(r), 1, torch.tensor(r[1:])
+        ids, attn = padded(replies, self.pad_id, "right")
+        width = ids.shape[1]
+        labels, _ = padded([r[1:] for r in replies], -100, "right", width)  # each token predicts the next
         decoder = self.llm.get_decoder()
-        with torch.no_grad():
+        rows = torch.tensor(first)
+        blocks = nullcontext() if reply else self.attending(batch.states[rows], batch.mask[rows])
+        with torch.no_grad() if reply else nullcontext(), blocks:
             out = decoder(
                 input_ids=prefix_ids.to(device),
                 attention_mask=prefix_attn.to(device),
@@ -452,13 +465,13 @@ class XAttnLM(nn.Module):
                 use_cache=True,
             )
         cache = getattr(out, "cache", None) or out.past_key_values
-        which = torch.tensor([distinct[tuple(p[:-1])] for p in prompts])
-        if len(distinct) < len(prompts):
+        which = torch.tensor([distinct[k] for k in keys])
+        if len(first) < len(prompts):
             cache.batch_select_indices(which.to(device))
         prefix_attn = prefix_attn[which]
         positions = prefix_attn.sum(1, keepdim=True) + torch.arange(width)
         columns = prefix_ids.shape[1]
-        with self.attending(batch.states, batch.mask, columns, columns):
+        with self.attending(batch.states, batch.mask, self.attend_from(columns + 1), columns):
             hidden = decoder(
                 input_ids=ids.to(device),
                 attention_mask=torch.cat([prefix_attn, attn], 1).to(device),
@@ -485,13 +498,15 @@ class XAttnLM(nn.Module):
         return out
 
     @torch.no_grad()
-    def choose(self, batch: Batch, nbest: int = 4) -> list[list[BeamHypothesis]]:
+    def choose(self, batch: Batch, nbest: int = 4, shared_prompts: bool = True) -> list[list[BeamHypothesis]]:
         """The prompt's own hypotheses ranked by the model's log-prob of each as the transcript (its tokens and the
         end) per step, best first, as the beam search ranks (:func:`order_beams`): decoding constrained to the
         n-best. It cannot skip, repeat or invent words, and the audio (through the blocks) still decides between
         the hypotheses where they disagree. Summed log-prob would prefer whatever hypothesis drops words (a
         fragment such as "CHAPTER XI." over the sentence). Each answer's text is the first-pass form of the
-        hypothesis; its tokens are the model's, of the normalised text it scored."""
+        hypothesis; its tokens are the model's, of the normalised text it scored. Each utterance's prompt runs once
+        and every candidate continues from its cache; ``shared_prompts=False`` runs one pass over prompt and
+        candidate per candidate instead (the same scores, slower: for comparison)."""
         cands = [self.candidates(hs) for hs in batch.hypotheses]
         rows = [(i, c) for i, cs in enumerate(cands) for c in cs]
         if not rows:
@@ -504,7 +519,7 @@ class XAttnLM(nn.Module):
             [c for _, c in rows],
             [batch.hypotheses[i] for i, _ in rows],
         )
-        logits, target, row = self._target_logits(flat)
+        logits, target, row = self._target_logits(flat, shared_prompts)
         token_lp = -F.cross_entropy(logits, target, reduction="none")
         counts = torch.bincount(row, minlength=len(rows)).tolist()  # the tokens come row by row, in order
         out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
