@@ -48,6 +48,8 @@ class RayOptions(_Strict):
     actors: int = Field(1, ge=1)
     batch_size: int = Field(8, ge=1)
     gpus_per_actor: float = Field(0.0, ge=0)
+    # each actor's OpenMP threads (OMP_NUM_THREADS); 0: the driver's own setting, else the cores shared out
+    threads_per_actor: int = Field(0, ge=0)
 
 
 class AScoreSection(AScoreOptions):
@@ -206,7 +208,7 @@ def engine_for(cfg: RunConfig) -> Engine:
     if cfg.engine == "ray":
         from rescore.scale import RayEngine
 
-        return RayEngine(cfg.ray.actors, cfg.ray.batch_size, cfg.ray.gpus_per_actor)
+        return RayEngine(cfg.ray.actors, cfg.ray.batch_size, cfg.ray.gpus_per_actor, cfg.ray.threads_per_actor)
     return LocalEngine()
 
 

@@ -126,6 +126,21 @@ def test_ray_engine_matches_local(tiny_manifest, tmp_path):
                 assert hg["scores"] == pytest.approx(hw["scores"], abs=1e-3)
 
 
+def test_ray_actor_threads_follow_the_option_the_driver_or_the_cores(monkeypatch):
+    """Ray would give each actor OMP_NUM_THREADS=1; the engine passes the option, the driver's own setting, or the
+    cores shared among the actors."""
+    from rescore.scale import RayEngine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert RayEngine(actors=1).actor_threads() == "8"
+    assert RayEngine(actors=3).actor_threads() == "2"
+    assert RayEngine(actors=16).actor_threads() == "1"
+    assert RayEngine(actors=2, threads_per_actor=3).actor_threads() == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert RayEngine(actors=2).actor_threads() == "5"
+
+
 @pytest.mark.slow
 def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
     over = {"output": str(tmp_path), "name": "s", "limit": 2, "transcribe": {"nbest": 4}}

@@ -270,6 +270,36 @@ def test_choose_shares_each_utterances_prompt_pass_with_the_blocks_on(real_model
                 b.ffn_gate.fill_(0.0)
 
 
+@pytest.mark.parametrize("attend", ["all", "reply"])
+def test_beam_search_from_the_cached_prompt_equals_one_over_the_whole_prompt(real_model, audio_batch, attend):
+    """Open gates, beam 3: generating from each utterance's prompt run once and cached (repeated per beam) gives the
+    beams of generating over the whole prompt once per beam, as `generate` did before (``cached_prompt=False``: the
+    plain HF beam search under the hooks)."""
+    model = real_model
+    closed = model.generate(audio_batch, beam_size=3, nbest=3, max_new_tokens=10, min_length_ratio=0.0)
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn_gate.fill_(0.5)
+            b.ffn_gate.fill_(0.3)
+        model.config.attend = attend
+        try:
+            cached = model.generate(audio_batch, beam_size=3, nbest=3, max_new_tokens=10, min_length_ratio=0.0)
+            whole = model.generate(
+                audio_batch, beam_size=3, nbest=3, max_new_tokens=10, min_length_ratio=0.0, cached_prompt=False
+            )
+            for got, want in zip(cached, whole, strict=True):
+                assert [h.tokens for h in got] == [h.tokens for h in want]
+                for g, w in zip(got, want, strict=True):
+                    assert g.score == pytest.approx(w.score, abs=1e-3, rel=1e-4)
+            before = [h.score for hs in closed for h in hs]  # the open gates change the beams: the test has teeth
+            assert any(abs(a - b) > 1e-3 for a, b in zip(before, [h.score for hs in cached for h in hs], strict=True))
+        finally:
+            model.config.attend = "all"
+            for b in model.blocks:
+                b.attn_gate.fill_(0.0)
+                b.ffn_gate.fill_(0.0)
+
+
 @pytest.mark.slow
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
     from rescore.fusion.train import Example, TrainConfig, train

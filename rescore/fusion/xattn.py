@@ -553,11 +553,13 @@ class XAttnLM(nn.Module):
         nbest: int = 4,
         max_new_tokens: int | None = None,
         min_length_ratio: float | None = None,
+        cached_prompt: bool = True,
     ) -> list[list[BeamHypothesis]]:
         """Beam search (greedy at beam 1) per utterance: best first by log-prob per step, as the bridge's.
 
         ``min_length_ratio`` (None: the config's) keeps the end of the transcript away until that share of the
-        shortest hypothesis is written."""
+        shortest hypothesis is written. Each prompt runs once and its cache is repeated per beam;
+        ``cached_prompt=False`` runs every prompt once per beam instead (the same beams, slower: for comparison)."""
         from transformers import LogitsProcessorList
 
         ids, attn, _, _ = self.build_inputs(batch, with_targets=False)
@@ -567,10 +569,12 @@ class XAttnLM(nn.Module):
         if ratio > 0:
             floors = self.length_floors(batch.hypotheses, ratio)
             processors.append(LengthFloor(ids.shape[1], floors, beam_size, self.stop_ids))
-        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
+        cache = {self.cache_arg: self._prompt_cache(batch, ids, attn, beam_size)} if cached_prompt else {}
+        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1]), ids.shape[1] - 1 if cache else 0):
             out = self.llm.generate(
                 input_ids=ids,
                 attention_mask=attn,
+                **cache,
                 num_beams=beam_size,
                 num_return_sequences=nbest,
                 max_new_tokens=max_new_tokens or self.max_new_tokens(batch),
@@ -584,6 +588,24 @@ class XAttnLM(nn.Module):
             )
         beams = parse_beams(self.llm, self.tokenizer, out, len(batch.ids), nbest, self.stop_ids)
         return [[h._replace(text=clean_reply(h.text)) for h in hs] for hs in beams]
+
+    @torch.no_grad()
+    def _prompt_cache(self, batch: Batch, ids: torch.Tensor, attn: torch.Tensor, beams: int) -> Any:
+        """The left-padded prompts ``ids`` but their last token through the LM once per utterance (and through the
+        blocks where they act), the cache repeated for each of ``beams`` beams in beam search's row order:
+        generation then starts at the last prompt token instead of running every prompt once per beam."""
+        prefix, prefix_attn = ids[:, :-1].to(self.device), attn[:, :-1].to(self.device)
+        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
+            out = self.llm.get_decoder()(
+                input_ids=prefix,
+                attention_mask=prefix_attn,
+                position_ids=(prefix_attn.cumsum(1) - 1).clamp(min=0),
+                use_cache=True,
+            )
+        cache = getattr(out, "cache", None) or out.past_key_values
+        if beams > 1:
+            cache.batch_repeat_interleave(beams)
+        return cache
 
     def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
         """The config (everything needed to reload) and the new blocks' weights into folder."""
