@@ -15,6 +15,9 @@ cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
+
+The n-best lists and encoder states are made on first use and cached; ``--prepare`` makes only them (the same
+options as the run it prepares), the slow part on a bare machine.
 """
 
 from __future__ import annotations
@@ -322,6 +325,15 @@ def load_data(args: argparse.Namespace, encoder: str) -> BenchData:
     return BenchData(train_ex, dev_ex, report, n_long, sum(frames.values()) / 50 / 3600)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Make (or finish) the n-best lists and encoder states the run's variants need, then stop: on a bare machine
+    that is over an hour (whisper-base states of every training utterance most of it), so start it first."""
+    encoders = dict.fromkeys([REPORT_ENCODER, *(variant_config(v).encoder for v in args.variants.split(","))])
+    for encoder in encoders:
+        d = load_data(args, encoder)
+        print(f"{encoder}: {len(d.train)} training, {len(d.dev)} held-out, {len(d.report)} report examples", flush=True)
+
+
 def run(args: argparse.Namespace) -> str:
     import torch
 
@@ -519,7 +531,11 @@ def main() -> None:
     ap.add_argument(
         "--verify", action="store_true", help="rows of the written (and floored) output verified as `rescore run` does"
     )
+    ap.add_argument("--prepare", action="store_true", help="only make the n-best lists and encoder states, then stop")
     args = ap.parse_args()
+    if args.prepare:
+        prepare(args)
+        return
     if args.out is None:
         from rescore.models import cache_dir
 
