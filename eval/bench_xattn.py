@@ -327,7 +327,7 @@ def load_data(args: argparse.Namespace, encoder: str) -> BenchData:
 
 def prepare(args: argparse.Namespace) -> None:
     """Make (or finish) the n-best lists and encoder states the run's variants need, then stop: on a bare machine
-    that is over an hour (whisper-base states of every training utterance most of it), so start it first."""
+    that is about 3 hours on 2 cores (whisper-base states of every training utterance half of it), so start it first."""
     encoders = dict.fromkeys([REPORT_ENCODER, *(variant_config(v).encoder for v in args.variants.split(","))])
     for encoder in encoders:
         d = load_data(args, encoder)
