@@ -454,17 +454,10 @@ class XAttnLM(nn.Module):
         ids, attn = padded(replies, self.pad_id, "right")
         width = ids.shape[1]
         labels, _ = padded([r[1:] for r in replies], -100, "right", width)  # each token predicts the next
-        decoder = self.llm.get_decoder()
         rows = torch.tensor(first)
         blocks = nullcontext() if reply else self.attending(batch.states[rows], batch.mask[rows])
         with torch.no_grad() if reply else nullcontext(), blocks:
-            out = decoder(
-                input_ids=prefix_ids.to(device),
-                attention_mask=prefix_attn.to(device),
-                position_ids=(prefix_attn.cumsum(1) - 1).clamp(min=0).to(device),
-                use_cache=True,
-            )
-        cache = getattr(out, "cache", None) or out.past_key_values
+            cache = self._prefill(prefix_ids, prefix_attn)
         which = torch.tensor([distinct[k] for k in keys])
         if len(first) < len(prompts):
             cache.batch_select_indices(which.to(device))
@@ -472,7 +465,7 @@ class XAttnLM(nn.Module):
         positions = prefix_attn.sum(1, keepdim=True) + torch.arange(width)
         columns = prefix_ids.shape[1]
         with self.attending(batch.states, batch.mask, self.attend_from(columns + 1), columns):
-            hidden = decoder(
+            hidden = self.llm.get_decoder()(
                 input_ids=ids.to(device),
                 attention_mask=torch.cat([prefix_attn, attn], 1).to(device),
                 position_ids=positions.to(device),
@@ -569,8 +562,10 @@ class XAttnLM(nn.Module):
         if ratio > 0:
             floors = self.length_floors(batch.hypotheses, ratio)
             processors.append(LengthFloor(ids.shape[1], floors, beam_size, self.stop_ids))
-        cache = {self.cache_arg: self._prompt_cache(batch, ids, attn, beam_size)} if cached_prompt else {}
-        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1]), ids.shape[1] - 1 if cache else 0):
+        # one attending() for the prompt pass and the search: the blocks' keys and values are computed once, and
+        # the column count runs on from the cached prompt to the tokens generate feeds
+        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
+            cache = {self.cache_arg: self._prompt_cache(ids, attn, beam_size)} if cached_prompt else {}
             out = self.llm.generate(
                 input_ids=ids,
                 attention_mask=attn,
@@ -589,20 +584,23 @@ class XAttnLM(nn.Module):
         beams = parse_beams(self.llm, self.tokenizer, out, len(batch.ids), nbest, self.stop_ids)
         return [[h._replace(text=clean_reply(h.text)) for h in hs] for hs in beams]
 
-    @torch.no_grad()
-    def _prompt_cache(self, batch: Batch, ids: torch.Tensor, attn: torch.Tensor, beams: int) -> Any:
-        """The left-padded prompts ``ids`` but their last token through the LM once per utterance (and through the
-        blocks where they act), the cache repeated for each of ``beams`` beams in beam search's row order:
-        generation then starts at the last prompt token instead of running every prompt once per beam."""
-        prefix, prefix_attn = ids[:, :-1].to(self.device), attn[:, :-1].to(self.device)
-        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
-            out = self.llm.get_decoder()(
-                input_ids=prefix,
-                attention_mask=prefix_attn,
-                position_ids=(prefix_attn.cumsum(1) - 1).clamp(min=0),
-                use_cache=True,
-            )
-        cache = getattr(out, "cache", None) or out.past_key_values
+    def _prefill(self, ids: torch.Tensor, attn: torch.Tensor) -> Any:
+        """The LM's key/value cache of the left-padded ``ids`` (through the blocks as the enclosing
+        :meth:`attending` sets them, or the plain LM outside one)."""
+        device = self.device
+        out = self.llm.get_decoder()(
+            input_ids=ids.to(device),
+            attention_mask=attn.to(device),
+            position_ids=(attn.cumsum(1) - 1).clamp(min=0).to(device),
+            use_cache=True,
+        )
+        return getattr(out, "cache", None) or out.past_key_values
+
+    def _prompt_cache(self, ids: torch.Tensor, attn: torch.Tensor, beams: int) -> Any:
+        """The left-padded prompts ``ids`` but their last token through the LM once per utterance, the cache
+        repeated for each of ``beams`` beams in beam search's row order: generation then starts at the last prompt
+        token instead of running every prompt once per beam."""
+        cache = self._prefill(ids[:, :-1], attn[:, :-1])
         if beams > 1:
             cache.batch_repeat_interleave(beams)
         return cache
