@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rescore.encoder import WINDOWS
 from rescore.fusion import ATTEND, PRECISIONS
 
 TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
@@ -64,18 +65,20 @@ def nbest_file(set_name: str, model: str) -> str:
     return str(nbest_for(set_name, recognizer, ids=ids, tag=model))
 
 
-def variant_config(name: str, attend: str = "all") -> Any:
-    """The variant's model; ``attend`` where its blocks act (``reply``: from the prompt's last token on)."""
+def variant_config(name: str, attend: str = "all", window: str = "padded") -> Any:
+    """The variant's model; ``attend`` where its blocks act (``reply``: from the prompt's last token on), ``window``
+    the encoder's (``own``: each utterance at its own length, rescore.encoder)."""
     from rescore.fusion.xattn import XAttnConfig
 
+    common = {"attend": attend, "encoder_window": window}
     if name in ("audio", "step0"):
-        return XAttnConfig(attend=attend)
+        return XAttnConfig(**common)
     if name == "no-audio":
-        return XAttnConfig(audio=False, attend=attend)
+        return XAttnConfig(audio=False, **common)
     if name == "base-audio":  # run() fits it to the states' width
-        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", attend=attend)
+        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", **common)
     if name in MIXER_VARIANTS:
-        return XAttnConfig(mixer=name, mixer_layers=1, attend=attend)
+        return XAttnConfig(mixer=name, mixer_layers=1, **common)
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -121,6 +124,10 @@ VERIFIED = " + guards + verification"
 ATTEND_NOTE = {
     "reply": "from the prompt's last token on: the prompt is read as text, only the reply consults the audio",
     "all": "at every position, the prompt's too",
+}
+WINDOW_NOTE = {
+    "padded": "each utterance padded to Whisper's 30 s window",
+    "own": "each utterance encoded at its own length, not padded to 30 s: trained and decoded so",
 }
 PRECISION_NOTE = {"auto": "float32", "fp32": "float32", "bf16": "bf16 autocast (AMX)"}
 
@@ -303,18 +310,18 @@ def load_data(args: argparse.Namespace, encoder: str) -> BenchData:
     # else the first 120/80/80 of each set; base lists of the same first utterances either way
     lists = [FULL_LIST, LISTS[1]] if args.full_sets else LISTS
     files = [nbest_file(s, m) for s in TRAIN_SETS for m in lists]
-    examples = load_nbest_examples(files, encoder, max_frames=1500, on_issue=print)
+    window = args.window
+    examples = load_nbest_examples(files, encoder, max_frames=1500, window=window, on_issue=print)
     lo, hi = report_range(args)
-    report = load_nbest_examples([nbest_file("librispeech-dev", REPORT_ENCODER)], encoder, limit=hi, on_issue=print)[
-        lo - 1 :
-    ]
+    report_file = nbest_file("librispeech-dev", REPORT_ENCODER)
+    report = load_nbest_examples([report_file], encoder, limit=hi, window=window, on_issue=print)[lo - 1 :]
     if not report:
         raise SystemExit(f"librispeech-dev has no utterances {lo}-{hi}")
     n_long = 0
     if args.train_librispeech:  # LibriSpeech-length targets: the dev utterances outside the report range
         shown = {e.group for e in report}  # by audio: the base list's examples of these utterances too
         files_ls = [nbest_file("librispeech-dev", m) for m in LISTS]
-        long_ex = load_nbest_examples(files_ls, encoder, max_frames=1500, on_issue=print)
+        long_ex = load_nbest_examples(files_ls, encoder, max_frames=1500, window=window, on_issue=print)
         long_ex = [e for e in long_ex if e.group not in shown]
         n_long = len({e.group for e in long_ex})
         examples = examples + long_ex
@@ -356,7 +363,7 @@ def run(args: argparse.Namespace) -> str:
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
         cached = out / name / f"report-{tag}.json"
-        mcfg = variant_config(name, args.attend)
+        mcfg = variant_config(name, args.attend, args.window)
         if mcfg.encoder not in by_encoder:  # the variant's encoder's states of the same utterances
             by_encoder[mcfg.encoder] = load_data(args, mcfg.encoder)
         own = by_encoder[mcfg.encoder]
@@ -472,8 +479,8 @@ def run(args: argparse.Namespace) -> str:
 Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 distinct hypotheses, prompts/deep.j2)
 and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
 6 heads of 64; acting {ATTEND_NOTE[args.attend]}), attending over Whisper tiny.en encoder
-states (CTranslate2 int8, cached), K/V projections started from Whisper tiny's decoder cross-attention, gates at
-zero (step 0 is the text-only LM).{base_note}
+states (CTranslate2 int8, cached; {WINDOW_NOTE[args.window]}), K/V projections started from Whisper tiny's
+decoder cross-attention, gates at zero (step 0 is the text-only LM).{base_note}
 Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f} h of audio), early
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
@@ -518,6 +525,9 @@ def main() -> None:
     ap.add_argument(
         "--attend", default=ATTEND[0], choices=ATTEND, help="where the blocks act (reply: from the prompt's end)"
     )
+    ap.add_argument(
+        "--window", default=WINDOWS[0], choices=WINDOWS, help="encoder window (own: each utterance at its length)"
+    )
     ap.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
@@ -539,7 +549,7 @@ def main() -> None:
     if args.out is None:
         from rescore.models import cache_dir
 
-        args.out = str(cache_dir() / "deep" / "bench-xattn")
+        args.out = str(cache_dir() / "deep" / ("bench-xattn" + ("" if args.window == "padded" else f"-{args.window}")))
     np.random.seed(args.seed)
     publish_run(run(args), args)
 

@@ -3,6 +3,11 @@
 The CTC head and the deep-fusion bridge both train on frozen encoder states: computing them once per
 utterance and model and keeping them in the cache folder turns every later epoch into a disk read.
 States are trimmed to the audio's length (50 frames per second) and stored as float16 ``.npy``.
+
+Two windows (``WINDOWS``): ``padded`` encodes every window padded to Whisper's 30 s, as Whisper was trained and
+as its decoder reads it; ``own`` encodes each window at its own length, about a tenth of the CPU time on short
+utterances (eval/RESULTS.md). The two give different states (mean cosine 0.95-0.98), so a model trained on one
+must be decoded on the same one: the choice is part of the cache's name and of a deep model's config.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from rescore.models import cache_dir, resolve_model
 
 FRAMES_PER_SECOND = 50  # Whisper encoder: 3000 mel frames (30 s) -> 1500 states
 N_MEL_FRAMES = 3000
+WINDOWS = ("padded", "own")
 
 
 def _content_hash(audio: str) -> str:
@@ -66,7 +72,10 @@ class WhisperEncoder:
         compute_type: str = "auto",
         batch_size: int = 8,
         cache: Path | None = None,
+        window: str = "padded",
     ) -> None:
+        if window not in WINDOWS:
+            raise ValueError(f"encoder window must be one of {', '.join(WINDOWS)}, not {window!r}")
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -80,7 +89,8 @@ class WhisperEncoder:
         )
         self.features = FeatureExtractor(feature_size=self.model.n_mels)
         self.batch_size = batch_size
-        tag = f"{Path(model).name}-{compute_type}"
+        self.window = window
+        tag = f"{Path(model).name}-{compute_type}" + ("" if window == "padded" else f"-{window}")
         self.cache = cache or cache_dir() / "encoder" / tag
 
     def _key(self, utt: Utterance) -> Path:
@@ -90,25 +100,34 @@ class WhisperEncoder:
 
     def encode_audio(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Encoder states [frames, dim] (float32) of each 16 kHz waveform; long audio is windowed."""
-        import ctranslate2
-
         mels, owners, lengths = [], [], []
         for i, audio in enumerate(audios):
             for w in split_windows(audio):
                 seg = audio[w.start : w.end]
-                mel = self.features(seg, padding=N_MEL_FRAMES * 160)[:, :N_MEL_FRAMES]
+                n_states = max(1, int(np.ceil(len(seg) / SAMPLE_RATE * FRAMES_PER_SECOND)))
+                # the first 2 * n_states frames of the padded window's features: the same values, cut to the audio
+                width = N_MEL_FRAMES if self.window == "padded" else 2 * n_states
+                mel = self.features(seg, padding=N_MEL_FRAMES * 160)[:, :width]
                 mels.append(np.ascontiguousarray(mel, dtype=np.float32))
                 owners.append(i)
-                lengths.append(max(1, int(np.ceil(len(seg) / SAMPLE_RATE * FRAMES_PER_SECOND))))
+                lengths.append(n_states)
+        # padded windows share one shape and batch; own-length ones are encoded one by one, since padding a
+        # batch to its longest would change the shorter ones' states (the encoder has no attention mask)
+        batch_size = self.batch_size if self.window == "padded" else 1
         states: list[np.ndarray] = []
-        for s in range(0, len(mels), self.batch_size):
-            batch = ctranslate2.StorageView.from_array(np.stack(mels[s : s + self.batch_size]))
-            out = np.asarray(self.model.encode(batch, to_cpu=True), dtype=np.float32)
-            states.extend(out[j, : lengths[s + j]] for j in range(out.shape[0]))
+        for s in range(0, len(mels), batch_size):
+            states.extend(self._encode(mels[s : s + batch_size], lengths[s : s + batch_size]))
         result: list[list[np.ndarray]] = [[] for _ in audios]
         for owner, st in zip(owners, states, strict=True):
             result[owner].append(st)
         return [np.concatenate(r, 0) for r in result]
+
+    def _encode(self, mels: list[np.ndarray], lengths: list[int]) -> list[np.ndarray]:
+        """One ``encode`` call over mels of one shape, each output trimmed to its length."""
+        import ctranslate2
+
+        out = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.stack(mels)), to_cpu=True))
+        return [out[j, :n].astype(np.float32) for j, n in enumerate(lengths)]
 
     def states(self, utterances: Iterable[Utterance]) -> Iterator[tuple[Utterance, np.ndarray | None, str | None]]:
         """Yield ``(utterance, states, error)`` in input order: cached states are read, missing ones computed

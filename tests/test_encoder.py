@@ -60,3 +60,27 @@ def test_states_come_out_in_input_order_with_a_partly_filled_cache(tiny_manifest
         elif u.id != "missing":
             assert abs(st.shape[0] - u.duration * 50) <= 2  # computed for this utterance, not another's
     assert len(list(enc.cache.rglob("*.npy"))) == 6
+
+
+def test_own_length_windows_are_cached_apart_and_close_to_padded_ones(tiny_manifest, tmp_path):
+    """``window="own"`` encodes each utterance at its length: same frames and width, states near the padded ones
+    (not equal: Whisper was trained on 30 s windows), its own cache folder, and a batch of several utterances gives
+    each the states it gets alone (own-length windows are never padded to a batch's longest)."""
+    utts = load_dataset(tiny_manifest).utterances[:3]
+    padded = WhisperEncoder("whisper-tiny.en", cache=tmp_path / "padded")
+    own = WhisperEncoder("whisper-tiny.en", window="own", batch_size=3)
+    assert own.cache.name.endswith("-own") and not padded.cache.name.endswith("-own")
+    from rescore.audio import load_audio
+
+    audios = [load_audio(u.audio, u.start, u.end) for u in utts]
+    a, b = padded.encode_audio(audios), own.encode_audio(audios)
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape
+        cos = np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        assert 0.9 < cos.mean() < 0.9999  # close, but another input than the padded window
+    np.testing.assert_allclose(own.encode_audio(audios[1:2])[0], b[1], atol=1e-4)
+
+
+def test_an_unknown_window_is_a_clear_error():
+    with pytest.raises(ValueError, match="window must be one of padded, own"):
+        WhisperEncoder("whisper-tiny.en", window="30s")

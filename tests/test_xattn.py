@@ -105,6 +105,10 @@ def test_config_round_trip():
     assert XAttnConfig.from_dict(reply.to_dict()) == reply
     old = {k: v for k, v in reply.to_dict().items() if k != "attend"}  # a model saved before ``attend``
     assert XAttnConfig.from_dict(old).attend == "all"
+    own = XAttnConfig(encoder_window="own")
+    assert XAttnConfig.from_dict(own.to_dict()) == own
+    before = {k: v for k, v in own.to_dict().items() if k != "encoder_window"}  # saved before the window choice
+    assert XAttnConfig.from_dict(before).encoder_window == "padded"
 
 
 def test_memory_counts_columns_over_calls():
@@ -395,15 +399,15 @@ def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
     assert seen == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
 
     def capture_options(cfg, **_):
-        seen.append((cfg.model.attend, cfg.precision))
+        seen.append((cfg.model.attend, cfg.precision, cfg.model.encoder_window))
         raise ValueError("stopped before training")
 
     monkeypatch.setattr(rescore.fusion.train, "train", capture_options)
     seen.clear()
-    for extra in ([], ["--attend", "reply", "--precision", "bf16"]):
+    for extra in ([], ["--attend", "reply", "--precision", "bf16", "--encoder-window", "own"]):
         assert "stopped before training" in CliRunner().invoke(app, base + extra).output
-    assert seen == [("all", "auto"), ("reply", "bf16")]
-    for bad in (["--attend", "prompt"], ["--precision", "fp16"]):
+    assert seen == [("all", "auto", "padded"), ("reply", "bf16", "own")]
+    for bad in (["--attend", "prompt"], ["--precision", "fp16"], ["--encoder-window", "30s"]):
         result = CliRunner().invoke(app, base + bad)
         assert result.exit_code != 0 and bad[0] in result.output
 
@@ -552,3 +556,19 @@ def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
     check_same_model(tmp_path, XAttnConfig())
     with pytest.raises(ValueError, match="attend: 'all' -> 'reply'"):
         check_same_model(tmp_path, XAttnConfig(attend="reply"))
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_own_length_windows_is_decoded_on_them(tmp_path, real_model):
+    """The encoder window is part of the model: its recognizer encodes (and caches) as the model was trained."""
+    from rescore.fusion.recognize import DeepFusionRecognizer
+
+    window = real_model.config.encoder_window
+    try:
+        real_model.config.encoder_window = "own"
+        real_model.save(tmp_path / "m")
+    finally:
+        real_model.config.encoder_window = window
+    recognizer = DeepFusionRecognizer(tmp_path / "m", device="cpu", threads=1)
+    assert recognizer.encoder.window == "own" and recognizer.encoder.cache.name.endswith("-own")
+    assert recognizer.info["encoder_window"] == "own"

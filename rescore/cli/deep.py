@@ -69,6 +69,13 @@ def train(
         str, typer.Option(help="Causal LM: smollm2-135m, qwen2.5-0.5b, a GGUF or HF folder.")
     ] = "smollm2-135m",
     encoder: Annotated[str, typer.Option(help="Whisper model whose encoder states are the input.")] = "whisper-tiny.en",
+    encoder_window: Annotated[
+        str,
+        typer.Option(
+            help="xattn: padded (Whisper's 30 s windows) or own (each utterance at its own length: about a tenth of"
+            " the encoding time, other states; the model keeps the choice for decoding)."
+        ),
+    ] = "padded",
     reducer: Annotated[str, typer.Option(help="Length reduction: conv, stack or ctc.")] = "conv",
     factor: Annotated[int, typer.Option(help="Frame-rate reduction of conv (power of 2) and stack.")] = 4,
     mixer: Annotated[
@@ -103,6 +110,7 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
+    from rescore.encoder import WINDOWS
     from rescore.fusion.bridge import BridgeConfig
     from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
     from rescore.fusion.train import TrainConfig
@@ -119,11 +127,14 @@ def train(
         raise fail(f"--attend must be {' or '.join(ATTEND)}, not {attend!r}")
     if precision not in PRECISIONS:
         raise fail(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
+    if encoder_window not in WINDOWS:
+        raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {encoder_window!r}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
         model_cfg = XAttnConfig(
             encoder=encoder,
+            encoder_window=encoder_window,
             llm=llm,
             every=every,
             kv_init={"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init),

@@ -63,13 +63,14 @@ class DeepFusionRecognizer:
         if decode not in DECODE_MODES or (decode == "choose" and not self.reads_nbest):
             raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
         self.decode = decode
-        self.encoder = WhisperEncoder(self.model.config.encoder)
-        self.beam_size, self.nbest, self.batch_size = beam_size, min(nbest, beam_size), batch_size
         cfg = self.model.config
+        self.encoder = WhisperEncoder(cfg.encoder, window=getattr(cfg, "encoder_window", "padded"))
+        self.beam_size, self.nbest, self.batch_size = beam_size, min(nbest, beam_size), batch_size
         self.info: dict[str, Any] = {
             "backend": "deep-fusion",
             "model": str(model),
             "encoder": cfg.encoder,
+            "encoder_window": self.encoder.window,
             "llm": cfg.llm,
             "beam_size": beam_size,
             "nbest": self.nbest,

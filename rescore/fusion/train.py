@@ -106,7 +106,13 @@ def autocast(device: str, precision: str = "auto") -> Any:
 
 
 def load_examples(
-    sources: Sequence[str], encoder: str, *, limit: int = 0, max_frames: int = 0, on_issue: Callable[[str], None]
+    sources: Sequence[str],
+    encoder: str,
+    *,
+    limit: int = 0,
+    max_frames: int = 0,
+    window: str = "padded",
+    on_issue: Callable[[str], None],
 ) -> list[Example]:
     """Encoder states (from the cache, computing missing ones) and references of the utterances of sources.
 
@@ -116,7 +122,7 @@ def load_examples(
     from rescore.datasets import load_dataset
     from rescore.encoder import WhisperEncoder
 
-    enc = WhisperEncoder(encoder)
+    enc = WhisperEncoder(encoder, window=window)
     examples: list[Example] = []
     for src in sources:
         ds = load_dataset(src)
@@ -143,6 +149,7 @@ def load_nbest_examples(
     *,
     limit: int = 0,
     max_frames: int = 0,
+    window: str = "padded",
     on_issue: Callable[[str], None],
 ) -> list[Example]:
     """One example per record of the n-best files (first-pass hypotheses, reference, encoder states).
@@ -154,7 +161,7 @@ def load_nbest_examples(
     from rescore.encoder import WhisperEncoder
     from rescore.records import read_nbest
 
-    enc = WhisperEncoder(encoder)
+    enc = WhisperEncoder(encoder, window=window)
     records = []
     for f in files:
         recs = list(read_nbest(f, strict=False))
@@ -364,11 +371,11 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     xattn = isinstance(cfg.model, XAttnConfig)
     if examples is None:
-        enc = cfg.model.encoder
+        enc, window = cfg.model.encoder, getattr(cfg.model, "encoder_window", "padded")
         load = load_nbest_examples if xattn else load_examples
-        train_ex = load(cfg.train, enc, limit=cfg.limit, max_frames=cfg.max_frames, on_issue=on_issue)
+        train_ex = load(cfg.train, enc, limit=cfg.limit, max_frames=cfg.max_frames, window=window, on_issue=on_issue)
         if cfg.dev:
-            dev_ex = load([cfg.dev], enc, limit=cfg.dev_limit, on_issue=on_issue)
+            dev_ex = load([cfg.dev], enc, limit=cfg.dev_limit, window=window, on_issue=on_issue)
         elif xattn:
             train_ex, dev_ex = held_out(train_ex, cfg.dev_fraction, cfg.seed)
         else:

@@ -56,6 +56,9 @@ class XAttnConfig:
     """What a trained model needs to be rebuilt: encoder, LM, where the blocks go, prompt and target style."""
 
     encoder: str = "whisper-tiny.en"
+    # padded: Whisper's 30 s windows; own: each utterance at its own length (rescore.encoder.WINDOWS), a tenth
+    # of the encoding time but other states: the model is decoded on the window it was trained on
+    encoder_window: str = "padded"
     llm: str = "smollm2-135m"
     every: int = 6  # a block after layers every-1, 2*every-1, ... (SmolLM2-135M: 30 layers -> 5 blocks)
     enc_dim: int = 384  # encoder width (set from the states when training)
