@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rescore.encoder import WINDOWS
-from rescore.fusion import ATTEND, PRECISIONS
+from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
 
 TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
@@ -65,12 +65,13 @@ def nbest_file(set_name: str, model: str) -> str:
     return str(nbest_for(set_name, recognizer, ids=ids, tag=model))
 
 
-def variant_config(name: str, attend: str = "all", window: str = "padded") -> Any:
+def variant_config(name: str, attend: str = "all", window: str = "padded", text_norm: str = "lower") -> Any:
     """The variant's model; ``attend`` where its blocks act (``reply``: from the prompt's last token on), ``window``
-    the encoder's (``own``: each utterance at its own length, rescore.encoder)."""
+    the encoder's (``own``: each utterance at its own length, rescore.encoder), ``text_norm`` the style of its
+    targets and prompt hypotheses (rescore.fusion.model.normalize_target)."""
     from rescore.fusion.xattn import XAttnConfig
 
-    common = {"attend": attend, "encoder_window": window}
+    common = {"attend": attend, "encoder_window": window, "text_norm": text_norm}
     if name in ("audio", "step0"):
         return XAttnConfig(**common)
     if name == "no-audio":
@@ -128,6 +129,14 @@ ATTEND_NOTE = {
 WINDOW_NOTE = {
     "padded": "each utterance padded to Whisper's 30 s window",
     "own": "each utterance encoded at its own length, not padded to 30 s: trained and decoded so",
+}
+TEXT_NORM_NOTE = {
+    "lower": "Targets and the prompt's hypotheses in lower case without punctuation.",
+    "whisper": (
+        "Targets and the prompt's hypotheses through Whisper's English normalizer (the WER's: numbers, spellings"
+        " and contractions written alike), so the model is not taught conversions the score ignores."
+    ),
+    "none": "Targets and hypotheses as the corpora and the first pass write them.",
 }
 PRECISION_NOTE = {"auto": "float32", "fp32": "float32", "bf16": "bf16 autocast (AMX)"}
 
@@ -363,7 +372,7 @@ def run(args: argparse.Namespace) -> str:
     fp = error_rate(refs, first)
     for name in args.variants.split(","):
         cached = out / name / f"report-{tag}.json"
-        mcfg = variant_config(name, args.attend, args.window)
+        mcfg = variant_config(name, args.attend, args.window, args.text_norm)
         if mcfg.encoder not in by_encoder:  # the variant's encoder's states of the same utterances
             by_encoder[mcfg.encoder] = load_data(args, mcfg.encoder)
         own = by_encoder[mcfg.encoder]
@@ -480,7 +489,7 @@ Model: SmolLM2-135M-Instruct (frozen) reading the first-pass n-best (up to 4 dis
 and writing the transcript; gated cross-attention + gated FFN blocks after every 6th of its 30 layers (5 blocks,
 6 heads of 64; acting {ATTEND_NOTE[args.attend]}), attending over Whisper tiny.en encoder
 states (CTranslate2 int8, cached; {WINDOW_NOTE[args.window]}), K/V projections started from Whisper tiny's
-decoder cross-attention, gates at zero (step 0 is the text-only LM).{base_note}
+decoder cross-attention, gates at zero (step 0 is the text-only LM). {TEXT_NORM_NOTE[args.text_norm]}{base_note}
 Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f} h of audio), early
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
@@ -528,6 +537,9 @@ def main() -> None:
     ap.add_argument(
         "--window", default=WINDOWS[0], choices=WINDOWS, help="encoder window (own: each utterance at its length)"
     )
+    ap.add_argument(
+        "--text-norm", default="lower", choices=TEXT_NORMS, help="targets' style (whisper: WER's normalizer)"
+    )
     ap.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
@@ -549,7 +561,10 @@ def main() -> None:
     if args.out is None:
         from rescore.models import cache_dir
 
-        args.out = str(cache_dir() / "deep" / ("bench-xattn" + ("" if args.window == "padded" else f"-{args.window}")))
+        suffix = ("" if args.window == "padded" else f"-{args.window}") + (
+            "" if args.text_norm == "lower" else f"-{args.text_norm}"
+        )
+        args.out = str(cache_dir() / "deep" / f"bench-xattn{suffix}")
     np.random.seed(args.seed)
     publish_run(run(args), args)
 

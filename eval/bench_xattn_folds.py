@@ -36,6 +36,7 @@ from eval.bench_xattn import (
     report_tag,
     result_row,
 )
+from rescore.fusion import TEXT_NORMS
 
 # decoding -> (row label, decode cache name part); the summed-log-prob ranking's rows where every fold has them
 MODES = {"write": ("written", ""), "choose": ("chosen", f"-{CHOOSE_CACHE}")}
@@ -67,12 +68,24 @@ class Fold:
     def cache(self, variant: str, suffix: str) -> Path:
         return self.folder(variant) / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
 
-    def attend(self, variant: str) -> str:
-        """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
-        from rescore.fusion import CONFIG_FILE, XATTN_KEY, saved_attend
+    def saved(self, variant: str) -> dict | None:
+        """The variant's saved ``XAttnConfig`` (None: not trained)."""
+        from rescore.fusion import CONFIG_FILE, XATTN_KEY
 
         path = self.folder(variant) / CONFIG_FILE
-        return saved_attend(json.loads(path.read_text())[XATTN_KEY]) if path.exists() else "untrained"
+        return json.loads(path.read_text())[XATTN_KEY] if path.exists() else None
+
+    def attend(self, variant: str) -> str:
+        """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
+        from rescore.fusion import saved_attend
+
+        cfg = self.saved(variant)
+        return saved_attend(cfg) if cfg is not None else "untrained"
+
+    def text_norm(self, variant: str) -> str:
+        """The style of the variant's targets and prompt (``XAttnConfig.text_norm``)."""
+        cfg = self.saved(variant)
+        return cfg.get("text_norm", TEXT_NORMS[0]) if cfg is not None else "untrained"
 
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
@@ -150,6 +163,7 @@ def run(args: argparse.Namespace) -> str:
     if elsewhere:
         ranges += "; from other runs' folders: " + ", ".join(f"{n} ({pat})" for n, pat in elsewhere)
     attends = {f"{v}: {a}" for f in folds for v in variants if (a := f.attend(v)) != "untrained"}
+    norms = {f"{v}: {a}" for f in folds for v in variants if (a := f.text_norm(v)) != "untrained"}
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
 
 Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeech --report-range`) were
@@ -158,6 +172,8 @@ fold: every one of the {len(refs)} utterances is reported by models that never t
 (different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
 whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}{base}
 Where the blocks act (`attend`; reply: from the prompt's last token on; all: everywhere): {", ".join(sorted(attends))}.
+Targets' and prompt's style (`text_norm`; lower: lower case, no punctuation; whisper: the WER's normalizer):
+{", ".join(sorted(norms))}.
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 

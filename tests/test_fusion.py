@@ -180,6 +180,22 @@ def test_normalize_target():
     )
     assert normalize_target("G M E F THREE NINE") == "g m e f three nine"
     assert normalize_target("  It's  ", "none") == "It's"
+    with pytest.raises(ValueError, match="lower, whisper, none"):
+        normalize_target("x", "upper")
+
+
+def test_normalize_target_whisper_writes_hypothesis_and_reference_alike():
+    """The WER's normalizer as the target style: a first pass's digits and a corpus's number words, British
+    and American spellings, titles and contractions meet in one form, so copying a right hypothesis is the
+    right target."""
+    for hyp, ref in [
+        ("Chapter 17, when Wendy grew up.", "CHAPTER SEVENTEEN WHEN WENDY GREW UP"),
+        ("The colour of 1,000 men.", "THE COLOR OF ONE THOUSAND MEN"),
+        ("Mr. Smith isn't here.", "MISTER SMITH IS NOT HERE"),
+    ]:
+        assert normalize_target(hyp, "whisper") == normalize_target(ref, "whisper")
+        assert normalize_target(hyp, "lower") != normalize_target(ref, "lower")
+    assert normalize_target("Chapter 17, when Wendy grew up.", "whisper") == "chapter 17 when wendy grew up"
 
 
 # --------------------------------------------------------------------------- the real path

@@ -354,6 +354,23 @@ def test_stage_reads_records_for_a_cross_attention_model(tmp_path):
     assert DeepStage(DeepOptions(enabled=True, checkpoint=str(bridge))).source == "audio"
 
 
+def test_whisper_text_norm_gives_one_target_and_one_prompt_line_per_scored_form(real_model):
+    """``text_norm="whisper"``: a first pass's "Chapter 17," and a corpus's "CHAPTER SEVENTEEN" are one target,
+    and hypotheses that differ only in such conventions are one line of the prompt and one candidate."""
+    norm = real_model.config.text_norm
+    real_model.config.text_norm = "whisper"
+    try:
+        assert real_model.target_ids("CHAPTER SEVENTEEN") == real_model.target_ids("Chapter 17,")
+        assert real_model.prompt_ids(["Chapter 17,", "chapter seventeen"]) == real_model.prompt_ids(["chapter 17"])
+        assert real_model.candidates(["Chapter 17,", "chapter seventeen", "Chapter 70."]) == {
+            "chapter 17": "Chapter 17,",
+            "chapter 70": "Chapter 70.",
+        }
+    finally:
+        real_model.config.text_norm = norm
+    assert real_model.target_ids("CHAPTER SEVENTEEN") != real_model.target_ids("Chapter 17,")
+
+
 def test_prompt_puts_the_reranked_choice_first():
     from rescore.fusion.recognize import prompt_texts
     from rescore.records import Hypothesis, NBest
@@ -399,15 +416,16 @@ def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
     assert seen == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
 
     def capture_options(cfg, **_):
-        seen.append((cfg.model.attend, cfg.precision, cfg.model.encoder_window))
+        seen.append((cfg.model.attend, cfg.precision, cfg.model.encoder_window, cfg.model.text_norm))
         raise ValueError("stopped before training")
 
     monkeypatch.setattr(rescore.fusion.train, "train", capture_options)
     seen.clear()
-    for extra in ([], ["--attend", "reply", "--precision", "bf16", "--encoder-window", "own"]):
+    own = ["--attend", "reply", "--precision", "bf16", "--encoder-window", "own", "--text-norm", "whisper"]
+    for extra in ([], own):
         assert "stopped before training" in CliRunner().invoke(app, base + extra).output
-    assert seen == [("all", "auto", "padded"), ("reply", "bf16", "own")]
-    for bad in (["--attend", "prompt"], ["--precision", "fp16"], ["--encoder-window", "30s"]):
+    assert seen == [("all", "auto", "padded", "lower"), ("reply", "bf16", "own", "whisper")]
+    for bad in (["--attend", "prompt"], ["--precision", "fp16"], ["--encoder-window", "30s"], ["--text-norm", "upper"]):
         result = CliRunner().invoke(app, base + bad)
         assert result.exit_code != 0 and bad[0] in result.output
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
-from rescore.fusion import ATTEND, PRECISIONS
+from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -89,7 +89,10 @@ def train(
     ] = "default",
     lora_rank: Annotated[int, typer.Option(help="LoRA rank on the LM's q/v projections (0: LM frozen).")] = 0,
     instruction: Annotated[str | None, typer.Option(help="Text between the speech prefix and the transcript.")] = None,
-    text_norm: Annotated[str, typer.Option(help="Target style: lower (lower case, no punctuation) or none.")] = "lower",
+    text_norm: Annotated[
+        str,
+        typer.Option(help="Target style: lower (lower case, no punctuation), whisper (the WER's normalizer) or none."),
+    ] = "lower",
     batch_size: Annotated[int, typer.Option()] = 8,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -129,6 +132,8 @@ def train(
         raise fail(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
     if encoder_window not in WINDOWS:
         raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {encoder_window!r}")
+    if text_norm not in TEXT_NORMS:
+        raise fail(f"--text-norm must be {', '.join(TEXT_NORMS)}, not {text_norm!r}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":

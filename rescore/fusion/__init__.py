@@ -11,6 +11,8 @@ XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("
 # the field had: every position
 ATTEND = ("all", "reply")
 PRECISIONS = ("auto", "bf16", "fp32")  # training's autocast (rescore.fusion.train.autocast)
+# the style of targets and prompt hypotheses (rescore.fusion.model.normalize_target); the first is the default
+TEXT_NORMS = ("lower", "whisper", "none")
 
 
 def saved_attend(config: dict) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rescore.fusion import CONFIG_FILE
+from rescore.fusion import CONFIG_FILE, TEXT_NORMS
 from rescore.fusion.bridge import Bridge, BridgeConfig
 
 DEFAULT_INSTRUCTION = "\nTranscribe:"
@@ -29,11 +29,18 @@ WEIGHTS_FILE = "bridge.pt"
 
 def normalize_target(text: str, mode: str = "lower") -> str:
     """Training targets in one style: the sets differ (AN4 and LibriSpeech upper case, ARCTIC punctuated),
-    and a frozen LM learns one style faster. ``lower``: lower case, letters, digits and apostrophes."""
+    and a frozen LM learns one style faster. ``lower``: lower case, letters, digits and apostrophes.
+    ``whisper``: Whisper's English normalizer (the one WER is scored under), so numbers, spellings and
+    contractions are written alike in hypotheses and targets ("Chapter 17," and "CHAPTER SEVENTEEN" both
+    "chapter 17") and the model is not taught conversions the score ignores."""
     if mode == "none":
         return text.strip()
-    if mode != "lower":
-        raise ValueError(f"unknown text normalization {mode!r}: lower or none")
+    if mode not in TEXT_NORMS:
+        raise ValueError(f"unknown text normalization {mode!r}: {', '.join(TEXT_NORMS)}")
+    if mode == "whisper":
+        from rescore.metrics import normalize
+
+        text = normalize(text, "whisper")
     text = re.sub(r"[^a-z0-9' ]+", " ", text.lower())
     return " ".join(text.split())
 
