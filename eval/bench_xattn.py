@@ -538,7 +538,7 @@ def main() -> None:
         "--window", default=WINDOWS[0], choices=WINDOWS, help="encoder window (own: each utterance at its length)"
     )
     ap.add_argument(
-        "--text-norm", default="lower", choices=TEXT_NORMS, help="targets' style (whisper: WER's normalizer)"
+        "--text-norm", default=TEXT_NORMS[0], choices=TEXT_NORMS, help="targets' style (whisper: WER's normalizer)"
     )
     ap.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS, help="training's autocast")
     ap.add_argument("--seed", type=int, default=0)
@@ -561,8 +561,8 @@ def main() -> None:
     if args.out is None:
         from rescore.models import cache_dir
 
-        suffix = ("" if args.window == "padded" else f"-{args.window}") + (
-            "" if args.text_norm == "lower" else f"-{args.text_norm}"
+        suffix = "".join(
+            f"-{v}" for v, default in ((args.window, WINDOWS[0]), (args.text_norm, TEXT_NORMS[0])) if v != default
         )
         args.out = str(cache_dir() / "deep" / f"bench-xattn{suffix}")
     np.random.seed(args.seed)
