@@ -138,6 +138,23 @@ TEXT_NORM_NOTE = {
     ),
     "none": "Targets and hypotheses as the corpora and the first pass write them.",
 }
+
+
+def hyp_noise_note(share: float) -> str:
+    """The section's sentence on the training prompts' simulated errors (rescore.fusion.noise)."""
+    from rescore.fusion.train import TrainConfig
+
+    if share <= 0:
+        return ""
+    words = 100 * TrainConfig.hyp_noise_words
+    return (
+        f"\nHypothesis noise (modality dropout for the text side): in {100 * share:g} % of the training examples,"
+        f" {words:g} % of the distinct words are replaced, alike in every hypothesis, by a look-alike word of the"
+        " training targets (same first letters and about the same length), so only the audio or the LM's prior"
+        " can put them right; the held-out loss and the report read the hypotheses unchanged."
+    )
+
+
 PRECISION_NOTE = {"auto": "float32", "fp32": "float32", "bf16": "bf16 autocast (AMX)"}
 
 
@@ -398,6 +415,7 @@ def run(args: argparse.Namespace) -> str:
                 precision=args.precision,
                 seed=args.seed,
                 keep_best=True,
+                hyp_noise=args.hyp_noise,
             )
             summary = train(
                 cfg, model=model, examples=(own.train, own.dev), on_step=lambda r: print(json.dumps(r), flush=True)
@@ -494,7 +512,7 @@ Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
 (no GPU lent), {PRECISION_NOTE[args.precision]}, batch {args.batch_size}, AdamW lr {args.lr} (gates x10),
-{args.warmup} warm-up steps, cosine decay.
+{args.warmup} warm-up steps, cosine decay.{hyp_noise_note(args.hyp_noise)}
 Reported: librispeech-dev utterances {lo}-{hi} in file order ({len(report)}; never trained or tuned on),
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
@@ -553,6 +571,12 @@ def main() -> None:
     ap.add_argument(
         "--verify", action="store_true", help="rows of the written (and floored) output verified as `rescore run` does"
     )
+    ap.add_argument(
+        "--hyp-noise",
+        type=float,
+        default=0.0,
+        help="share of training examples whose hypotheses get look-alike words (rescore.fusion.noise; 0: none)",
+    )
     ap.add_argument("--prepare", action="store_true", help="only make the n-best lists and encoder states, then stop")
     args = ap.parse_args()
     if args.prepare:
@@ -564,6 +588,7 @@ def main() -> None:
         suffix = "".join(
             f"-{v}" for v, default in ((args.window, WINDOWS[0]), (args.text_norm, TEXT_NORMS[0])) if v != default
         )
+        suffix += f"-noise{args.hyp_noise:g}" if args.hyp_noise > 0 else ""
         args.out = str(cache_dir() / "deep" / f"bench-xattn{suffix}")
     np.random.seed(args.seed)
     publish_run(run(args), args)

@@ -590,3 +590,37 @@ def test_a_model_trained_on_own_length_windows_is_decoded_on_them(tmp_path, real
     recognizer = DeepFusionRecognizer(tmp_path / "m", device="cpu", threads=1)
     assert recognizer.encoder.window == "own" and recognizer.encoder.cache.name.endswith("-own")
     assert recognizer.info["encoder_window"] == "own"
+
+
+def test_cli_train_rejects_a_hypothesis_noise_share_outside_0_1(tmp_path):
+    from typer.testing import CliRunner
+
+    from rescore.cli import app
+
+    f = tmp_path / "n.jsonl"
+    f.write_text("")
+    args = ["deep", "train", "--train", str(f), "--hyp-noise", "1.5", "-o", str(tmp_path / "m")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "--hyp-noise" in result.output
+
+
+def test_hypothesis_noise_changes_the_real_models_training_loss_only(real_model, audio_batch):
+    """The real model reads the corrupted prompt in training (its loss changes); the held-out loss reads the
+    hypotheses as they are, whatever noise the run trains with."""
+    from rescore.fusion.noise import HypothesisNoise
+    from rescore.fusion.train import Example, dev_loss, make_batch
+
+    refs = ["the cat sat on the mat", "hello world"]
+    ex = [
+        Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
+        for i, (t, h) in enumerate(zip(refs, HYPS, strict=True))
+    ]
+    noise = HypothesisNoise(examples=1.0, words=1.0).fit([*refs, "then cap sap at a map", "help word"])
+    with torch.no_grad():
+        clean, _ = real_model.loss(make_batch(ex, [0, 1]))
+        noisy_batch = make_batch(ex, [0, 1], noise, seed="0-0-0")
+        noisy, _ = real_model.loss(noisy_batch)
+        held_out = dev_loss(real_model, ex, 2, "cpu")
+    assert noisy_batch.hypotheses != [[h for h in hs] for hs in HYPS]
+    assert float(noisy) > float(clean)  # the n-best no longer spell the target out
+    assert held_out == pytest.approx(float(clean), rel=1e-4)

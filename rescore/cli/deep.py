@@ -93,6 +93,13 @@ def train(
         str,
         typer.Option(help="Target style: lower (lower case, no punctuation), whisper (the WER's normalizer) or none."),
     ] = "lower",
+    hyp_noise: Annotated[
+        float,
+        typer.Option(
+            help="xattn: share of training examples whose hypotheses get look-alike words in place of some of"
+            " theirs, alike in every hypothesis, so the audio is needed to put them right (0: none)."
+        ),
+    ] = 0.0,
     batch_size: Annotated[int, typer.Option()] = 8,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -134,6 +141,8 @@ def train(
         raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {encoder_window!r}")
     if text_norm not in TEXT_NORMS:
         raise fail(f"--text-norm must be {', '.join(TEXT_NORMS)}, not {text_norm!r}")
+    if not 0.0 <= hyp_noise <= 1.0:
+        raise fail(f"--hyp-noise must be a share between 0 and 1, not {hyp_noise}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -189,6 +198,7 @@ def train(
         dev_fraction=dev_fraction,
         keep_best=arch == "xattn",
         patience=patience,
+        hyp_noise=hyp_noise if arch == "xattn" else 0.0,
     )
     issues: list[str] = []
 

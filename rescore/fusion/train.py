@@ -25,6 +25,7 @@ import torch
 
 from rescore.fusion import CONFIG_FILE, PRECISIONS, XATTN_KEY
 from rescore.fusion.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
+from rescore.fusion.noise import HypothesisNoise
 from rescore.fusion.xattn import XAttnConfig, XAttnLM, build_deep_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -75,6 +76,11 @@ class TrainConfig:
     floor_examples: int = 40
     precision: str = "auto"  # training's autocast: auto (bf16 on CUDA, float32 on CPU), bf16 or fp32
     gate_lr_mult: float = 10.0  # the gates' learning rate over the others' (a gate is one number per block)
+    # cross-attention model: share of training examples whose hypotheses get look-alike words in place of some
+    # of theirs, alike in every hypothesis (rescore.fusion.noise.HypothesisNoise; 0: none), and the share of
+    # such an example's distinct words replaced. Held-out losses and decoding see the hypotheses unchanged.
+    hyp_noise: float = 0.0
+    hyp_noise_words: float = 0.15
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,10 +217,18 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[lis
     return out
 
 
-def make_batch(examples: Sequence[Example], idx: Sequence[int]) -> Batch:
+def make_batch(
+    examples: Sequence[Example], idx: Sequence[int], noise: HypothesisNoise | None = None, seed: str = ""
+) -> Batch:
+    """The examples ``idx`` as one batch; with ``noise``, their hypotheses corrupted, drawn from ``seed`` (the
+    run's seed and the batch's place in it, so a resumed run draws the same noise)."""
     ex = [examples[i] for i in idx]
     states = [e.states.astype(np.float32) for e in ex]
-    return collate([e.id for e in ex], states, [e.text for e in ex], [e.hypotheses for e in ex])
+    hyps = [e.hypotheses for e in ex]
+    if noise is not None and noise.active:
+        rng = random.Random(seed)
+        hyps = [noise(h, rng) for h in hyps]
+    return collate([e.id for e in ex], states, [e.text for e in ex], hyps)
 
 
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -389,6 +403,10 @@ def train(
         cfg.model.fit_width(width)
     else:
         cfg.model.bridge.in_dim = width
+    noise = None
+    if isinstance(cfg.model, XAttnConfig) and cfg.hyp_noise > 0:
+        noise = HypothesisNoise(cfg.hyp_noise, cfg.hyp_noise_words, cfg.model.text_norm)
+        noise.fit(e.text for e in train_ex)
     model = model or build_deep_model(cfg.model, device)
     model.train()
     model.llm.eval()  # the LM's dropout stays off; only the new modules train
@@ -447,7 +465,8 @@ def train(
                     epoch, pos = epoch + 1, 0
                     order = batches(train_ex, cfg.batch_size, cfg.seed + epoch)
                 with autocast(device, cfg.precision):
-                    loss, n = model.loss(make_batch(train_ex, order[pos]))
+                    batch = make_batch(train_ex, order[pos], noise, seed=f"{cfg.seed}-{epoch}-{pos}")
+                    loss, n = model.loss(batch)
                 (loss / cfg.grad_accum).backward()
                 loss_sum += loss.detach().item() * n
                 tok_sum += n
