@@ -123,6 +123,7 @@ def train(
     from rescore.encoder import WINDOWS
     from rescore.fusion.bridge import BridgeConfig
     from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
+    from rescore.fusion.noise import HypothesisNoise
     from rescore.fusion.train import TrainConfig
     from rescore.fusion.train import train as run_training
     from rescore.fusion.xattn import XAttnConfig
@@ -141,8 +142,10 @@ def train(
         raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {encoder_window!r}")
     if text_norm not in TEXT_NORMS:
         raise fail(f"--text-norm must be {', '.join(TEXT_NORMS)}, not {text_norm!r}")
-    if not 0.0 <= hyp_noise <= 1.0:
-        raise fail(f"--hyp-noise must be a share between 0 and 1, not {hyp_noise}")
+    try:  # the shares' bounds live in HypothesisNoise
+        HypothesisNoise(examples=hyp_noise)
+    except ValueError as e:
+        raise fail(f"--hyp-noise {hyp_noise}: {e}") from None
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":

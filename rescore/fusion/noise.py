@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from rescore.fusion.model import normalize_target
 
+LETTERS = (2, 1)  # look-alikes share this many first letters: two where the vocabulary has one, else one
+
 
 def look_alike_key(word: str, letters: int) -> tuple[str, int]:
     """Words that share their first ``letters`` letters and have about the same length (in 2-letter bins):
@@ -30,15 +32,15 @@ class HypothesisNoise:
     """Replace some words of a share of the examples' hypotheses by look-alike words, the same in every hypothesis.
 
     ``examples``: the share of training examples corrupted (0: none, the default); ``words``: the share of a
-    corrupted example's distinct words replaced (at least one). Look-alikes come from ``vocabulary`` (the training
-    targets' words), bucketed by :func:`look_alike_key` on two letters, then on one where two leave no other word.
+    corrupted example's distinct words replaced (at least one). Look-alikes come from the training targets' words
+    (:meth:`fit`), bucketed by :func:`look_alike_key` on two letters, then on one where two leave no other word.
     """
 
     examples: float = 0.0
     words: float = 0.15
     text_norm: str = "lower"
-    _buckets: dict[tuple[str, int], list[str]] = field(default_factory=dict, repr=False)
-    _wide: dict[tuple[str, int], list[str]] = field(default_factory=dict, repr=False)
+    # the look-alike buckets for each key's number of first letters, tried in LETTERS order
+    _tables: dict[int, dict[tuple[str, int], list[str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.examples <= 1.0 or not 0.0 < self.words <= 1.0:
@@ -46,15 +48,17 @@ class HypothesisNoise:
 
     def fit(self, targets: Iterable[str]) -> HypothesisNoise:
         """Learn the look-alike vocabulary from the training targets (normalised as the prompt's hypotheses are)."""
-        narrow: dict[tuple[str, int], set[str]] = defaultdict(set)
-        wide: dict[tuple[str, int], set[str]] = defaultdict(set)
+        tables: dict[int, dict[tuple[str, int], set[str]]] = {n: defaultdict(set) for n in LETTERS}
         for text in targets:
-            for w in normalize_target(text, self.text_norm).split():
-                narrow[look_alike_key(w, 2)].add(w)
-                wide[look_alike_key(w, 1)].add(w)
-        self._buckets = {k: sorted(v) for k, v in narrow.items()}
-        self._wide = {k: sorted(v) for k, v in wide.items()}
+            for w in self.normalized(text).split():
+                for n, table in tables.items():
+                    table[look_alike_key(w, n)].add(w)
+        self._tables = {n: {k: sorted(v) for k, v in table.items()} for n, table in tables.items()}
         return self
+
+    def normalized(self, text: str) -> str:
+        """``text`` in the style the noise works on: the prompt's and the targets' (``text_norm``)."""
+        return normalize_target(text, self.text_norm)
 
     @property
     def active(self) -> bool:
@@ -62,7 +66,7 @@ class HypothesisNoise:
 
     def substitute(self, word: str, rng: random.Random) -> str | None:
         """A look-alike of ``word`` other than itself, or None where the vocabulary has none."""
-        for table, letters in ((self._buckets, 2), (self._wide, 1)):
+        for letters, table in self._tables.items():
             others = [w for w in table.get(look_alike_key(word, letters), ()) if w != word]
             if others:
                 return rng.choice(others)
@@ -71,7 +75,7 @@ class HypothesisNoise:
     def __call__(self, hypotheses: Sequence[str], rng: random.Random) -> list[str]:
         """The hypotheses, normalised, with the same words replaced in each; unchanged (but normalised) for the
         examples not drawn. Normalising first makes "The" and "the" one word, so all hypotheses agree."""
-        hyps = [normalize_target(h, self.text_norm) for h in hypotheses]
+        hyps = [self.normalized(h) for h in hypotheses]
         if not self.active or rng.random() >= self.examples:
             return hyps
         distinct = sorted({w for h in hyps for w in h.split()})
