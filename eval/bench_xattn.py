@@ -579,6 +579,12 @@ def main() -> None:
     )
     ap.add_argument("--prepare", action="store_true", help="only make the n-best lists and encoder states, then stop")
     args = ap.parse_args()
+    from rescore.fusion.noise import HypothesisNoise
+
+    try:  # refused before hours of loading, not when training starts; the bounds live in HypothesisNoise
+        HypothesisNoise(examples=args.hyp_noise)
+    except ValueError as e:
+        ap.error(f"--hyp-noise {args.hyp_noise}: {e}")
     if args.prepare:
         prepare(args)
         return

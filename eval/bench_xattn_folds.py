@@ -87,6 +87,16 @@ class Fold:
         cfg = self.saved(variant)
         return cfg.get("text_norm", TEXT_NORMS[0]) if cfg is not None else "untrained"
 
+    def hyp_noise(self, variant: str) -> str:
+        """The share of training examples given look-alike words (``TrainConfig.hyp_noise``; saved before it: 0)."""
+        from rescore.fusion import CONFIG_FILE
+
+        path = self.folder(variant) / CONFIG_FILE
+        if not path.exists():
+            return "untrained"
+        train = json.loads(path.read_text()).get("train", {})
+        return f"{train.get('hyp_noise', 0.0):g} of the examples, {train.get('hyp_noise_words', 0.15):g} of their words"
+
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
         path = self.cache(variant, suffix)
@@ -164,6 +174,7 @@ def run(args: argparse.Namespace) -> str:
         ranges += "; from other runs' folders: " + ", ".join(f"{n} ({pat})" for n, pat in elsewhere)
     attends = {f"{v}: {a}" for f in folds for v in variants if (a := f.attend(v)) != "untrained"}
     norms = {f"{v}: {a}" for f in folds for v in variants if (a := f.text_norm(v)) != "untrained"}
+    noises = {f"{v}: {a}" for f in folds for v in variants if (a := f.hyp_noise(v)) != "untrained"}
     return f"""### Deep fusion (gated cross-attention) cross-fitted over librispeech-dev: audio against no-audio
 
 Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeech --report-range`) were
@@ -174,6 +185,7 @@ whisper-base verification" as `rescore run`'s deep stage decides (`correct.verif
 Where the blocks act (`attend`; reply: from the prompt's last token on; all: everywhere): {", ".join(sorted(attends))}.
 Targets' and prompt's style (`text_norm`; lower: lower case, no punctuation; whisper: the WER's normalizer):
 {", ".join(sorted(norms))}.
+Hypothesis noise in training (`hyp_noise`, rescore.fusion.noise): {"; ".join(sorted(noises))}.
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 
