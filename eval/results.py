@@ -12,6 +12,7 @@ import fcntl
 import platform
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -63,3 +64,112 @@ def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
         text = path.read_text(encoding="utf-8") if path.exists() else HEADER
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
         path.write_text(text, encoding="utf-8")
+
+
+INDEX = "index"
+# Where each capability's current figures are, newest run first; the index fails on a name no section has, so a
+# renamed or dropped section cannot leave it pointing nowhere. Sections not named here are older runs, kept for
+# the record (their own text says what later runs changed).
+HEADLINES: dict[str, list[str]] = {
+    "first pass (recognizers, n-best oracle)": ["transcribe-librispeech-dev-whisper-tiny.en", "recognizers"],
+    "acoustic scoring": ["ascore-librispeech-dev"],
+    "rerank (shallow fusion), learned and shipped weights": [
+        "bench_learned",
+        "bench_shipped-librispeech-dev",
+        "fit_defaults-bounded",
+    ],
+    "correction with acoustic verification": [
+        "bench_verify librispeech-dev 41-110.h8d",
+        "bench_verify librispeech-dev 1-110.h8d",
+        "verify-notes",
+    ],
+    "HyPoradise": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
+    "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
+    "deep fusion (issue 15): latest notes and paired folds": [
+        "bench_xattn_session13_notes",
+        "bench_hyp_noise",
+        "bench_xattn_session12_notes",
+        "bench_xattn_own_whisper_folds_1-40",
+    ],
+    "deep fusion: mixers and cost": [
+        "bench_xattn_mixers_full",
+        "bench_xattn_reply_speed",
+        "bench_xattn_decode",
+        "bench_encoder_window",
+    ],
+    "speed": ["speed", "speed-correct"],
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark's block of RESULTS.md: its name, when it was written, and its first heading (or line)."""
+
+    name: str
+    written: str
+    title: str
+
+
+def sections(text: str) -> list[Section]:
+    """The sections of a RESULTS.md text, in file order (the index itself left out)."""
+    found = []
+    for m in re.finditer(r"<!-- begin (.*?) -->\n(.*?)<!-- end \1 -->", text, re.S):
+        if m.group(1) == INDEX:
+            continue
+        body = m.group(2)
+        stamp = re.search(r"_written (\S+ \S+)", body)
+        lines = [ln for ln in body.splitlines() if ln.strip() and not ln.startswith("_written")]
+        heading = next((ln for ln in lines if ln.startswith("#")), lines[0] if lines else "")
+        title = heading.lstrip("#").strip().replace("|", "/")
+        found.append(Section(m.group(1), stamp.group(1) if stamp else "", title))
+    return found
+
+
+def index_markdown(found: list[Section], headlines: dict[str, list[str]] = HEADLINES) -> str:
+    """The index: each capability's current sections, then every section with its date (many deep-fusion runs
+    share a title; their names and dates tell them apart)."""
+    by_name = {s.name: s for s in found}
+    missing = [n for names in headlines.values() for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"HEADLINES names sections RESULTS.md does not have: {', '.join(missing)}")
+    rows = [
+        f"| {topic} | {', '.join(f'`{n}` ({by_name[n].written[:10]})' for n in names)} |"
+        for topic, names in headlines.items()
+    ]
+    every = [f"| `{s.name}` | {s.written} | {s.title} |" for s in found]
+    return "\n".join(
+        [
+            "### Index: where the current figures are",
+            "",
+            "Written by `python -m eval.results --index` from the sections below (search for `begin NAME`).",
+            "",
+            "| capability | sections |",
+            "|---|---|",
+            *rows,
+            "",
+            f"Every section, in file order ({len(found)}):",
+            "",
+            "| section | written | title |",
+            "|---|---|---|",
+            *every,
+        ]
+    )
+
+
+def update_index(path: Path = RESULTS, headlines: dict[str, list[str]] | None = None) -> None:
+    """Rewrite the index section (``headlines``: :data:`HEADLINES` unless given), placed first after the header."""
+    text = path.read_text(encoding="utf-8")
+    markdown = index_markdown(sections(text), HEADLINES if headlines is None else headlines)
+    if f"<!-- begin {INDEX} -->" not in text:  # first time: an empty index block after the header, then filled
+        head, sep, rest = text.partition("\n<!-- begin ")
+        path.write_text(
+            f"{head.rstrip()}\n\n<!-- begin {INDEX} -->\n<!-- end {INDEX} -->\n{sep}{rest}", encoding="utf-8"
+        )
+    update_section(INDEX, markdown, path)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="eval/RESULTS.md upkeep")
+    ap.add_argument("--index", action="store_true", help="rewrite the index section from the sections there")
+    if ap.parse_args().index:
+        update_index()
