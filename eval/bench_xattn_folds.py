@@ -68,12 +68,16 @@ class Fold:
     def cache(self, variant: str, suffix: str) -> Path:
         return self.folder(variant) / f"report-{report_tag(self.lo, self.hi)}{suffix}.json"
 
-    def saved(self, variant: str) -> dict | None:
-        """The variant's saved ``XAttnConfig`` (None: not trained)."""
+    def saved(self, variant: str, key: str | None = None) -> dict | None:
+        """The variant's saved ``XAttnConfig``, or with ``key`` another part of its config ("train": the
+        ``TrainConfig``; empty when saved before it); None: not trained."""
         from rescore.fusion import CONFIG_FILE, XATTN_KEY
 
         path = self.folder(variant) / CONFIG_FILE
-        return json.loads(path.read_text())[XATTN_KEY] if path.exists() else None
+        if not path.exists():
+            return None
+        saved = json.loads(path.read_text())
+        return saved[XATTN_KEY] if key is None else saved.get(key, {})
 
     def attend(self, variant: str) -> str:
         """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
@@ -89,13 +93,14 @@ class Fold:
 
     def hyp_noise(self, variant: str) -> str:
         """The share of training examples given look-alike words (``TrainConfig.hyp_noise``; saved before it: 0)."""
-        from rescore.fusion import CONFIG_FILE
+        from rescore.fusion.train import TrainConfig
 
-        path = self.folder(variant) / CONFIG_FILE
-        if not path.exists():
+        train = self.saved(variant, "train")
+        if train is None:
             return "untrained"
-        train = json.loads(path.read_text()).get("train", {})
-        return f"{train.get('hyp_noise', 0.0):g} of the examples, {train.get('hyp_noise_words', 0.15):g} of their words"
+        examples = train.get("hyp_noise", TrainConfig.hyp_noise)
+        words = train.get("hyp_noise_words", TrainConfig.hyp_noise_words)
+        return f"{examples:g} of the examples, {words:g} of their words"
 
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
