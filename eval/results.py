@@ -53,8 +53,9 @@ def publish_run(markdown: str, args: argparse.Namespace, section: str | None = N
     publish(markdown, args.section or section, write=not args.no_write)
 
 
-def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
-    """Replace (or append) section ``name``; under a lock file, so benchmarks finishing together keep both."""
+def update_section(name: str, markdown: str, path: Path = RESULTS, first: bool = False) -> None:
+    """Replace (or append; with ``first``, put before every other section) section ``name``; under a lock file, so
+    benchmarks finishing together keep both."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     stamp = f"_written {time.strftime('%Y-%m-%d %H:%M')} on {machine()}_\n\n"
     block = f"{begin}\n{stamp}{markdown.strip()}\n{end}"
@@ -62,7 +63,13 @@ def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         text = path.read_text(encoding="utf-8") if path.exists() else HEADER
-        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text)
+        elif first:
+            head, sep, rest = text.partition("\n<!-- begin ")
+            text = f"{head.rstrip()}\n\n{block}\n{sep}{rest}" if sep else f"{head.rstrip()}\n\n{block}\n"
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
         path.write_text(text, encoding="utf-8")
 
 
@@ -162,12 +169,7 @@ def update_index(path: Path = RESULTS, headlines: dict[str, list[str]] | None = 
     """Rewrite the index section (``headlines``: :data:`HEADLINES` unless given), placed first after the header."""
     text = path.read_text(encoding="utf-8")
     markdown = index_markdown(sections(text), HEADLINES if headlines is None else headlines)
-    if f"<!-- begin {INDEX} -->" not in text:  # first time: an empty index block after the header, then filled
-        head, sep, rest = text.partition("\n<!-- begin ")
-        path.write_text(
-            f"{head.rstrip()}\n\n<!-- begin {INDEX} -->\n<!-- end {INDEX} -->\n{sep}{rest}", encoding="utf-8"
-        )
-    update_section(INDEX, markdown, path)
+    update_section(INDEX, markdown, path, first=True)
 
 
 if __name__ == "__main__":
