@@ -257,8 +257,8 @@ PAIRS = (("audio", "no-audio"), ("base-audio", "no-audio"), ("base-audio", "audi
 def pair_line(label: str, c: dict[str, Any], a: str = "audio", b: str = "no-audio") -> str:
     """A note line of ``compare(refs, b's output, a's output)``."""
     return (
-        f"- {a} vs {b}{label}: {c['better']} utterances better, {c['worse']} worse; paired bootstrap "
-        f"p {c['p']:.3f} that the {a} model is not better"
+        f"- {a} vs {b}{label}: {c['better']} utterance{'' if c['better'] == 1 else 's'} better, {c['worse']} worse; "
+        f"paired bootstrap p {c['p']:.3f} that the {a} model is not better"
     )
 
 

@@ -23,6 +23,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eval.bench_xattn import (
     BASE_NOTE,
@@ -110,6 +111,70 @@ class Fold:
         return json.loads(path.read_text())["hyps"]
 
 
+@dataclass
+class WordSources:
+    """Where a model's written words come from, against the hypotheses its prompt showed: the words only the audio
+    can give (in no hypothesis) and those only a lower hypothesis has tell whether it listens or copies. Distinct
+    words per utterance, after the WER's normaliser."""
+
+    below_first: int = 0  # reference words a lower hypothesis of the prompt had and the 1-best lacked
+    below_first_written: int = 0
+    unseen: int = 0  # reference words in none of the prompt's hypotheses
+    unseen_written: int = 0
+    first_right: int = 0  # reference words the 1-best had
+    first_right_dropped: int = 0
+    new_written: int = 0  # written words in none of the prompt's hypotheses
+    new_right: int = 0
+
+    def add(self, reference: str, hypotheses: list[str], written: str) -> None:
+        """Count one utterance: its reference, the prompt's hypotheses (the 1-best first) and the model's output."""
+        from rescore.metrics import normalize
+
+        ref, out = set(normalize(reference).split()), set(normalize(written).split())
+        first = set(normalize(hypotheses[0]).split()) if hypotheses else set()
+        shown = first.union(*(normalize(h).split() for h in hypotheses[1:]))
+        below, unseen, new = (ref & shown) - first, ref - shown, out - shown
+        self.below_first += len(below)
+        self.below_first_written += len(below & out)
+        self.unseen += len(unseen)
+        self.unseen_written += len(unseen & out)
+        self.first_right += len(ref & first)
+        self.first_right_dropped += len((ref & first) - out)
+        self.new_written += len(new)
+        self.new_right += len(new & ref)
+
+    def row(self, name: str) -> str:
+        return (
+            f"| {name} | {self.below_first_written}/{self.below_first} | {self.unseen_written}/{self.unseen} | "
+            f"{self.first_right_dropped}/{self.first_right} | {self.new_right}/{self.new_written} |"
+        )
+
+
+WORD_SOURCES_COLUMNS = (
+    "variant, decoding",
+    "reference words only a lower hypothesis had: written",
+    "reference words in no hypothesis: written",
+    "right 1-best words dropped",
+    "words in no hypothesis: right / written",
+)
+WORD_SOURCES_HEAD = (
+    "Where the written words come from (raw outputs, before guards and verification; distinct words per\n"
+    "utterance; hypotheses: the distinct ones the prompt showed, `max_hypotheses` of the model's config):\n\n"
+    f"| {' | '.join(WORD_SOURCES_COLUMNS)} |\n|---|---:|---:|---:|---:|"
+)
+
+
+def prompt_hypotheses(record: Any, saved: dict | None) -> list[str]:
+    """The hypotheses the variant's prompt showed for ``record`` (its saved text style and count; untrained: the
+    defaults of ``XAttnConfig``)."""
+    from rescore.fusion.xattn import XAttnConfig, unique_hypotheses
+
+    cfg = saved or {}
+    norm = cfg.get("text_norm", XAttnConfig.text_norm)
+    shown = unique_hypotheses([h.text for h in record.hypotheses], norm)
+    return shown[: cfg.get("max_hypotheses", XAttnConfig.max_hypotheses)]
+
+
 def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
@@ -137,6 +202,7 @@ def run(args: argparse.Namespace) -> str:
         if m in MODES or all(f.cache(v, suffix).exists() for f in folds)
     ]
     outputs: dict[tuple[str, str, bool], list[str]] = {}
+    sources: dict[tuple[str, str], WordSources] = {}
     refs, first, per_fold = [], [], []
     for fold in folds:
         recs = records[fold.lo - 1 : fold.hi]
@@ -151,6 +217,10 @@ def run(args: argparse.Namespace) -> str:
                 raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
             verified, _ = decided(raw, ids, verify=True)
             outputs.setdefault((variant, mode, False), []).extend(raw)
+            counts = sources.setdefault((variant, mode), WordSources())
+            saved = fold.saved(variant)
+            for record, written in zip(recs, raw, strict=True):
+                counts.add(record.reference, prompt_hypotheses(record, saved), written)
             outputs.setdefault((variant, mode, True), []).extend(verified)
             c = compare(f_refs, f_first, verified)
             per_fold.append(
@@ -200,6 +270,9 @@ Command: `{command}`
 {chr(10).join(rows)}
 
 {chr(10).join(pairs)}
+
+{WORD_SOURCES_HEAD}
+{chr(10).join(c.row(f"{v}, {modes[m][0]}") for (v, m), c in sources.items())}
 
 By fold (verified rows):
 
