@@ -94,6 +94,7 @@ HEADLINES: dict[str, list[str]] = {
     "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
     "deep fusion (issue 15): latest notes and paired folds": [
         "bench_xattn_session16_notes",
+        "bench_xattn_own_whisper_noise0.5_folds_1-110",
         "bench_xattn_own_whisper_noise0.5_folds_1-75",
         "bench_xattn_session15_notes",
         "bench_xattn_own_whisper_noise0.5_folds_1-40",
