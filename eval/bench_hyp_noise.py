@@ -22,14 +22,14 @@ from eval.results import bench_parser, publish_run
 def run(share: float, text_norm: str, seed: int) -> str:
     from rescore.fusion.noise import HypothesisNoise
     from rescore.fusion.train import TrainConfig
-    from rescore.fusion.xattn import XAttnConfig, unique_hypotheses
+    from rescore.fusion.xattn import XAttnConfig
     from rescore.metrics import error_rate, oracle_curve
     from rescore.records import read_nbest
 
-    shown = XAttnConfig.max_hypotheses
+    prompt = XAttnConfig(text_norm=text_norm)  # the prompt's hypotheses as the model shows them
     dev = [r for r in first_pass_records().values() if r.reference and r.hypotheses]
     refs = [r.reference for r in dev]
-    prompts = [unique_hypotheses([h.text for h in r.hypotheses], text_norm)[:shown] for r in dev]
+    prompts = [prompt.shown_hypotheses([h.text for h in r.hypotheses]) for r in dev]
     first = error_rate(refs, [r.hypotheses[0].text for r in dev]).rate
     oracle = oracle_curve(refs, prompts)[-1]
 
@@ -49,7 +49,8 @@ Command: `{command}`
 
 | | records | 1-best WER % | WER % after |
 |---|---:|---:|---:|
-| librispeech-dev (tiny.en 8-best): 1-best, then the oracle of the prompt's {shown} distinct hypotheses | {len(dev)} \
+| librispeech-dev (tiny.en 8-best): 1-best, then the oracle of the prompt's {prompt.max_hypotheses} \
+distinct hypotheses | {len(dev)} \
 | {100 * first:.2f} | {100 * oracle:.2f} |
 | training lists ({", ".join(TRAIN_SETS)} tiny.en, librispeech-dev base): the prompts' 1-best, then with \
 noise at share {share:g} ({changed} records' 1-best changed) | {len(recs)} \

@@ -23,7 +23,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from eval.bench_xattn import (
     BASE_NOTE,
@@ -38,6 +38,9 @@ from eval.bench_xattn import (
     result_row,
 )
 from rescore.fusion import TEXT_NORMS
+
+if TYPE_CHECKING:
+    from rescore.fusion.xattn import XAttnConfig
 
 # decoding -> (row label, decode cache name part); the summed-log-prob ranking's rows where every fold has them
 MODES = {"write": ("written", ""), "choose": ("chosen", f"-{CHOOSE_CACHE}")}
@@ -103,6 +106,13 @@ class Fold:
         words = train.get("hyp_noise_words", TrainConfig.hyp_noise_words)
         return f"{examples:g} of the examples, {words:g} of their words"
 
+    def prompt(self, variant: str) -> XAttnConfig:
+        """The variant's prompt settings (its saved config; untrained: the defaults), for the hypotheses it showed."""
+        from rescore.fusion.xattn import XAttnConfig
+
+        cfg = self.saved(variant)
+        return XAttnConfig.from_dict(cfg) if cfg is not None else XAttnConfig()
+
     def outputs(self, variant: str, suffix: str) -> list[str]:
         """The cached raw outputs of one variant and decoding (its cache name part), in report order."""
         path = self.cache(variant, suffix)
@@ -164,17 +174,6 @@ WORD_SOURCES_HEAD = (
 )
 
 
-def prompt_hypotheses(record: Any, saved: dict | None) -> list[str]:
-    """The hypotheses the variant's prompt showed for ``record`` (its saved text style and count; untrained: the
-    defaults of ``XAttnConfig``)."""
-    from rescore.fusion.xattn import XAttnConfig, unique_hypotheses
-
-    cfg = saved or {}
-    norm = cfg.get("text_norm", XAttnConfig.text_norm)
-    shown = unique_hypotheses([h.text for h in record.hypotheses], norm)
-    return shown[: cfg.get("max_hypotheses", XAttnConfig.max_hypotheses)]
-
-
 def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
@@ -209,6 +208,7 @@ def run(args: argparse.Namespace) -> str:
         ids = [r.id for r in recs]
         f_refs = [r.reference for r in recs]
         f_first = [r.hypotheses[0].text for r in recs]
+        shown = {v: [fold.prompt(v).shown_hypotheses([h.text for h in r.hypotheses]) for r in recs] for v in variants}
         refs += f_refs
         first += f_first
         for variant, mode in decoded:
@@ -218,9 +218,8 @@ def run(args: argparse.Namespace) -> str:
             verified, _ = decided(raw, ids, verify=True)
             outputs.setdefault((variant, mode, False), []).extend(raw)
             counts = sources.setdefault((variant, mode), WordSources())
-            saved = fold.saved(variant)
-            for record, written in zip(recs, raw, strict=True):
-                counts.add(record.reference, prompt_hypotheses(record, saved), written)
+            for ref, hyps, written in zip(f_refs, shown[variant], raw, strict=True):
+                counts.add(ref, hyps, written)
             outputs.setdefault((variant, mode, True), []).extend(verified)
             c = compare(f_refs, f_first, verified)
             per_fold.append(

@@ -89,6 +89,10 @@ class XAttnConfig:
             self.heads = width // self.head_dim
         return self
 
+    def shown_hypotheses(self, texts: Sequence[str]) -> list[str]:
+        """The hypotheses the prompt shows: the first ``max_hypotheses`` distinct ones, written as targets are."""
+        return unique_hypotheses(texts, self.text_norm)[: self.max_hypotheses]
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -378,7 +382,7 @@ class XAttnLM(nn.Module):
     def prompt_ids(self, hypotheses: Sequence[str]) -> list[int]:
         """The chat prompt with the first ``max_hypotheses`` distinct hypotheses (normalised as targets are),
         ready for the assistant's reply."""
-        hyps = unique_hypotheses(hypotheses, self.config.text_norm)[: self.config.max_hypotheses]
+        hyps = self.config.shown_hypotheses(hypotheses)
         messages = self.template.render({"hypotheses": hyps or [""]})
         if getattr(self.tokenizer, "chat_template", None):
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -485,7 +489,7 @@ class XAttnLM(nn.Module):
     def candidates(self, hypotheses: Sequence[str]) -> dict[str, str]:
         """What :meth:`choose` picks from: each distinct hypothesis the prompt shows, as the targets are written,
         with the first first-pass text written that way (its own casing, digits and punctuation)."""
-        shown = set(unique_hypotheses(hypotheses, self.config.text_norm)[: self.config.max_hypotheses])
+        shown = set(self.config.shown_hypotheses(hypotheses))
         out: dict[str, str] = {}
         for h in hypotheses:
             n = normalize_target(h, self.config.text_norm)
@@ -536,7 +540,7 @@ class XAttnLM(nn.Module):
         shortest hypothesis as the prompt shows them."""
         floors = []
         for hs in hypotheses:
-            hyps = unique_hypotheses(hs, self.config.text_norm)[: self.config.max_hypotheses]
+            hyps = self.config.shown_hypotheses(hs)
             n = min((len(self.tokenizer(h, add_special_tokens=False)["input_ids"]) for h in hyps), default=0)
             floors.append(int(ratio * n))
         return floors
