@@ -42,6 +42,8 @@ TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
 FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA and the rerank are fitted on)
 MIXER_VARIANTS = ("summary", "gaussian", "attention")
+# over Whisper base's states; -q: the queries fitted to base's decoder first (XAttnConfig.q_init)
+BASE_VARIANTS = ("base-audio", "base-audio-q")
 REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
 
@@ -76,8 +78,8 @@ def variant_config(name: str, attend: str = "all", window: str = "padded", text_
         return XAttnConfig(**common)
     if name == "no-audio":
         return XAttnConfig(audio=False, **common)
-    if name == "base-audio":  # run() fits it to the states' width
-        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", **common)
+    if name in BASE_VARIANTS:  # run() fits it to the states' width
+        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", q_init=name == "base-audio-q", **common)
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1, **common)
     raise SystemExit(f"unknown variant {name!r}")
@@ -116,7 +118,10 @@ whisper-base verification": as `rescore run`'s deep stage decides (`correct.veri
 s/utt decode: CPU seconds per utterance on the report set (batch 4)."""
 BASE_NOTE = """
 base-audio: the same model attending over Whisper base encoder states instead (512 wide, 8 heads of 64, K/V from
-base's decoder cross-attention): a second acoustic model over tiny.en's hypotheses, on the same examples and split."""
+base's decoder cross-attention): a second acoustic model over tiny.en's hypotheses, on the same examples and split.
+base-audio-q: base-audio whose query projections are first fitted (ridge regression, before step 1 and on the
+training budget) to base's decoder cross-attention queries on the training examples (rescore.fusion.query_init),
+so the blocks start attending where Whisper's decoder looks."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
@@ -251,7 +256,13 @@ def result_row(label: str, c: dict[str, Any], per_utt: float | None = None) -> s
 
 
 # (variant, the one it is tested against): the audio ablation, for each encoder, and base's states against tiny's
-PAIRS = (("audio", "no-audio"), ("base-audio", "no-audio"), ("base-audio", "audio"))
+PAIRS = (
+    ("audio", "no-audio"),
+    ("base-audio", "no-audio"),
+    ("base-audio", "audio"),
+    ("base-audio-q", "no-audio"),
+    ("base-audio-q", "base-audio"),
+)
 
 
 def pair_line(label: str, c: dict[str, Any], a: str = "audio", b: str = "no-audio") -> str:
@@ -494,7 +505,7 @@ def run(args: argparse.Namespace) -> str:
         for i in range(min(3, len(report))):
             examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
-    base_note = BASE_NOTE if "base-audio" in outputs else ""
+    base_note = BASE_NOTE if set(BASE_VARIANTS) & set(outputs) else ""
     sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (

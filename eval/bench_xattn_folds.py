@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from eval.bench_xattn import (
     BASE_NOTE,
+    BASE_VARIANTS,
     CHOOSE_CACHE,
     PAIRS,
     compare,
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
     variants = args.variants.split(",")
-    if "no-audio" not in variants or not {"audio", "base-audio"} & set(variants):
+    if "no-audio" not in variants or not {"audio", *BASE_VARIANTS} & set(variants):
         raise SystemExit("--variants: the ablation needs no-audio and audio or base-audio")
     elsewhere = tuple(tuple(d.split("=", 1)) for d in args.variant_dir)
     if any(len(d) != 2 for d in elsewhere):
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace) -> str:
             c = compare(refs, outputs[(b, mode, verified)], outputs[(a, mode, verified)])
             pairs.append(pair_line(tag, c, a, b))
     step0 = STEP0_NOTE if "step0" in variants else ""
-    base = BASE_NOTE if "base-audio" in variants else ""
+    base = BASE_NOTE if set(BASE_VARIANTS) & set(variants) else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     if elsewhere:

@@ -171,7 +171,6 @@ class _TorchDecoder:
         (the prompt always), and each distinct prefix is computed once, attending to its own ancestors only.
         """
         import torch
-        import torch.nn.functional as F
 
         # the prefix tree of the decoder inputs seq[:-1]; parents come before their children
         child: dict[tuple[int, int], int] = {}
@@ -197,26 +196,12 @@ class _TorchDecoder:
             if par >= 0:
                 mask[i] = mask[par]
             mask[i, i] = True
-        h, dh, d = self.n_head, self.d // self.n_head, self.d
         dev = self.device
         with torch.inference_mode():
             attn_mask = torch.from_numpy(mask).to(dev)
             x = self.w["token_embedding.weight"][torch.tensor(tokens, device=dev)]
             x = (x + self.w["positional_embedding"][torch.tensor(depth, device=dev)])[None]
-            for i, (ck, cv) in enumerate(kv):
-                b = f"blocks.{i}"
-                y = self._ln(x, f"{b}.attn_ln")
-                q, k, v = (
-                    self._lin(y, f"{b}.attn.{m}").view(1, n, h, dh).transpose(1, 2) for m in ("query", "key", "value")
-                )
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(1, n, d)
-                x = x + self._lin(a, f"{b}.attn.out")
-                y = self._ln(x, f"{b}.cross_attn_ln")
-                q = self._lin(y, f"{b}.cross_attn.query").view(1, n, h, dh).transpose(1, 2)
-                a = F.scaled_dot_product_attention(q, ck, cv).transpose(1, 2).reshape(1, n, d)
-                x = x + self._lin(a, f"{b}.cross_attn.out")
-                y = self._ln(x, f"{b}.mlp_ln")
-                x = x + self._lin(F.gelu(self._lin(y, f"{b}.mlp.0")), f"{b}.mlp.2")
+            x = self._layers(x, attn_mask, kv)
             x = self._ln(x, "ln")[0]
             needed = sorted({node for node, _, _ in pairs})
             row_of = {node: r for r, node in enumerate(needed)}
@@ -235,6 +220,46 @@ class _TorchDecoder:
                 out[idx.cpu()] = lp.double().cpu()
         counts = [len(q) - first for q in seqs]
         return list(np.split(out.numpy(), np.cumsum(counts)[:-1]))
+
+    def _layers(self, x: Any, attn_mask: Any, kv: list[tuple[Any, Any]], queries: list[Any] | None = None) -> Any:
+        """The decoder blocks over token states ``x [1, n, d]`` (``attn_mask [n, n]``: who sees whom); each
+        block's cross-attention query ``[n, d]`` is appended to ``queries`` when given."""
+        import torch.nn.functional as F
+
+        n = x.shape[1]
+        h, dh, d = self.n_head, self.d // self.n_head, self.d
+        for i, (ck, cv) in enumerate(kv):
+            b = f"blocks.{i}"
+            y = self._ln(x, f"{b}.attn_ln")
+            q, k, v = (
+                self._lin(y, f"{b}.attn.{m}").view(1, n, h, dh).transpose(1, 2) for m in ("query", "key", "value")
+            )
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(1, n, d)
+            x = x + self._lin(a, f"{b}.attn.out")
+            y = self._ln(x, f"{b}.cross_attn_ln")
+            q = self._lin(y, f"{b}.cross_attn.query")
+            if queries is not None:
+                queries.append(q[0])
+            q = q.view(1, n, h, dh).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, ck, cv).transpose(1, 2).reshape(1, n, d)
+            x = x + self._lin(a, f"{b}.cross_attn.out")
+            y = self._ln(x, f"{b}.mlp_ln")
+            x = x + self._lin(F.gelu(self._lin(y, f"{b}.mlp.0")), f"{b}.mlp.2")
+        return x
+
+    def cross_queries(self, memory: np.ndarray, seq: list[int]) -> list[Any]:
+        """Per decoder layer, the cross-attention query ``[len(seq), d]`` of each position of one teacher-forced
+        token sequence over ``memory``: where Whisper's decoder looks for the token each position predicts."""
+        import torch
+
+        with torch.inference_mode():
+            dev, n = self.device, len(seq)
+            x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
+            x = (x + self.w["positional_embedding"][:n])[None]
+            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+            queries: list[Any] = []
+            self._layers(x, causal, self.cross_kv(memory), queries)
+        return [q.float().cpu() for q in queries]
 
 
 def _whisper_encoding(multilingual: bool, num_languages: int, eot: int) -> Any:

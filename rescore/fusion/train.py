@@ -344,6 +344,26 @@ def choose_length_floor(
     return best, wer
 
 
+def start_queries(model: XAttnLM, examples: Sequence[Example], cfg: TrainConfig, record: Callable) -> float:
+    """Fit the blocks' queries to Whisper's (rescore.fusion.query_init) before step 1; returns the seconds it took
+    on the budget's clock, which count against the training budget."""
+    from rescore.fusion.query_init import fit_queries
+
+    clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
+    t0 = clock()
+    fits = fit_queries(model, examples, seed=cfg.seed)
+    seconds = clock() - t0
+    record(
+        {
+            "step": 0,
+            "q_init_r2": [round(f.r2, 4) for f in fits],
+            "q_init_alpha": [f.alpha for f in fits],
+            "elapsed": round(seconds, 1),
+        }
+    )
+    return seconds
+
+
 def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"trainable": model.trainable_state_dict(), "optimizer": opt.state_dict(), **state}, tmp)
@@ -443,6 +463,8 @@ def train(
             info = {"train": cfg.to_dict(), "steps": step, "train_seconds": elapsed, "dev_loss": best}
             model.save(out, info)
 
+    if step == 0 and isinstance(model, XAttnLM) and model.config.q_init and model.config.audio:
+        elapsed = start_queries(model, train_ex, cfg, record)
     if on_start:
         on_start(step, cfg.max_steps)
     budget = 60 * cfg.budget_minutes if cfg.budget_minutes > 0 else math.inf

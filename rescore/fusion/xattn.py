@@ -66,6 +66,9 @@ class XAttnConfig:
     head_dim: int = 64
     ffn_mult: int = 2
     kv_init: str | None = "whisper-tiny.en"  # Whisper model whose decoder cross-attention K/V start the blocks
+    # queries fitted to that decoder's cross-attention queries on the training examples before training
+    # (rescore.fusion.query_init): the blocks start attending where Whisper's decoder looks
+    q_init: bool = False
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
     mixer_layers: int = 1
     audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
