@@ -59,6 +59,13 @@ def train(
             " model's own), a model name, or none."
         ),
     ] = "encoder",
+    q_init: Annotated[
+        bool,
+        typer.Option(
+            help="xattn: before step 1, fit the blocks' queries to the K/V model's decoder cross-attention queries"
+            " on the training examples (needs K/V from the --encoder model)."
+        ),
+    ] = False,
     max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
     dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
@@ -146,6 +153,10 @@ def train(
         HypothesisNoise(examples=hyp_noise)
     except ValueError as e:
         raise fail(f"--hyp-noise {hyp_noise}: {e}") from None
+    if q_init and (arch != "xattn" or {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init) != encoder):
+        raise fail(
+            "--q-init fits the queries to the decoder whose K/V the blocks have: --arch xattn, --kv-init encoder"
+        )
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -155,6 +166,7 @@ def train(
             llm=llm,
             every=every,
             kv_init={"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init),
+            q_init=q_init,
             mixer=mixer or "none",
             mixer_layers=layers or 1,
             audio=audio,

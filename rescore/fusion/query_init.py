@@ -106,6 +106,7 @@ def collect_pairs(
     queries at the aligned positions ``[N, d]``; and each row's example index."""
     decoder = model.llm.get_decoder()
     captured: dict[int, torch.Tensor] = {}
+    which = range(len(model.blocks))
 
     def grab(i: int) -> Callable[..., None]:
         def hook(module: Any, args: Any, output: Any) -> None:
@@ -113,10 +114,10 @@ def collect_pairs(
 
         return hook
 
-    hooks = [decoder.layers[i].register_forward_hook(grab(i)) for i in model.where]
+    hooks = [decoder.layers[model.where[j]].register_forward_hook(grab(model.where[j])) for j in which]
     n_layers = scorer.decoder.n_layer
-    xs: list[list[torch.Tensor]] = [[] for _ in model.where]
-    ys: list[list[torch.Tensor]] = [[] for _ in model.where]
+    xs: list[list[torch.Tensor]] = [[] for _ in which]
+    ys: list[list[torch.Tensor]] = [[] for _ in which]
     rows: list[int] = []
     try:
         for e, ex in enumerate(examples):
@@ -138,15 +139,16 @@ def collect_pairs(
             queries = scorer.decoder.cross_queries(ex.states, scorer.prompt + w_ids)
             lm_pos = torch.tensor([len(prompt) - 1 + k for k in keep])
             w_pos = torch.tensor([len(scorer.prompt) - 1 + match[k] for k in keep])
-            for j, (i, block) in enumerate(zip(model.where, model.blocks, strict=True)):
+            for n, j in enumerate(which):
                 with torch.no_grad():
-                    xs[j].append(block.norm(captured[i][0, lm_pos]).float().cpu())
-                ys[j].append(queries[whisper_layer(j, len(model.blocks), n_layers)][w_pos])
+                    xs[n].append(model.blocks[j].norm(captured[model.where[j]][0, lm_pos]).float().cpu())
+                ys[n].append(queries[whisper_layer(j, len(model.blocks), n_layers)][w_pos])
             rows.extend([e] * len(keep))
     finally:
         for h in hooks:
             h.remove()
-    return [torch.cat(x) for x in xs], [torch.cat(y) for y in ys], rows
+    empty = torch.zeros(0)
+    return [torch.cat(x) if x else empty for x in xs], [torch.cat(y) if y else empty for y in ys], rows
 
 
 def fit_queries(model: XAttnLM, examples: Sequence[Example], *, limit: int = 300, seed: int = 0) -> list[RidgeFit]:
@@ -175,3 +177,45 @@ def fit_queries(model: XAttnLM, examples: Sequence[Example], *, limit: int = 300
             block.q.weight.copy_(fit.weight.T.to(block.q.weight))
             block.q.bias.copy_(fit.bias.to(block.q.bias))
     return fits
+
+
+@dataclass
+class Agreement:
+    """How closely a block's attention follows Whisper's decoder over the same keys, per aligned position and
+    head: ``overlap`` the shared probability mass (1: the same distribution), ``peak`` the share whose most
+    attended frame is within ``PEAK_FRAMES`` of Whisper's (20 ms frames)."""
+
+    overlap: float
+    peak: float
+
+
+PEAK_FRAMES = 2
+
+
+def block_attention(block: Any, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """A block's attention ``[H, N, T]`` for queries ``[N, H * d]`` over its keys ``[1, H, T, d]``."""
+    q = queries.view(queries.shape[0], block.heads, block.head_dim).transpose(0, 1)
+    return torch.softmax(q @ keys[0].transpose(1, 2) / block.head_dim**0.5, -1)
+
+
+def attention_agreement(model: XAttnLM, examples: Sequence[Example], whisper: str | None = None) -> list[Agreement]:
+    """Per block, the agreement of its attention (its query projection as it stands, its keys) with Whisper's
+    decoder attention (the decoder's own queries, the same keys) at the positions :func:`collect_pairs` aligns;
+    each example weighs the same."""
+    from rescore.ascore import WhisperScorer
+
+    scorer = WhisperScorer(whisper or model.config.kv_init or "", device="cpu", method="torch", cpu_threads=1)
+    overlaps: list[list[float]] = [[] for _ in model.blocks]
+    peaks: list[list[float]] = [[] for _ in model.blocks]
+    for ex in examples:
+        xs, ys, rows = collect_pairs(model, scorer, [ex])
+        if not rows:
+            continue
+        with torch.no_grad():
+            states = torch.tensor(ex.states, dtype=torch.float32)[None]
+            for j, block in enumerate(model.blocks):
+                keys, _ = block.keys_values(states)
+                ours, theirs = block_attention(block, block.q(xs[j]), keys), block_attention(block, ys[j], keys)
+                overlaps[j].append(float(torch.minimum(ours, theirs).sum(-1).mean()))
+                peaks[j].append(float(((ours.argmax(-1) - theirs.argmax(-1)).abs() <= PEAK_FRAMES).float().mean()))
+    return [Agreement(sum(o) / max(len(o), 1), sum(p) / max(len(p), 1)) for o, p in zip(overlaps, peaks, strict=True)]
