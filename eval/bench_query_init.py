@@ -8,7 +8,10 @@ never fitted on): per block, the ridge's held-out R^2, and how far the block's a
 own decoder attention over the same keys at the aligned positions (shared probability mass; share of positions and
 heads whose most attended frame is within 2 frames of Whisper's). No WER here: that is bench_xattn's.
 
-    python -m eval.bench_query_init --per-set 150 --fit 300 --measure 40
+    python -m eval.bench_query_init --per-set 150 --fit 300 --measure 40 \\
+        --trained ~/.cache/rescore/deep/bench-xattn-own-whisper-noise0.5-41-75/base-audio
+
+``--trained`` adds the agreement of trained models' blocks (over Whisper base states) on the same utterances.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> str:
@@ -44,6 +48,21 @@ def run(args: argparse.Namespace) -> str:
         f"| {100 * b.peak:.0f} % | {100 * a.peak:.0f} % |"
         for j, (f, b, a) in enumerate(zip(fits, before, after, strict=True))
     ]
+    trained = []
+    for folder in args.trained:
+        from rescore.fusion.xattn import load_deep_model
+
+        got = attention_agreement(load_deep_model(Path(folder).expanduser()), test_ex)
+        overlaps = ", ".join(f"{a.overlap:.3f}" for a in got)
+        peaks = ", ".join(f"{100 * a.peak:.0f} %" for a in got)
+        trained.append(f"| `{Path(folder).parent.name}/{Path(folder).name}` | {overlaps} | {peaks} |")
+    trained_md = (
+        "\nTrained models (their blocks as training left them, on the same utterances, which they may have trained on:"
+        " a diagnostic of where they look, not an accuracy figure):\n\n"
+        "| model | overlap per block | peak per block |\n|---|---|---|\n" + "\n".join(trained) + "\n"
+        if trained
+        else ""
+    )
     command = "python -m eval.bench_query_init " + " ".join(sys.argv[1:])
     return f"""### Deep fusion: where the blocks look before training, random queries or fitted to Whisper's
 
@@ -62,7 +81,7 @@ Command: `{command}`
 | block | R^2 | alpha | overlap, random | overlap, fitted | peak, random | peak, fitted |
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
-"""
+{trained_md}"""
 
 
 def main() -> None:
@@ -74,6 +93,7 @@ def main() -> None:
     ap.add_argument("--measure", type=int, default=40, help="held-out utterances the agreement is measured on")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trained", action="append", default=[], help="a trained base-audio model folder; repeat")
     args = ap.parse_args()
     publish_run(run(args), args)
 

@@ -91,3 +91,11 @@ def test_cli_q_init_is_passed_on_and_refused_without_the_encoders_kv(tmp_path, m
     for bad in (["--q-init", "--kv-init", "none"], ["--q-init", "--kv-init", "whisper-base"]):
         result = CliRunner().invoke(app, base + bad)
         assert result.exit_code != 0 and "--q-init" in result.output and len(seen) == 2
+
+
+def test_bench_variant_base_audio_q_is_base_audio_with_fitted_queries():
+    from eval.bench_xattn import variant_config
+
+    base, fitted = variant_config("base-audio"), variant_config("base-audio-q")
+    assert (base.q_init, fitted.q_init) == (False, True)
+    assert {**base.to_dict(), "q_init": True} == fitted.to_dict()
