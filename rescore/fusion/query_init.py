@@ -19,15 +19,26 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from rescore.fusion.model import normalize_target
 
 if TYPE_CHECKING:
-    from rescore.fusion.train import Example
+    import numpy as np
+
     from rescore.fusion.xattn import XAttnLM
+
+
+class Example(Protocol):
+    """What the fit reads of a training example (``rescore.fusion.train.Example``, which imports this module)."""
+
+    id: str
+    states: np.ndarray
+    text: str
+    hypotheses: list[str]
+    group: str
 
 ALPHAS = (
     1e-3,
