@@ -11,7 +11,8 @@ cross-attention, no mixer), ``no-audio`` (the same, attention gates forced shut:
 still train, so it is text-only correction with the same budget), ``step0`` (untrained: the text-only LM),
 ``summary`` / ``gaussian`` / ``attention`` (a mixer block over the encoder states before the blocks), ``base-audio``
 (the same blocks attending over Whisper *base* encoder states, 8 heads of 64 with K/V from base's decoder
-cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on the same examples and split).
+cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on the same examples and split),
+``base-audio-q`` (base-audio with its queries first fitted to base's decoder queries, ``XAttnConfig.q_init``).
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
