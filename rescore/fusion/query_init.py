@@ -40,6 +40,7 @@ class Example(Protocol):
     hypotheses: list[str]
     group: str
 
+
 ALPHAS = (
     1e-3,
     1e-2,
