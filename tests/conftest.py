@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,3 +65,26 @@ def bad_inputs(tmp_path: Path, speech: tuple[np.ndarray, int, str]) -> Path:
     body = "\n".join(json.dumps(x) for x in lines) + "\nthis is not json\n"
     (d / "manifest.jsonl").write_text(body)
     return d / "manifest.jsonl"
+
+
+@pytest.fixture()
+def deep_train_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """`rescore deep train` with the training replaced, for tests of the options' mapping (training itself is
+    tested on real models): ``run(extra_args)`` invokes it on an empty n-best file and returns the CLI result;
+    ``configs`` holds the TrainConfig each run handed to training."""
+    from typer.testing import CliRunner
+
+    import rescore.fusion.train
+    from rescore.cli import app
+
+    configs: list = []
+
+    def capture(cfg, **_):
+        configs.append(cfg)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(rescore.fusion.train, "train", capture)
+    nbest = tmp_path / "n.jsonl"
+    nbest.write_text("")
+    base = ["deep", "train", "--train", str(nbest), "-o", str(tmp_path / "m")]
+    return SimpleNamespace(run=lambda extra: CliRunner().invoke(app, base + list(extra)), configs=configs)

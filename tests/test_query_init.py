@@ -68,28 +68,14 @@ def test_fitted_queries_attend_like_whispers_decoder_and_leave_the_lm_as_it_is(t
         torch.testing.assert_close(model.logits(batch), plain)  # gates still shut: the plain LM
 
 
-def test_cli_q_init_is_passed_on_and_refused_without_the_encoders_kv(tmp_path, monkeypatch):
+def test_cli_q_init_is_passed_on_and_refused_without_the_encoders_kv(deep_train_cli):
     """The option's mapping only (training is replaced; the real fit is tested above)."""
-    from typer.testing import CliRunner
-
-    import rescore.fusion.train
-    from rescore.cli import app
-
-    seen = []
-
-    def capture(cfg, **_):
-        seen.append(cfg.model.q_init)
-        raise ValueError("stopped before training")
-
-    monkeypatch.setattr(rescore.fusion.train, "train", capture)
-    f = tmp_path / "n.jsonl"
-    f.write_text("")
-    base = ["deep", "train", "--train", str(f), "-o", str(tmp_path / "m")]
+    run, seen = deep_train_cli.run, deep_train_cli.configs
     for extra in ([], ["--q-init"]):
-        assert "stopped before training" in CliRunner().invoke(app, base + extra).output
-    assert seen == [False, True]
+        assert "stopped before training" in run(extra).output
+    assert [c.model.q_init for c in seen] == [False, True]
     for bad in (["--q-init", "--kv-init", "none"], ["--q-init", "--kv-init", "whisper-base"]):
-        result = CliRunner().invoke(app, base + bad)
+        result = run(bad)
         assert result.exit_code != 0 and "--q-init" in result.output and len(seen) == 2
 
 

@@ -392,41 +392,23 @@ def test_cli_train_rejects_an_unknown_architecture(tmp_path):
     assert result.exit_code != 0 and "xattn or bridge" in result.output
 
 
-def test_cli_kv_init_follows_the_encoder(tmp_path, monkeypatch):
+def test_cli_kv_init_follows_the_encoder(deep_train_cli):
     """``--kv-init encoder`` (the default) starts K/V from the ``--encoder`` model; a name or none as given. The
     training itself is replaced (it is tested on real models above): this checks the options' mapping only."""
-    from typer.testing import CliRunner
-
-    import rescore.fusion.train
-    from rescore.cli import app
-
-    seen = []
-
-    def capture(cfg, **_):
-        seen.append(cfg.model.kv_init)
-        raise ValueError("stopped before training")
-
-    monkeypatch.setattr(rescore.fusion.train, "train", capture)
-    f = tmp_path / "n.jsonl"
-    f.write_text("")
-    base = ["deep", "train", "--train", str(f), "-o", str(tmp_path / "m")]
+    run, seen = deep_train_cli.run, deep_train_cli.configs
     for extra in (["--encoder", "whisper-base"], [], ["--kv-init", "none"], ["--kv-init", "whisper-tiny.en"]):
-        result = CliRunner().invoke(app, base + extra)
+        result = run(extra)
         assert result.exit_code != 0 and "stopped before training" in result.output
-    assert seen == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
+    assert [c.model.kv_init for c in seen] == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
 
-    def capture_options(cfg, **_):
-        seen.append((cfg.model.attend, cfg.precision, cfg.model.encoder_window, cfg.model.text_norm))
-        raise ValueError("stopped before training")
-
-    monkeypatch.setattr(rescore.fusion.train, "train", capture_options)
     seen.clear()
     own = ["--attend", "reply", "--precision", "bf16", "--encoder-window", "own", "--text-norm", "whisper"]
     for extra in ([], own):
-        assert "stopped before training" in CliRunner().invoke(app, base + extra).output
-    assert seen == [("all", "auto", "padded", "lower"), ("reply", "bf16", "own", "whisper")]
+        assert "stopped before training" in run(extra).output
+    options = [(c.model.attend, c.precision, c.model.encoder_window, c.model.text_norm) for c in seen]
+    assert options == [("all", "auto", "padded", "lower"), ("reply", "bf16", "own", "whisper")]
     for bad in (["--attend", "prompt"], ["--precision", "fp16"], ["--encoder-window", "30s"], ["--text-norm", "upper"]):
-        result = CliRunner().invoke(app, base + bad)
+        result = run(bad)
         assert result.exit_code != 0 and bad[0] in result.output
 
 
