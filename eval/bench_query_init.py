@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from eval.bench_xattn import FULL_LIST, TRAIN_SETS, nbest_file
-    from rescore.fusion.query_init import attention_agreement, fit_queries
+    from rescore.fusion.query_init import attention_agreement, fit_queries, whisper_scorer
     from rescore.fusion.train import held_out, load_nbest_examples
     from rescore.fusion.xattn import XAttnConfig, build_xattn
 
@@ -38,11 +38,12 @@ def run(args: argparse.Namespace) -> str:
     test_ex = test_ex[: args.measure]
     cfg = XAttnConfig(encoder="whisper-base", kv_init="whisper-base", encoder_window="own", text_norm="whisper")
     model = build_xattn(cfg.fit_width(int(examples[0].states.shape[1]))).eval()
-    before = attention_agreement(model, test_ex)
+    scorer = whisper_scorer("whisper-base")  # one decoder for every fit and measurement below
+    before = attention_agreement(model, test_ex, scorer)
     t0 = time.process_time()
-    fits = fit_queries(model, fit_ex, limit=args.fit, seed=args.seed)
+    fits = fit_queries(model, fit_ex, limit=args.fit, seed=args.seed, scorer=scorer)
     fit_seconds = time.process_time() - t0
-    after = attention_agreement(model, test_ex)
+    after = attention_agreement(model, test_ex, scorer)
     rows = [
         f"| {j + 1} (after layer {model.where[j] + 1}) | {f.r2:.3f} | {f.alpha:g} | {b.overlap:.3f} | {a.overlap:.3f} "
         f"| {100 * b.peak:.0f} % | {100 * a.peak:.0f} % |"
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> str:
     for folder in args.trained:
         from rescore.fusion.xattn import load_deep_model
 
-        got = attention_agreement(load_deep_model(Path(folder).expanduser()), test_ex)
+        got = attention_agreement(load_deep_model(Path(folder).expanduser()), test_ex, scorer)
         overlaps = ", ".join(f"{a.overlap:.3f}" for a in got)
         peaks = ", ".join(f"{100 * a.peak:.0f} %" for a in got)
         trained.append(f"| `{Path(folder).parent.name}/{Path(folder).name}` | {overlaps} | {peaks} |")

@@ -118,7 +118,6 @@ def collect_pairs(
     queries at the aligned positions ``[N, d]``; and each row's example index."""
     decoder = model.llm.get_decoder()
     captured: dict[int, torch.Tensor] = {}
-    which = range(len(model.blocks))
 
     def grab(i: int) -> Callable[..., None]:
         def hook(module: Any, args: Any, output: Any) -> None:
@@ -126,10 +125,10 @@ def collect_pairs(
 
         return hook
 
-    hooks = [decoder.layers[model.where[j]].register_forward_hook(grab(model.where[j])) for j in which]
+    hooks = [decoder.layers[i].register_forward_hook(grab(i)) for i in model.where]
     n_layers = scorer.decoder.n_layer
-    xs: list[list[torch.Tensor]] = [[] for _ in which]
-    ys: list[list[torch.Tensor]] = [[] for _ in which]
+    xs: list[list[torch.Tensor]] = [[] for _ in model.blocks]
+    ys: list[list[torch.Tensor]] = [[] for _ in model.blocks]
     rows: list[int] = []
     try:
         for e, ex in enumerate(examples):
@@ -147,14 +146,14 @@ def collect_pairs(
             if not keep:
                 continue
             with torch.no_grad():
-                model.llm.get_decoder()(input_ids=torch.tensor([seq], device=model.device))
+                decoder(input_ids=torch.tensor([seq], device=model.device))
             queries = scorer.decoder.cross_queries(ex.states, scorer.prompt + w_ids)
             lm_pos = torch.tensor([len(prompt) - 1 + k for k in keep])
             w_pos = torch.tensor([len(scorer.prompt) - 1 + match[k] for k in keep])
-            for n, j in enumerate(which):
+            for j, (i, block) in enumerate(zip(model.where, model.blocks, strict=True)):
                 with torch.no_grad():
-                    xs[n].append(model.blocks[j].norm(captured[model.where[j]][0, lm_pos]).float().cpu())
-                ys[n].append(queries[whisper_layer(j, len(model.blocks), n_layers)][w_pos])
+                    xs[j].append(block.norm(captured[i][0, lm_pos]).float().cpu())
+                ys[j].append(queries[whisper_layer(j, len(model.blocks), n_layers)][w_pos])
             rows.extend([e] * len(keep))
     finally:
         for h in hooks:
@@ -163,12 +162,20 @@ def collect_pairs(
     return [torch.cat(x) if x else empty for x in xs], [torch.cat(y) if y else empty for y in ys], rows
 
 
-def fit_queries(model: XAttnLM, examples: Sequence[Example], *, limit: int = 300, seed: int = 0) -> list[RidgeFit]:
+def whisper_scorer(model: str) -> Any:
+    """Whisper ``model``'s teacher-forcing decoder (``ascore.WhisperScorer``, PyTorch on one CPU thread); build it
+    once and pass it to :func:`fit_queries` and :func:`attention_agreement` when calling them several times."""
+    from rescore.ascore import WhisperScorer
+
+    return WhisperScorer(model, device="cpu", method="torch", cpu_threads=1)
+
+
+def fit_queries(
+    model: XAttnLM, examples: Sequence[Example], *, limit: int = 300, seed: int = 0, scorer: Any = None
+) -> list[RidgeFit]:
     """Fit every block's query projection to Whisper's (``config.kv_init``) decoder cross-attention queries on up
     to ``limit`` of ``examples`` (one per utterance); returns each block's fit. The blocks' keys must be
     Whisper's (kv_init) and the examples' states its encoder's, or the queries would look for nothing."""
-    from rescore.ascore import WhisperScorer
-
     cfg = model.config
     if not cfg.kv_init:
         raise ValueError("q_init needs kv_init: the queries are fitted to the decoder whose keys the blocks have")
@@ -181,7 +188,7 @@ def fit_queries(model: XAttnLM, examples: Sequence[Example], *, limit: int = 300
             seen.add(ex.group or ex.id)
             chosen.append(ex)
     chosen = chosen[:limit]
-    scorer = WhisperScorer(cfg.kv_init, device="cpu", method="torch", cpu_threads=1)
+    scorer = scorer or whisper_scorer(cfg.kv_init)
     xs, ys, rows = collect_pairs(model, scorer, chosen)
     fits = [ridge(x, y, rows, seed) for x, y in zip(xs, ys, strict=True)]
     with torch.no_grad():
@@ -210,13 +217,11 @@ def block_attention(block: Any, queries: torch.Tensor, keys: torch.Tensor) -> to
     return torch.softmax(q @ keys[0].transpose(1, 2) / block.head_dim**0.5, -1)
 
 
-def attention_agreement(model: XAttnLM, examples: Sequence[Example], whisper: str | None = None) -> list[Agreement]:
+def attention_agreement(model: XAttnLM, examples: Sequence[Example], scorer: Any = None) -> list[Agreement]:
     """Per block, the agreement of its attention (its query projection as it stands, its keys) with Whisper's
-    decoder attention (the decoder's own queries, the same keys) at the positions :func:`collect_pairs` aligns;
-    each example weighs the same."""
-    from rescore.ascore import WhisperScorer
-
-    scorer = WhisperScorer(whisper or model.config.kv_init or "", device="cpu", method="torch", cpu_threads=1)
+    (``scorer``; default: ``kv_init``'s) decoder attention (the decoder's own queries, the same keys) at the
+    positions :func:`collect_pairs` aligns; each example weighs the same."""
+    scorer = scorer or whisper_scorer(model.config.kv_init or "")
     overlaps: list[list[float]] = [[] for _ in model.blocks]
     peaks: list[list[float]] = [[] for _ in model.blocks]
     for ex in examples:

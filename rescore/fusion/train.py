@@ -82,6 +82,12 @@ class TrainConfig:
     hyp_noise: float = 0.0
     hyp_noise_words: float = 0.15
 
+    def clock(self) -> Callable[[], float]:
+        """The budget's clock (``budget_clock``): this process's CPU time or the wall clock."""
+        if self.budget_clock not in ("wall", "cpu"):
+            raise ValueError(f"budget_clock must be 'wall' or 'cpu', not {self.budget_clock!r}")
+        return time.process_time if self.budget_clock == "cpu" else time.perf_counter
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -349,7 +355,7 @@ def start_queries(model: XAttnLM, examples: Sequence[Example], cfg: TrainConfig,
     on the budget's clock, which count against the training budget."""
     from rescore.fusion.query_init import fit_queries
 
-    clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
+    clock = cfg.clock()
     t0 = clock()
     fits = fit_queries(model, examples, seed=cfg.seed)
     seconds = clock() - t0
@@ -468,9 +474,7 @@ def train(
     if on_start:
         on_start(step, cfg.max_steps)
     budget = 60 * cfg.budget_minutes if cfg.budget_minutes > 0 else math.inf
-    if cfg.budget_clock not in ("wall", "cpu"):
-        raise ValueError(f"budget_clock must be 'wall' or 'cpu', not {cfg.budget_clock!r}")
-    clock = time.process_time if cfg.budget_clock == "cpu" else time.perf_counter
+    clock = cfg.clock()
     summary: dict[str, Any] = {"stopped": "max_steps"}
     t_last = clock()
     order = batches(train_ex, cfg.batch_size, cfg.seed + epoch)
