@@ -12,7 +12,9 @@ still train, so it is text-only correction with the same budget), ``step0`` (unt
 ``summary`` / ``gaussian`` / ``attention`` (a mixer block over the encoder states before the blocks), ``base-audio``
 (the same blocks attending over Whisper *base* encoder states, 8 heads of 64 with K/V from base's decoder
 cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on the same examples and split),
-``base-audio-q`` (base-audio with its queries first fitted to base's decoder queries, ``XAttnConfig.q_init``).
+``base-audio-q`` (base-audio with its queries first fitted to base's decoder queries, ``XAttnConfig.q_init``),
+``base-audio-qa`` (base-audio-q trained with the auxiliary loss on what the blocks read, ``XAttnConfig.aux_weight``
+0.1: each block's read of the audio alone predicts the next token).
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
@@ -44,7 +46,8 @@ LISTS = ["whisper-tiny.en", "whisper-base"]
 FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA and the rerank are fitted on)
 MIXER_VARIANTS = ("summary", "gaussian", "attention")
 # over Whisper base's states; -q: the queries fitted to base's decoder first (XAttnConfig.q_init)
-BASE_VARIANTS = ("base-audio", "base-audio-q")
+BASE_VARIANTS = ("base-audio", "base-audio-q", "base-audio-qa")
+AUX_WEIGHT = 0.1  # base-audio-qa's auxiliary loss weight (fixed before any run: aux starts near 10 nats, main near 1)
 REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
 
@@ -80,7 +83,13 @@ def variant_config(name: str, attend: str = "all", window: str = "padded", text_
     if name == "no-audio":
         return XAttnConfig(audio=False, **common)
     if name in BASE_VARIANTS:  # run() fits it to the states' width
-        return XAttnConfig(encoder="whisper-base", kv_init="whisper-base", q_init=name == "base-audio-q", **common)
+        return XAttnConfig(
+            encoder="whisper-base",
+            kv_init="whisper-base",
+            q_init=name != "base-audio",
+            aux_weight=AUX_WEIGHT if name == "base-audio-qa" else 0.0,
+            **common,
+        )
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1, **common)
     raise SystemExit(f"unknown variant {name!r}")
@@ -122,7 +131,9 @@ base-audio: the same model attending over Whisper base encoder states instead (5
 base's decoder cross-attention): a second acoustic model over tiny.en's hypotheses, on the same examples and split.
 base-audio-q: base-audio whose query projections are first fitted (ridge regression, before step 1 and on the
 training budget) to base's decoder cross-attention queries on the training examples (rescore.fusion.query_init),
-so the blocks start attending where Whisper's decoder looks."""
+so the blocks start attending where Whisper's decoder looks.
+base-audio-qa: base-audio-q trained with the auxiliary loss on what the blocks read (`aux_weight` 0.1): each
+block's attention output, through the LM's final norm and output layer, predicts the next transcript token."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
@@ -263,6 +274,8 @@ PAIRS = (
     ("base-audio", "audio"),
     ("base-audio-q", "no-audio"),
     ("base-audio-q", "base-audio"),
+    ("base-audio-qa", "no-audio"),
+    ("base-audio-qa", "base-audio-q"),
 )
 
 

@@ -66,6 +66,13 @@ def train(
             " on the training examples (needs K/V from the --encoder model)."
         ),
     ] = False,
+    aux_weight: Annotated[
+        float,
+        typer.Option(
+            help="xattn: weight of an auxiliary loss in which each block's read of the audio alone predicts the next"
+            " transcript token (0: none; needs --attend all and audio)."
+        ),
+    ] = 0.0,
     max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
     dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
@@ -157,6 +164,8 @@ def train(
         raise fail(
             "--q-init fits the queries to the decoder whose K/V the blocks have: --arch xattn, --kv-init encoder"
         )
+    if aux_weight < 0 or (aux_weight > 0 and (arch != "xattn" or attend != "all" or not audio)):
+        raise fail(f"--aux-weight {aux_weight}: a weight >= 0, and above 0 only with --arch xattn, --attend all, audio")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -167,6 +176,7 @@ def train(
             every=every,
             kv_init={"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init),
             q_init=q_init,
+            aux_weight=aux_weight,
             mixer=mixer or "none",
             mixer_layers=layers or 1,
             audio=audio,

@@ -511,6 +511,8 @@ def train(
                 "lr": opt.param_groups[0]["lr"],
                 "elapsed": round(elapsed, 1),
             }
+            if getattr(model, "last_aux", None) is not None:
+                rec["aux"] = model.last_aux  # type: ignore[union-attr]
             improved = False
             if dev_ex and cfg.eval_every and step % cfg.eval_every == 0:
                 rec["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)

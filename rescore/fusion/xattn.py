@@ -69,6 +69,11 @@ class XAttnConfig:
     # queries fitted to that decoder's cross-attention queries on the training examples before training
     # (rescore.fusion.query_init): the blocks start attending where Whisper's decoder looks
     q_init: bool = False
+    # training: weight of an auxiliary loss on what the blocks read: each block's attention output, through the
+    # LM's final norm and output layer, predicts the next transcript token from the audio alone (0: none). The
+    # transcript loss teaches the audio only where the prompt's text leaves the token in doubt (a few tokens an
+    # utterance); this one asks for every token (eval/RESULTS.md bench_xattn_tokens)
+    aux_weight: float = 0.0
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
     mixer_layers: int = 1
     audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
@@ -181,14 +186,23 @@ class GatedCrossAttention(nn.Module):
         v = self.v(memory).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         return k, v
 
-    def forward(self, h: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """``h [B, S, dim]``; ``kv``: keys, values and the memory mask ``[B, T]`` (None: no audio)."""
+    def forward(
+        self,
+        h: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        reads: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``h [B, S, dim]``; ``kv``: keys, values and the memory mask ``[B, T]`` (None: no audio); ``reads``: the
+        attention's output (before its gate) is appended to it, for the auxiliary loss."""
         if kv is not None:
             k, v, mask = kv
             b, s, _ = h.shape
             q = self.q(self.norm(h)).view(b, s, self.heads, self.head_dim).transpose(1, 2)
             y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None, None, :])
-            h = h + torch.tanh(self.attn_gate).to(h.dtype) * self.out(y.transpose(1, 2).reshape(b, s, -1)).to(h.dtype)
+            read = self.out(y.transpose(1, 2).reshape(b, s, -1))
+            if reads is not None:
+                reads.append(read)
+            h = h + torch.tanh(self.attn_gate).to(h.dtype) * read.to(h.dtype)
         return h + torch.tanh(self.ffn_gate).to(h.dtype) * self.ffn(self.ffn_norm(h)).to(h.dtype)
 
 
@@ -248,6 +262,7 @@ class _Memory:
         self.blocks, self.states, self.mask = blocks, states, mask
         self.cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.attend_from, self.call_start, self.next_column = attend_from, offset, offset
+        self.reads: list[torch.Tensor] | None = None  # a list: each block's attention output is kept (aux loss)
 
     def begin_call(self, columns: int) -> None:
         """The first block's hook of a forward call: this call holds the next ``columns`` columns."""
@@ -302,6 +317,7 @@ class XAttnLM(nn.Module):
             for p in self.mixer.parameters():
                 p.requires_grad_(False)
         self._memory: _Memory | None = None
+        self.last_aux: float | None = None  # the last training batch's auxiliary loss (aux_weight), for the log
         self._hooks = [layers[i].register_forward_hook(self._hook(j)) for j, i in enumerate(self.where)]
         self.eos_id: int = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
@@ -330,7 +346,11 @@ class XAttnLM(nn.Module):
             skip = self._memory.skipped(h.shape[1])
             if skip < h.shape[1]:
                 kv = self._memory.get(j, h.shape[0])
-                h = self.blocks[j](h, kv) if skip == 0 else torch.cat([h[:, :skip], self.blocks[j](h[:, skip:], kv)], 1)
+                reads = self._memory.reads
+                if skip == 0:
+                    h = self.blocks[j](h, kv, reads)
+                else:
+                    h = torch.cat([h[:, :skip], self.blocks[j](h[:, skip:], kv, reads)], 1)
             return (h, *output[1:]) if isinstance(output, tuple) else h
 
         return hook
@@ -485,9 +505,35 @@ class XAttnLM(nn.Module):
         return hidden, labels.to(device)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count."""
-        logits, target, _ = self._target_logits(batch)
-        return F.cross_entropy(logits, target), int(target.numel())
+        """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count; in training with
+        ``aux_weight``, plus that times the auxiliary loss (:meth:`read_loss`; its value kept in ``last_aux``)."""
+        if not (self.training and self.config.aux_weight > 0 and self.config.audio):
+            logits, target, _ = self._target_logits(batch)
+            return F.cross_entropy(logits, target), int(target.numel())
+        if self.config.attend != "all":
+            raise ValueError("aux_weight needs attend='all' (the blocks read every transcript position)")
+        ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
+        with self.attending(batch.states, batch.mask):
+            assert self._memory is not None
+            reads = self._memory.reads = []
+            out = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
+        target = full_labels[:, 1:]  # type: ignore[index]
+        where = target != -100
+        main = F.cross_entropy(
+            self.llm.get_output_embeddings()(out.last_hidden_state[:, :-1][where]).float(), target[where]
+        )
+        aux = self.read_loss(reads, target)
+        self.last_aux = float(aux.detach())
+        return main + self.config.aux_weight * aux, int(where.sum())
+
+    def read_loss(self, reads: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """Mean over the blocks of the cross-entropy of the next transcript token predicted from a block's
+        attention output alone, read as a last hidden state (the LM's final norm and output layer, frozen):
+        every position asks the blocks what the audio says comes next. ``target [B, S-1]`` as the LM's."""
+        where = target != -100
+        norm, head = self.llm.get_decoder().norm, self.llm.get_output_embeddings()
+        losses = [F.cross_entropy(head(norm(r[:, :-1][where])).float(), target[where]) for r in reads]
+        return torch.stack(losses).mean()
 
     def candidates(self, hypotheses: Sequence[str]) -> dict[str, str]:
         """What :meth:`choose` picks from: each distinct hypothesis the prompt shows, as the targets are written,
