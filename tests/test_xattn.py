@@ -606,3 +606,81 @@ def test_hypothesis_noise_changes_the_real_models_training_loss_only(real_model,
     assert noisy_batch.hypotheses != HYPS
     assert float(noisy) > float(clean)  # the n-best no longer spell the target out
     assert held_out == pytest.approx(float(clean), rel=1e-4)
+
+
+def test_aux_loss_adds_what_the_blocks_read_in_training_only(real_model, audio_batch):
+    """``aux_weight``: in training the loss is the transcript's plus the weight times the blocks' read loss, whose
+    gradient reaches the attention's output projection while the gates are shut (the transcript loss gives it
+    none); the held-out loss (eval mode) is the transcript's alone, so it compares with models trained without."""
+    model = real_model
+    refs = ["the cat sat on the mat", "hello world"]
+    batch = collate(audio_batch.ids, list(audio_batch.states.numpy()), refs, HYPS)
+    try:
+        model.config.aux_weight = 0.5
+        model.train()
+        model.llm.eval()
+        train_loss, n = model.loss(batch)
+        train_loss.backward()
+        model.eval()
+        with torch.no_grad():
+            held_out, n_held = model.loss(batch)
+        assert n == n_held and model.last_aux is not None and model.last_aux > 0
+        assert float(train_loss.detach()) == pytest.approx(float(held_out) + 0.5 * model.last_aux, rel=1e-4)
+        out_grad = model.blocks[0].out.weight.grad
+        assert out_grad is not None and float(out_grad.abs().sum()) > 0
+        model.config.attend = "reply"
+        model.train()
+        with pytest.raises(ValueError, match="attend='all'"):
+            model.loss(batch)
+    finally:
+        model.config.aux_weight, model.config.attend = 0.0, "all"
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_cli_aux_weight_maps_to_the_model_and_needs_audio(deep_train_cli):
+    run, seen = deep_train_cli.run, deep_train_cli.configs
+    assert "stopped before training" in run(["--aux-weight", "0.1"]).output
+    assert [c.model.aux_weight for c in seen] == [0.1]
+    for bad in (
+        ["--aux-weight", "0.1", "--no-audio"],
+        ["--aux-weight", "0.1", "--attend", "reply"],
+        ["--aux-weight", "-1"],
+    ):
+        result = run(bad)
+        assert result.exit_code != 0 and "--aux-weight" in result.output
+
+
+def test_reference_tokens_are_classed_by_the_hypotheses():
+    from eval.bench_xattn_tokens import token_classes, word_classes
+
+    ref = ["the", "cat", "sat", "on", "a", "mat"]
+    hyps = [["the", "cat", "sat", "on", "the", "mat"], ["the", "hat", "sat", "on", "a", "mat"]]
+    assert word_classes(ref, hyps) == ["agreed", "contested", "agreed", "agreed", "contested", "agreed"]
+    assert word_classes(["zebra"], hyps) == ["missing"]
+    text = "the cat sat"
+    offsets = [(0, 3), (3, 5), (5, 7), (7, 11)]  # "the", " c", "at", " sat"
+    assert token_classes(offsets, text, ["agreed", "missing", "contested"]) == [
+        "agreed",
+        "missing",
+        "missing",
+        "contested",
+    ]
+
+
+def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, audio_batch):
+    """The real model's teacher-forced loss, one class per scored token: the step-0 LM finds the agreed words (the
+    prompt spells them) far easier than the word no hypothesis has."""
+    from eval.bench_xattn_tokens import ClassLoss, score
+    from rescore.fusion.train import Example
+
+    hyps = [["the cat sat on the mat", "the cat sat on a mat"], ["hello world", "hello word"]]
+    refs = ["the cat sat on the rug", "hello world"]
+    ex = [
+        Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
+        for i, (t, h) in enumerate(zip(refs, hyps, strict=True))
+    ]
+    losses = ClassLoss()
+    score(real_model, ex, losses)
+    assert sum(losses.tokens["end"]) == 2 and sum(losses.tokens["missing"]) >= 1
+    assert losses.per_token("missing") > 3 * losses.per_token("agreed")
