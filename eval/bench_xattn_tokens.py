@@ -87,8 +87,10 @@ def paired_nats(a: Sequence[float], b: Sequence[float], n_resamples: int = 2000,
     return float((a_[idx].sum(1) >= b_[idx].sum(1)).mean())
 
 
-def score(model: Any, examples: Sequence[Any], losses: ClassLoss) -> None:
-    """Add each example's per-class loss under ``model`` (teacher-forced on its reference, one at a time)."""
+def score(model: Any, examples: Sequence[Any], losses: ClassLoss, reads: list[ClassLoss] | None = None) -> None:
+    """Add each example's per-class loss under ``model`` (teacher-forced on its reference, one at a time); with
+    ``reads`` (one per block), also each block's read of the audio alone as a next-token prediction
+    (``XAttnLM.read_nll``, what ``aux_weight`` trains)."""
     import torch
     import torch.nn.functional as F
 
@@ -103,7 +105,14 @@ def score(model: Any, examples: Sequence[Any], losses: ClassLoss) -> None:
         words = word_classes(text.split(), [h.split() for h in cfg.shown_hypotheses(ex.hypotheses)])
         classes = token_classes(enc["offset_mapping"][:n], text, words) + ["end"]
         with torch.no_grad():
-            logits, target, _ = model._target_logits(make_batch(examples, [i]))
+            batch = make_batch(examples, [i])
+            if reads is None:
+                logits, target, _ = model._target_logits(batch)
+            else:
+                logits, target, block_reads = model.target_logits_and_reads(batch)
+                norm, head = model.llm.get_decoder().norm, model.llm.get_output_embeddings()
+                for j, (r, nats) in enumerate(zip(block_reads, model.read_nll(block_reads, target), strict=True)):
+                    reads[j].add(nats.numpy(), (head(norm(r)).argmax(-1) == target).numpy(), classes)
             nll = F.cross_entropy(logits, target, reduction="none").numpy()
             first = (logits.argmax(-1) == target).numpy()
         if len(nll) != len(classes):
@@ -126,6 +135,7 @@ def run(args: argparse.Namespace) -> str:
     elsewhere = tuple(tuple(d.split("=", 1)) for d in args.variant_dir)
     folds = sorted((Fold.parse(f, elsewhere) for f in args.fold), key=lambda f: f.lo)
     losses = {v: ClassLoss() for v in variants}
+    reads: list[ClassLoss] | None = None  # the audio model's blocks' reads, when trained to predict (aux_weight)
     report_file = nbest_file("librispeech-dev", REPORT_ENCODER)
     for fold in folds:
         for v in variants:
@@ -134,7 +144,9 @@ def run(args: argparse.Namespace) -> str:
             examples = load_nbest_examples(
                 [report_file], cfg.encoder, limit=fold.hi, window=cfg.encoder_window, on_issue=print
             )[fold.lo - 1 :]
-            score(model, examples, losses[v])
+            if v == variants[0] and cfg.aux_weight > 0:
+                reads = reads or [ClassLoss() for _ in model.blocks]
+            score(model, examples, losses[v], reads if v == variants[0] else None)
             print(f"{fold.lo}-{fold.hi} {v}: {len(examples)} utterances scored", flush=True)
     a, b = variants
     la, lb = losses[a], losses[b]
@@ -150,6 +162,26 @@ def run(args: argparse.Namespace) -> str:
             f"{paired_nats(la.nats[c], lb.nats[c]):.3f} |"
         )
     n_utts = len(la.nats["end"])
+    reads_md = ""
+    if reads:
+        total = [sum(sum(r.nats[c]) for c in CLASSES) / max(sum(sum(r.tokens[c]) for c in CLASSES), 1) for r in reads]
+        best = int(np.argmin(total))
+        lines = [
+            f"| {c} | {reads[best].per_token(c):.3f} | {100 * reads[best].top1_share(c):.1f} % | "
+            + " | ".join(f"{r.per_token(c):.2f}" for r in reads)
+            + " |"
+            for c in CLASSES
+        ]
+        head = " | ".join(f"block {j + 1}" for j in range(len(reads)))
+        reads_md = f"""
+What {a}'s blocks read of the audio alone, as a next-token prediction (`XAttnLM.read_nll`: a block's attention
+output through the LM's final norm and output layer, the auxiliary loss it trained with): nats per token and share
+ranked first for the block lowest over all tokens here (block {best + 1}), and every block's nats per token.
+
+| tokens | block {best + 1}: nats/token | block {best + 1}: first | {head} |
+|---|---:|---:|{"---:|" * len(reads)}
+{chr(10).join(lines)}
+"""
     command = "python -m eval.bench_xattn_tokens " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     return f"""### Deep fusion: where the audio lowers the loss, by what the n-best says of each reference word
@@ -165,7 +197,7 @@ Command: `{command}`
 | tokens | count (utterances) | {a}: nats/token | {b}: nats/token | {a}: first | {b}: first | better/worse | p |
 |---|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
-"""
+{reads_md}"""
 
 
 def main() -> None:

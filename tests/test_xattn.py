@@ -680,7 +680,11 @@ def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, 
         Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
         for i, (t, h) in enumerate(zip(refs, hyps, strict=True))
     ]
-    losses = ClassLoss()
+    losses, with_reads = ClassLoss(), ClassLoss()
     score(real_model, ex, losses)
     assert sum(losses.tokens["end"]) == 2 and sum(losses.tokens["missing"]) >= 1
     assert losses.per_token("missing") > 3 * losses.per_token("agreed")
+    reads = [ClassLoss() for _ in real_model.blocks]  # the pass that keeps the reads scores the same tokens alike
+    score(real_model, ex, with_reads, reads)
+    assert with_reads.nats["agreed"] == pytest.approx(losses.nats["agreed"], rel=1e-4)
+    assert all(r.tokens == losses.tokens for r in reads)

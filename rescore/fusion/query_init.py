@@ -137,7 +137,7 @@ def collect_pairs(
             lm_ids = enc["input_ids"][: model.config.max_target_tokens]
             w = scorer.tokenizer.encode(" " + text, add_special_tokens=False)
             w_ids, w_spans = w.ids, [(a - 1, b - 1) for a, b in w.offsets]
-            if not lm_ids or not w_ids or len(scorer.prompt) + len(w_ids) > 440:
+            if not lm_ids or not w_ids or len(w_ids) > scorer.max_tokens:  # past the decoder's context
                 continue
             match = align_tokens(enc["offset_mapping"][: len(lm_ids)], w_spans, text)
             prompt = model.prompt_ids(ex.hypotheses)

@@ -506,12 +506,21 @@ class XAttnLM(nn.Module):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count; in training with
-        ``aux_weight``, plus that times the auxiliary loss (:meth:`read_loss`; its value kept in ``last_aux``)."""
+        ``aux_weight``, plus that times the auxiliary loss (the blocks' mean :meth:`read_nll`; kept in ``last_aux``)."""
         if not (self.training and self.config.aux_weight > 0 and self.config.audio):
             logits, target, _ = self._target_logits(batch)
             return F.cross_entropy(logits, target), int(target.numel())
-        if self.config.attend != "all":
-            raise ValueError("aux_weight needs attend='all' (the blocks read every transcript position)")
+        logits, target, reads = self.target_logits_and_reads(batch)
+        aux = self.read_nll(reads, target).mean()
+        self.last_aux = float(aux.detach())
+        return F.cross_entropy(logits, target) + self.config.aux_weight * aux, int(target.numel())
+
+    def target_logits_and_reads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One teacher-forced pass over every position (``attend="all"``): the logits and targets of the
+        transcript tokens, as :meth:`_target_logits`, and each block's attention output (before its gate) at the
+        positions predicting them ``[N, dim]``."""
+        if self.config.attend != "all" or not self.config.audio:
+            raise ValueError("the blocks' reads need attend='all' and audio (the blocks read every position)")
         ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
         with self.attending(batch.states, batch.mask):
             assert self._memory is not None
@@ -519,21 +528,15 @@ class XAttnLM(nn.Module):
             out = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
         target = full_labels[:, 1:]  # type: ignore[index]
         where = target != -100
-        main = F.cross_entropy(
-            self.llm.get_output_embeddings()(out.last_hidden_state[:, :-1][where]).float(), target[where]
-        )
-        aux = self.read_loss(reads, target)
-        self.last_aux = float(aux.detach())
-        return main + self.config.aux_weight * aux, int(where.sum())
+        logits = self.llm.get_output_embeddings()(out.last_hidden_state[:, :-1][where]).float()
+        return logits, target[where], [r[:, :-1][where] for r in reads]
 
-    def read_loss(self, reads: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """Mean over the blocks of the cross-entropy of the next transcript token predicted from a block's
-        attention output alone, read as a last hidden state (the LM's final norm and output layer, frozen):
-        every position asks the blocks what the audio says comes next. ``target [B, S-1]`` as the LM's."""
-        where = target != -100
+    def read_nll(self, reads: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """``[blocks, N]``: the cross-entropy of each transcript token predicted from a block's read alone, taken as
+        a last hidden state (the LM's final norm and output layer, frozen): what the audio, as the block reads it,
+        says comes next. The auxiliary loss (``aux_weight``) is its mean."""
         norm, head = self.llm.get_decoder().norm, self.llm.get_output_embeddings()
-        losses = [F.cross_entropy(head(norm(r[:, :-1][where])).float(), target[where]) for r in reads]
-        return torch.stack(losses).mean()
+        return torch.stack([F.cross_entropy(head(norm(r)).float(), target, reduction="none") for r in reads])
 
     def candidates(self, hypotheses: Sequence[str]) -> dict[str, str]:
         """What :meth:`choose` picks from: each distinct hypothesis the prompt shows, as the targets are written,
