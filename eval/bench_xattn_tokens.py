@@ -47,10 +47,12 @@ def word_classes(reference: Sequence[str], hypotheses: Sequence[Sequence[str]]) 
 def token_classes(offsets: Sequence[tuple[int, int]], text: str, classes: Sequence[str]) -> list[str]:
     """Per token (character ``offsets`` in ``text``), the class of the word covering its first non-space
     character; ``classes`` are per whitespace-separated word of ``text``."""
+    from rescore.fusion.query_init import first_char
+
     spans = [m.span() for m in re.finditer(r"\S+", text)]
     out = []
-    for a, b in offsets:
-        c = next((c for c in range(a, b) if not text[c].isspace()), a)
+    for span in offsets:
+        c = first_char(span, text)
         out.append(next((classes[w] for w, (s, e) in enumerate(spans) if s <= c < e), "agreed"))
     return out
 
@@ -78,15 +80,6 @@ class ClassLoss:
         return sum(self.top1[c]) / max(sum(self.tokens[c]), 1)
 
 
-def paired_nats(a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, seed: int = 0) -> float:
-    """Share of bootstrap resamples of the utterances in which ``a``'s summed nats are not below ``b``'s."""
-    a_, b_ = np.asarray(a), np.asarray(b)
-    if not len(a_):
-        return float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(a_), size=(n_resamples, len(a_)))
-    return float((a_[idx].sum(1) >= b_[idx].sum(1)).mean())
-
-
 def score(model: Any, examples: Sequence[Any], losses: ClassLoss, reads: list[ClassLoss] | None = None) -> None:
     """Add each example's per-class loss under ``model`` (teacher-forced on its reference, one at a time); with
     ``reads`` (one per block), also each block's read of the audio alone as a next-token prediction
@@ -110,9 +103,9 @@ def score(model: Any, examples: Sequence[Any], losses: ClassLoss, reads: list[Cl
                 logits, target, _ = model._target_logits(batch)
             else:
                 logits, target, block_reads = model.target_logits_and_reads(batch)
-                norm, head = model.llm.get_decoder().norm, model.llm.get_output_embeddings()
-                for j, (r, nats) in enumerate(zip(block_reads, model.read_nll(block_reads, target), strict=True)):
-                    reads[j].add(nats.numpy(), (head(norm(r)).argmax(-1) == target).numpy(), classes)
+                for block, read in zip(reads, model.read_logits(block_reads), strict=True):
+                    nats = F.cross_entropy(read, target, reduction="none")
+                    block.add(nats.numpy(), (read.argmax(-1) == target).numpy(), classes)
             nll = F.cross_entropy(logits, target, reduction="none").numpy()
             first = (logits.argmax(-1) == target).numpy()
         if len(nll) != len(classes):
@@ -148,8 +141,11 @@ def run(args: argparse.Namespace) -> str:
                 reads = reads or [ClassLoss() for _ in model.blocks]
             score(model, examples, losses[v], reads if v == variants[0] else None)
             print(f"{fold.lo}-{fold.hi} {v}: {len(examples)} utterances scored", flush=True)
+    from rescore.metrics import paired_bootstrap  # B = the audio model: p that its summed nats are not lower
+
     a, b = variants
     la, lb = losses[a], losses[b]
+    n_utts = len(la.nats["end"])
     rows = []
     for c in CLASSES:
         n_tokens = sum(la.tokens[c])
@@ -159,9 +155,8 @@ def run(args: argparse.Namespace) -> str:
         rows.append(
             f"| {c} | {n_tokens} ({utts}) | {la.per_token(c):.3f} | {lb.per_token(c):.3f} | "
             f"{100 * la.top1_share(c):.1f} % | {100 * lb.top1_share(c):.1f} % | {better}/{worse} | "
-            f"{paired_nats(la.nats[c], lb.nats[c]):.3f} |"
+            f"{paired_bootstrap(np.array(lb.nats[c]), np.array(la.nats[c]), np.ones(n_utts), n_resamples=2000):.3f} |"
         )
-    n_utts = len(la.nats["end"])
     reads_md = ""
     if reads:
         total = [sum(sum(r.nats[c]) for c in CLASSES) / max(sum(sum(r.tokens[c]) for c in CLASSES), 1) for r in reads]

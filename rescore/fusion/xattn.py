@@ -447,21 +447,29 @@ class XAttnLM(nn.Module):
             return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
 
     def _target_logits(
-        self, batch: Batch, shared_prompts: bool = False
+        self, batch: Batch, shared_prompts: bool = False, reads: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logits, targets, row)`` of every transcript token (and eos) of the batch, teacher-forced.
         ``shared_prompts``: rows repeat prompts (choosing: one row per candidate), so each distinct prompt runs
-        once into a cache (:meth:`_cached_prompt_hidden`); ``attend="reply"`` always runs that way."""
+        once into a cache (:meth:`_cached_prompt_hidden`); ``attend="reply"`` always runs that way. ``reads``: a
+        list that receives each block's attention output (before its gate) at the positions predicting the
+        targets ``[N, dim]``; only the one pass over every position keeps them."""
         if self.config.attend == "reply" or shared_prompts:
+            if reads is not None:
+                raise ValueError("the blocks' reads need attend='all' and audio (the blocks read every position)")
             hidden, target = self._cached_prompt_hidden(batch)
         else:
             ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
             with self.attending(batch.states, batch.mask):
+                assert self._memory is not None
+                self._memory.reads = reads
                 out = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
             hidden, target = out.last_hidden_state[:, :-1], full_labels[:, 1:]  # type: ignore[index]
         where = target != -100
         logits = self.llm.get_output_embeddings()(hidden[where]).float()
         rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[where]
+        if reads is not None:
+            reads[:] = [r[:, :-1][where] for r in reads]
         return logits, target[where], rows
 
     def _cached_prompt_hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -519,24 +527,22 @@ class XAttnLM(nn.Module):
         """One teacher-forced pass over every position (``attend="all"``): the logits and targets of the
         transcript tokens, as :meth:`_target_logits`, and each block's attention output (before its gate) at the
         positions predicting them ``[N, dim]``."""
-        if self.config.attend != "all" or not self.config.audio:
+        if not self.config.audio:
             raise ValueError("the blocks' reads need attend='all' and audio (the blocks read every position)")
-        ids, attn, positions, full_labels = self.build_inputs(batch, with_targets=True)
-        with self.attending(batch.states, batch.mask):
-            assert self._memory is not None
-            reads = self._memory.reads = []
-            out = self.llm.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
-        target = full_labels[:, 1:]  # type: ignore[index]
-        where = target != -100
-        logits = self.llm.get_output_embeddings()(out.last_hidden_state[:, :-1][where]).float()
-        return logits, target[where], [r[:, :-1][where] for r in reads]
+        reads: list[torch.Tensor] = []
+        logits, target, _ = self._target_logits(batch, reads=reads)
+        return logits, target, reads
+
+    def read_logits(self, reads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per block, next-token logits ``[N, vocab]`` from its read alone, taken as a last hidden state (the LM's
+        final norm and output layer, frozen): what the audio, as the block reads it, says comes next."""
+        norm, head = self.llm.get_decoder().norm, self.llm.get_output_embeddings()
+        return [head(norm(r)).float() for r in reads]
 
     def read_nll(self, reads: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """``[blocks, N]``: the cross-entropy of each transcript token predicted from a block's read alone, taken as
-        a last hidden state (the LM's final norm and output layer, frozen): what the audio, as the block reads it,
-        says comes next. The auxiliary loss (``aux_weight``) is its mean."""
-        norm, head = self.llm.get_decoder().norm, self.llm.get_output_embeddings()
-        return torch.stack([F.cross_entropy(head(norm(r)).float(), target, reduction="none") for r in reads])
+        """``[blocks, N]``: the cross-entropy of each transcript token under :meth:`read_logits`. The auxiliary
+        loss (``aux_weight``) is its mean."""
+        return torch.stack([F.cross_entropy(lg, target, reduction="none") for lg in self.read_logits(reads)])
 
     def candidates(self, hypotheses: Sequence[str]) -> dict[str, str]:
         """What :meth:`choose` picks from: each distinct hypothesis the prompt shows, as the targets are written,
