@@ -14,7 +14,9 @@ still train, so it is text-only correction with the same budget), ``step0`` (unt
 cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on the same examples and split),
 ``base-audio-q`` (base-audio with its queries first fitted to base's decoder queries, ``XAttnConfig.q_init``),
 ``base-audio-qa`` (base-audio-q trained with the auxiliary loss on what the blocks read, ``XAttnConfig.aux_weight``
-0.1: each block's read of the audio alone predicts the next token).
+0.1: each block's read of the audio alone predicts the next token), ``base-dec`` (the blocks, from the prompt's last
+token on, attend over Whisper base's own *decoder* states teacher-forced on the transcript being scored, each LM
+position the one aligned to the text it has consumed, ``XAttnConfig.memory="decoder"``; it decodes by choosing only).
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
@@ -47,6 +49,7 @@ FULL_LIST = "tiny-en"  # whole training sets, tiny.en 8-best (the lists the LoRA
 MIXER_VARIANTS = ("summary", "gaussian", "attention")
 # over Whisper base's states; -q: the queries fitted to base's decoder first (XAttnConfig.q_init)
 BASE_VARIANTS = ("base-audio", "base-audio-q", "base-audio-qa")
+DECODER_VARIANT = "base-dec"  # over whisper-base's decoder states on the transcript (XAttnConfig.memory="decoder")
 AUX_WEIGHT = 0.1  # base-audio-qa's auxiliary loss weight (fixed before any run: aux starts near 10 nats, main near 1)
 REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
@@ -92,6 +95,9 @@ def variant_config(name: str, attend: str = "all", window: str = "padded", text_
         )
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1, **common)
+    if name == DECODER_VARIANT:  # 8 heads of 64 over base's 512-wide states, from the prompt's last token on
+        common["attend"] = "reply"
+        return XAttnConfig(encoder="whisper-base", kv_init=None, memory="decoder", heads=8, **common)
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -134,6 +140,12 @@ training budget) to base's decoder cross-attention queries on the training examp
 so the blocks start attending where Whisper's decoder looks.
 base-audio-qa: base-audio-q trained with the auxiliary loss on what the blocks read (`aux_weight` 0.1): each
 block's attention output, through the LM's final norm and output layer, predicts the next transcript token."""
+DECODER_NOTE = """
+base-dec: the blocks (8 heads of 64, K/V fresh) attend, from the prompt's last token on, over Whisper base's own
+decoder states (its last layer, after its norm) teacher-forced on the transcript being scored over the utterance's
+base encoder states; each LM position reads the one state aligned to the text it has consumed (character offsets of
+both tokenisations, `XAttnConfig.memory="decoder"`, rescore.fusion.decoder_memory). It needs the transcript, so it
+decodes by choosing among the hypotheses only: no written rows."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
@@ -276,6 +288,8 @@ PAIRS = (
     ("base-audio-q", "base-audio"),
     ("base-audio-qa", "no-audio"),
     ("base-audio-qa", "base-audio-q"),
+    (DECODER_VARIANT, "no-audio"),
+    (DECODER_VARIANT, "base-audio-qa"),
 )
 
 
@@ -449,22 +463,27 @@ def run(args: argparse.Namespace) -> str:
 
             model = load_deep_model(out / name)  # the best dev-loss weights
         model.config.min_length_ratio = 0.0  # the raw output; the floor has its own rows
-        hyps, per_utt = cached_json(cached, DECODED, evaluate, model, own.report, args.batch_size)
-        outputs[name] = hyps
-        c = compare(refs, first, hyps)
         gates = ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in model.gates())
-        print(f"{name}: WER {100 * c['wer']:.2f} % ({c['better']} better, {c['worse']} worse), gates {gates}")
-        rows.append(
+        trained = (
             f"| {name} | {n_train / 1e6:.1f} M | {summary['step']} | {summary['train_seconds'] / 60:.1f} | "
-            f"{summary.get('best_dev_loss', float('nan')):.3f} | {100 * c['wer']:.2f} "
-            f"({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | {c['better']}/{c['worse']} | {c['p']:.3f} | "
-            f"{per_utt:.1f} |"
+            f"{summary.get('best_dev_loss', float('nan')):.3f} |"
         )
-        g_hyps, kept = decided(hyps, shown_ids, verify=False)
-        outputs[name + " + guard"] = g_hyps
-        rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
         notes.append(f"- {name}: stopped by {summary['stopped']}; gates tanh(attention)/tanh(ffn) per block: {gates}")
-        if args.verify:  # the raw written output decided as `rescore run`'s deep stage decides it
+        if not model.writes:  # decoder memory: choosing only (the training columns go on a row of their own)
+            rows.append(trained + " (chooses only) | | | |")
+        else:
+            hyps, per_utt = cached_json(cached, DECODED, evaluate, model, own.report, args.batch_size)
+            outputs[name] = hyps
+            c = compare(refs, first, hyps)
+            print(f"{name}: WER {100 * c['wer']:.2f} % ({c['better']} better, {c['worse']} worse), gates {gates}")
+            rows.append(
+                f"{trained} {100 * c['wer']:.2f} ({100 * c['ci'][0]:.1f}-{100 * c['ci'][1]:.1f}) | "
+                f"{c['better']}/{c['worse']} | {c['p']:.3f} | {per_utt:.1f} |"
+            )
+            g_hyps, kept = decided(hyps, shown_ids, verify=False)
+            outputs[name + " + guard"] = g_hyps
+            rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
+        if args.verify and model.writes:  # the raw written output decided as `rescore run`'s deep stage decides it
             v_hyps, taken = decided(hyps, shown_ids, verify=True)
             outputs[name + VERIFIED] = v_hyps
             label = f"{name} + guards + whisper-base verification ({taken}/{len(report)} taken)"
@@ -480,7 +499,7 @@ def run(args: argparse.Namespace) -> str:
             outputs[name + CHOSEN + VERIFIED] = v_hyps
             label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"
             rows.append(result_row(label, compare(refs, first, v_hyps)))
-        if args.floor:  # the length floor chosen on held-out training examples, then applied to the report
+        if args.floor and model.writes:  # a length floor chosen on held-out training examples, applied to the report
             floor_dev = [e for e in own.dev if e.group not in {r.group for r in report}][: args.floor_examples]
             choice = out / name / f"floor-choice-{len(floor_dev)}.json"  # the choice is decodes: cached
             ratio, floor_wers = cached_json(
@@ -520,6 +539,7 @@ def run(args: argparse.Namespace) -> str:
             examples_md.append(f"| {refs[i][:70]} | {first[i][:70]} | {outputs[show][i][:70]} |")
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
     base_note = BASE_NOTE if set(BASE_VARIANTS) & set(outputs) else ""
+    base_note += DECODER_NOTE if any(n.startswith(DECODER_VARIANT) for n in outputs) else ""
     sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (

@@ -29,6 +29,8 @@ from eval.bench_xattn import (
     BASE_NOTE,
     BASE_VARIANTS,
     CHOOSE_CACHE,
+    DECODER_NOTE,
+    DECODER_VARIANT,
     PAIRS,
     compare,
     decided,
@@ -107,6 +109,11 @@ class Fold:
         words = train.get("hyp_noise_words", TrainConfig.hyp_noise_words)
         return f"{examples:g} of the examples, {words:g} of their words"
 
+    def writes(self, variant: str) -> bool:
+        """Whether the variant writes transcripts (a model over decoder memory only chooses)."""
+        cfg = self.saved(variant)
+        return cfg is None or cfg.get("memory", "encoder") == "encoder"
+
     def prompt(self, variant: str) -> XAttnConfig:
         """The variant's prompt settings (its saved config; untrained: the defaults), for the hypotheses it showed."""
         from rescore.fusion.xattn import XAttnConfig
@@ -179,7 +186,7 @@ def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
     variants = args.variants.split(",")
-    if "no-audio" not in variants or not {"audio", *BASE_VARIANTS} & set(variants):
+    if "no-audio" not in variants or not {"audio", DECODER_VARIANT, *BASE_VARIANTS} & set(variants):
         raise SystemExit("--variants: the ablation needs no-audio and audio or base-audio")
     elsewhere = tuple(tuple(d.split("=", 1)) for d in args.variant_dir)
     if any(len(d) != 2 for d in elsewhere):
@@ -199,7 +206,8 @@ def run(args: argparse.Namespace) -> str:
         (v, m)
         for v in variants
         for m, (_, suffix) in modes.items()
-        if m in MODES or all(f.cache(v, suffix).exists() for f in folds)
+        if (m in MODES and (m != "write" or all(f.writes(v) for f in folds)))
+        or (m not in MODES and all(f.cache(v, suffix).exists() for f in folds))
     ]
     outputs: dict[tuple[str, str, bool], list[str]] = {}
     sources: dict[tuple[str, str], WordSources] = {}
@@ -243,6 +251,7 @@ def run(args: argparse.Namespace) -> str:
             pairs.append(pair_line(tag, c, a, b))
     step0 = STEP0_NOTE if "step0" in variants else ""
     base = BASE_NOTE if set(BASE_VARIANTS) & set(variants) else ""
+    base += DECODER_NOTE if DECODER_VARIANT in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     if elsewhere:

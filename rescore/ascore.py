@@ -247,6 +247,20 @@ class _TorchDecoder:
             x = x + self._lin(F.gelu(self._lin(y, f"{b}.mlp.0")), f"{b}.mlp.2")
         return x
 
+    def final_states(self, memory: np.ndarray, seq: list[int]) -> Any:
+        """The decoder's last states ``[len(seq), d]`` (after its final norm) of one teacher-forced token sequence over
+        ``memory``: each position's state times the token embeddings is its next-token logits, so it is what the
+        audio and the text before it say comes next (``rescore.fusion.decoder_memory``)."""
+        import torch
+
+        with torch.inference_mode():
+            dev, n = self.device, len(seq)
+            x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
+            x = (x + self.w["positional_embedding"][:n])[None]
+            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+            x = self._ln(self._layers(x, causal, self.cross_kv(memory)), "ln")[0]
+        return x.float().cpu()
+
     def cross_queries(self, memory: np.ndarray, seq: list[int]) -> list[Any]:
         """Per decoder layer, the cross-attention query ``[len(seq), d]`` of each position of one teacher-forced
         token sequence over ``memory``: where Whisper's decoder looks for the token each position predicts."""
@@ -380,6 +394,20 @@ class WhisperScorer:
         if self._tiktoken is not None:
             return list(self._tiktoken.encode(" " + text))
         return self.tokenizer.encode(" " + text, add_special_tokens=False).ids
+
+    def token_ends(self, tokens: list[int]) -> list[int]:
+        """Where each of :meth:`tokenize`'s ``tokens`` ends in the text they encode (character offsets, the leading
+        space Whisper adds not counted): what aligns them to another tokenizer's tokens of the same text."""
+        if not tokens:
+            return []
+        if self._tiktoken is not None:
+            text, starts = self._tiktoken.decode_with_offsets(tokens)
+            return [max(e - 1, 0) for e in [*starts[1:], len(text)]]
+        ends, n = [], 0
+        for k in range(len(tokens)):  # the HF tokenizer has no offsets when decoding: each prefix decoded
+            n = max(n, len(self.tokenizer.decode(tokens[: k + 1])) - 1)
+            ends.append(max(n, 0))
+        return ends
 
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """Log-mel features [n_mels, 3000] of at most 30 s of 16 kHz audio, padded as the recognizer pads."""

@@ -11,6 +11,7 @@ from rescore.fusion.model import Batch, collate
 from rescore.fusion.xattn import (
     GatedCrossAttention,
     XAttnConfig,
+    XAttnLM,
     _Memory,
     clean_reply,
     init_from_whisper,
@@ -688,3 +689,133 @@ def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, 
     score(real_model, ex, with_reads, reads)
     assert with_reads.nats["agreed"] == pytest.approx(losses.nats["agreed"], rel=1e-4)
     assert all(r.tokens == losses.tokens for r in reads)
+
+
+# --------------------------------------------------------------------------- decoder memory (memory="decoder")
+
+
+def test_aligned_mask_reads_the_latest_states_within_the_text_seen():
+    from rescore.fusion.decoder_memory import aligned_mask
+
+    # Whisper states: before any text, after "the" (3), after " cat" (7); LM columns consumed 0, 2, 3, 7, 7 chars
+    mask = aligned_mask([0, 3, 7], [0, 2, 3, 7, 7], window=1, slots=4)
+    assert mask.tolist() == [
+        [True, False, False, False],
+        [True, False, False, False],  # "th" seen: the state after "the" would tell the rest of the word
+        [False, True, False, False],
+        [False, False, True, False],
+        [False, False, True, False],
+    ]
+    two = aligned_mask([0, 3, 7], [0, 3, 7], window=2)
+    assert two.tolist() == [[True, False, False], [True, True, False], [False, True, True]]
+    with pytest.raises(ValueError, match="window"):
+        aligned_mask([0], [0], window=0)
+
+
+@pytest.fixture(scope="module")
+def decoder_model():
+    from rescore.fusion.xattn import build_xattn
+
+    torch.manual_seed(0)
+    cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="decoder", kv_init=None)
+    return build_xattn(cfg).eval()
+
+
+def test_decoder_memory_states_are_whispers_next_token_view(decoder_model, audio_batch):
+    """The memory is Whisper's decoder on the transcript: its states times the token embeddings give back the
+    teacher-forced log-probs the acoustic scorer computes (up to the scorer's suppressed tokens), and each state's
+    text offset ends where its token does."""
+    model = decoder_model
+    text = "the cat sat on the mat"
+    model.reply_memory(Batch(audio_batch.ids[:1], audio_batch.states[:1], audio_batch.mask[:1], [text], HYPS[:1]), 1)
+    memory = model._decoder_memory
+    assert memory is not None
+    scorer = memory.scorer
+    tokens = scorer.tokenize(text)
+    n = int(audio_batch.mask[0].sum())
+    states, ends = memory.states(audio_batch.ids[0], audio_batch.states[0, :n], text)
+    assert states.shape == (len(tokens) + 1, memory.width) and ends == [0, 3, 7, 11, 14, 18, 22]
+    emb = scorer.decoder.w["token_embedding.weight"].float()
+    logp = (states @ emb.T).log_softmax(-1)
+    ours = logp.gather(1, torch.tensor([*tokens, scorer.eot])[:, None])[:, 0]
+    theirs = torch.tensor(scorer.token_log_probs(audio_batch.states[0, :n].numpy(), [tokens])[0], dtype=torch.float32)
+    torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0.02)
+
+
+def test_decoder_memory_is_causal_and_closed_gates_are_the_text_only_lm(decoder_model, audio_batch):
+    """Open gates: two transcripts alike up to a word score alike up to it (no position reads Whisper's states on
+    text it has not consumed), and differ after it; shut gates: the plain LM's log-probs."""
+    model = decoder_model
+    texts = ["the cat sat on the mat", "the cat ran on the mat"]
+    batch = Batch(
+        audio_batch.ids[:1] * 2,
+        audio_batch.states[:1].repeat(2, 1, 1),
+        audio_batch.mask[:1].repeat(2, 1),
+        texts,
+        HYPS[:1] * 2,
+    )
+    with torch.no_grad():
+        logits, target, rows = model._target_logits(batch)
+        prompt = model.prompt_ids(HYPS[0])
+        plain = model.llm(input_ids=torch.tensor([prompt + model.target_ids(texts[0])])).logits[0, len(prompt) - 1 : -1]
+        torch.testing.assert_close(logits[rows == 0], plain.float(), atol=2e-4, rtol=1e-4)
+        for b in model.blocks:
+            b.attn_gate.fill_(0.5)
+        try:
+            opened, _, _ = model._target_logits(batch)
+        finally:
+            for b in model.blocks:
+                b.attn_gate.fill_(0.0)
+    a, b = opened[rows == 0], opened[rows == 1]
+    same = 3  # columns predicting "the", " cat", " sat"/" ran": they have consumed "", "the", "the cat"
+    assert model.target_ids(texts[0])[:2] == model.target_ids(texts[1])[:2]
+    torch.testing.assert_close(a[:same], b[:same], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(a[same], b[same], atol=1e-3)
+    assert not torch.allclose(a[:same], logits[rows == 0][:same], atol=1e-3)  # the audio reaches them
+
+
+def test_decoder_memory_model_chooses_and_refuses_to_write(decoder_model, audio_batch):
+    model = decoder_model
+    assert not model.writes
+    ranked = model.choose(audio_batch, nbest=8)
+    assert [sorted(h.text for h in r) for r in ranked] == [sorted(h) for h in HYPS]
+    with pytest.raises(ValueError, match="choosing"):
+        model.generate(audio_batch, beam_size=1, nbest=1, max_new_tokens=4)
+    with pytest.raises(ValueError, match="attend='reply'"):
+        XAttnLM(XAttnConfig(memory="decoder", kv_init=None), model.llm, model.tokenizer)
+
+
+def test_decoder_memory_training_step_opens_the_gates(decoder_model, audio_batch):
+    model = decoder_model
+    before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    texts = ["the cat sat on the mat", "hello world"]
+    batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, texts, HYPS)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    model.llm.eval()
+    try:
+        loss, n = model.loss(batch)
+        loss.backward()
+        assert model.blocks[0].attn_gate.grad is not None and float(model.blocks[0].attn_gate.grad.abs()) > 0
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    finally:
+        model.eval()
+        model.load_trainable_state_dict(before)
+    assert n == sum(len(model.target_ids(t)) for t in batch.texts)
+
+
+def test_cli_memory_maps_to_the_model_and_needs_reply_without_kv(deep_train_cli):
+    run, seen = deep_train_cli.run, deep_train_cli.configs
+    ok = ["--memory", "decoder", "--attend", "reply", "--kv-init", "none", "--memory-window", "2"]
+    assert "stopped before training" in run(ok).output
+    assert [(c.model.memory, c.model.memory_window, c.model.kv_init) for c in seen] == [("decoder", 2, None)]
+    for bad in (
+        ["--memory", "decoder", "--kv-init", "none"],  # attend all
+        ["--memory", "decoder", "--attend", "reply"],  # K/V from the encoder's cross-attention
+        [*ok, "--mixer", "summary"],
+        ["--memory", "frames"],
+        [*ok[:6], "--memory-window", "0"],
+    ):
+        result = run(bad)
+        assert result.exit_code != 0 and "--memory" in result.output

@@ -73,6 +73,17 @@ def train(
             " transcript token (0: none; needs --attend all and audio)."
         ),
     ] = 0.0,
+    memory: Annotated[
+        str,
+        typer.Option(
+            help="xattn: what the blocks attend over: encoder (Whisper's encoder states) or decoder (the --encoder"
+            " model's own decoder states on the transcript being scored, aligned to it; needs --attend reply and"
+            " --kv-init none; such a model decodes by choosing among the hypotheses only)."
+        ),
+    ] = "encoder",
+    memory_window: Annotated[
+        int, typer.Option(help="xattn, --memory decoder: aligned decoder states each position reads (the latest).")
+    ] = 1,
     max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
     dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
     patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
@@ -136,6 +147,7 @@ def train(
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
     from rescore.encoder import WINDOWS
     from rescore.fusion.bridge import BridgeConfig
+    from rescore.fusion.decoder_memory import MEMORIES
     from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
     from rescore.fusion.noise import HypothesisNoise
     from rescore.fusion.train import TrainConfig
@@ -166,6 +178,18 @@ def train(
         )
     if aux_weight < 0 or (aux_weight > 0 and (arch != "xattn" or attend != "all" or not audio)):
         raise fail(f"--aux-weight {aux_weight}: a weight >= 0, and above 0 only with --arch xattn, --attend all, audio")
+    kv_model = {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init)
+    if memory not in MEMORIES:
+        raise fail(f"--memory must be {' or '.join(MEMORIES)}, not {memory!r}")
+    if memory == "decoder" and (
+        arch != "xattn" or attend != "reply" or kv_model or q_init or aux_weight or mixer not in (None, "none")
+    ):
+        raise fail(
+            "--memory decoder: --arch xattn with --attend reply and --kv-init none, without --q-init, --aux-weight"
+            " or --mixer (those are made for encoder frames)"
+        )
+    if memory_window < 1:
+        raise fail(f"--memory-window must be at least 1, not {memory_window}")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -174,9 +198,11 @@ def train(
             encoder_window=encoder_window,
             llm=llm,
             every=every,
-            kv_init={"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init),
+            kv_init=kv_model,
             q_init=q_init,
             aux_weight=aux_weight,
+            memory=memory,
+            memory_window=memory_window,
             mixer=mixer or "none",
             mixer_layers=layers or 1,
             audio=audio,

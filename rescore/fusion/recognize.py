@@ -62,6 +62,11 @@ class DeepFusionRecognizer:
         self.reads_nbest = isinstance(self.model, XAttnLM)
         if decode not in DECODE_MODES or (decode == "choose" and not self.reads_nbest):
             raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
+        if decode == "write" and not getattr(self.model, "writes", True):
+            raise ValueError(
+                f"{model}: the model reads Whisper's decoder states on the transcript (memory decoder) and can only "
+                "choose among the first-pass hypotheses: decode 'choose'"
+            )
         self.decode = decode
         cfg = self.model.config
         self.encoder = WhisperEncoder(cfg.encoder, window=getattr(cfg, "encoder_window", "padded"))

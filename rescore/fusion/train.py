@@ -545,7 +545,7 @@ def train(
         summary["best_dev_loss"] = min(best, summary["dev_loss"])
     if isinstance(model, XAttnLM):
         summary["gates"] = model.gates()
-        if dev_ex and cfg.floor_examples:
+        if dev_ex and cfg.floor_examples and model.writes:  # the floor bounds writing; a choosing model has none
             summary.update(save_length_floor(out, dev_ex[: cfg.floor_examples], cfg.batch_size, device))
     return summary
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rescore.fusion import ATTEND, CONFIG_FILE, XATTN_KEY, saved_attend
+from rescore.fusion.decoder_memory import MEMORIES, WhisperDecoderMemory, aligned_mask
 from rescore.fusion.mixers import MIXERS, MixerBlock
 from rescore.fusion.model import (
     LENGTH_PENALTY,
@@ -74,6 +75,12 @@ class XAttnConfig:
     # transcript loss teaches the audio only where the prompt's text leaves the token in doubt (a few tokens an
     # utterance); this one asks for every token (eval/RESULTS.md bench_xattn_tokens)
     aux_weight: float = 0.0
+    # what the blocks attend over (rescore.fusion.decoder_memory): "encoder", Whisper's encoder states (every frame);
+    # "decoder", the last states of the ``encoder`` model's own decoder teacher-forced on the transcript being scored,
+    # each LM position reading the latest ``memory_window`` of those aligned to the text it has consumed. Needs
+    # attend="reply" and decodes by choosing among the hypotheses only (the transcript must be known)
+    memory: str = "encoder"
+    memory_window: int = 1
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
     mixer_layers: int = 1
     audio: bool = True  # False: attention gates forced shut (the no-audio ablation)
@@ -192,13 +199,16 @@ class GatedCrossAttention(nn.Module):
         kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
         reads: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``h [B, S, dim]``; ``kv``: keys, values and the memory mask ``[B, T]`` (None: no audio); ``reads``: the
+        """``h [B, S, dim]``; ``kv``: keys, values and the memory mask ``[B, T]``, or ``[B, S, T]`` per position (None:
+        no audio); ``reads``: the
         attention's output (before its gate) is appended to it, for the auxiliary loss."""
         if kv is not None:
             k, v, mask = kv
             b, s, _ = h.shape
             q = self.q(self.norm(h)).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask[:, None, None, :])
+            # [B, T]: every position reads the same frames; [B, S, T]: each its own (decoder memory)
+            attn_mask = mask[:, None] if mask.dim() == 3 else mask[:, None, None, :]
+            y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=attn_mask)
             read = self.out(y.transpose(1, 2).reshape(b, s, -1))
             if reads is not None:
                 reads.append(read)
@@ -297,7 +307,17 @@ class XAttnLM(nn.Module):
             raise ValueError(f"every must be >= 1, got {config.every}")
         if config.attend not in ATTEND:
             raise ValueError(f"attend must be one of {', '.join(ATTEND)}, not {config.attend!r}")
+        if config.memory not in MEMORIES:
+            raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {config.memory!r}")
+        if config.memory == "decoder" and (
+            config.attend != "reply" or config.kv_init or config.q_init or config.aux_weight or config.mixer != "none"
+        ):
+            raise ValueError(
+                "memory='decoder' needs attend='reply' (the prompt has no transcript to align), and no kv_init, "
+                "q_init, aux_weight or mixer (they are made for encoder frames)"
+            )
         self.config, self.llm, self.tokenizer = config, llm, tokenizer
+        self._decoder_memory: WhisperDecoderMemory | None = None  # loaded at first use (memory="decoder")
         layers = llm.get_decoder().layers
         dim = llm.get_input_embeddings().embedding_dim
         eps = float(getattr(llm.config, "rms_norm_eps", 1e-5))
@@ -346,6 +366,9 @@ class XAttnLM(nn.Module):
             skip = self._memory.skipped(h.shape[1])
             if skip < h.shape[1]:
                 kv = self._memory.get(j, h.shape[0])
+                if kv is not None and kv[2].dim() == 3:  # per-position masks start at attend_from: this call's rows
+                    first = self._memory.call_start + skip - self._memory.attend_from
+                    kv = (kv[0], kv[1], kv[2][:, first : first + h.shape[1] - skip])
                 reads = self._memory.reads
                 if skip == 0:
                     h = self.blocks[j](h, kv, reads)
@@ -443,8 +466,40 @@ class XAttnLM(nn.Module):
     def logits(self, batch: Batch) -> torch.Tensor:
         """Next-token logits ``[B, S, V]`` over the left-padded prompts (for tests and inspection)."""
         ids, attn, positions, _ = self.build_inputs(batch, with_targets=False)
-        with self.attending(batch.states, batch.mask, self.attend_from(ids.shape[1])):
+        states, mask = self.reply_memory(batch, 1)
+        with self.attending(states, mask, self.attend_from(ids.shape[1])):
             return self.llm(input_ids=ids, attention_mask=attn, position_ids=positions).logits
+
+    @property
+    def writes(self) -> bool:
+        """Whether the model can write a transcript (:meth:`generate`); one over decoder memory only chooses."""
+        return self.config.memory == "encoder"
+
+    def reply_memory(self, batch: Batch, columns: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the blocks attend over for ``columns`` reply columns of each row (the prompt's last token, then
+        the row's transcript ``batch.texts``): the encoder states and their mask ``[B, T]``, or with
+        ``memory="decoder"`` Whisper's decoder states on the transcript ``[B, M, d]`` and a mask per column
+        ``[B, columns, M]`` (:func:`~rescore.fusion.decoder_memory.aligned_mask`)."""
+        if self.config.memory == "encoder" or not self.config.audio or batch.states is None:
+            return batch.states, batch.mask
+        if self._decoder_memory is None:
+            self._decoder_memory = WhisperDecoderMemory(self.config.encoder)
+        rows = []
+        for i, text in enumerate(batch.texts):
+            target = normalize_target(text, self.config.text_norm)
+            frames = int(batch.mask[i].sum())
+            states, ends = self._decoder_memory.states(batch.ids[i], batch.states[i, :frames], target)
+            offsets = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            consumed = [0, *(b for _, b in offsets[: self.config.max_target_tokens])]
+            consumed += [len(target)] * max(0, columns - len(consumed))  # the end's column and padding: all of it
+            rows.append((states, ends, consumed[:columns]))
+        slots = max(s.shape[0] for s, _, _ in rows)
+        memory = torch.zeros(len(rows), slots, rows[0][0].shape[1])
+        mask = torch.zeros(len(rows), columns, slots, dtype=torch.bool)
+        for i, (states, ends, consumed) in enumerate(rows):
+            memory[i, : states.shape[0]] = states
+            mask[i] = aligned_mask(ends, consumed, self.config.memory_window, slots)
+        return memory, mask
 
     def _target_logits(
         self, batch: Batch, shared_prompts: bool = False, reads: list[torch.Tensor] | None = None
@@ -502,7 +557,8 @@ class XAttnLM(nn.Module):
         prefix_attn = prefix_attn[which]
         positions = prefix_attn.sum(1, keepdim=True) + torch.arange(width)
         columns = prefix_ids.shape[1]
-        with self.attending(batch.states, batch.mask, self.attend_from(columns + 1), columns):
+        states, mask = self.reply_memory(batch, width)
+        with self.attending(states, mask, self.attend_from(columns + 1), columns):
             hidden = self.llm.get_decoder()(
                 input_ids=ids.to(device),
                 attention_mask=torch.cat([prefix_attn, attn], 1).to(device),
@@ -620,6 +676,11 @@ class XAttnLM(nn.Module):
         ``cached_prompt=False`` runs every prompt once per beam instead (the same beams, slower: for comparison)."""
         from transformers import LogitsProcessorList
 
+        if not self.writes:
+            raise ValueError(
+                "this model reads Whisper's decoder states on the transcript (memory='decoder'): it decodes by "
+                "choosing among the first-pass hypotheses (--decode choose), it cannot write"
+            )
         ids, attn, _, _ = self.build_inputs(batch, with_targets=False)
         nbest = min(nbest, beam_size)
         ratio = self.config.min_length_ratio if min_length_ratio is None else min_length_ratio
