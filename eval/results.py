@@ -93,6 +93,8 @@ HEADLINES: dict[str, list[str]] = {
     "HyPoradise": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
     "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
     "deep fusion (issue 15): latest notes and paired folds": [
+        "bench_xattn_session19_notes",
+        "bench_xattn_dec_folds_1-110",
         "bench_xattn_session18_notes",
         "bench_xattn_own_whisper_noise0.5_qa_folds_1-110",
         "bench_xattn_tokens_base-audio-qa",
