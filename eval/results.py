@@ -95,6 +95,7 @@ HEADLINES: dict[str, list[str]] = {
     "deep fusion (issue 15): latest notes and paired folds": [
         "bench_xattn_session19_notes",
         "bench_xattn_dec_folds_1-110",
+        "bench_xattn_tokens_base-dec",
         "bench_xattn_session18_notes",
         "bench_xattn_own_whisper_noise0.5_qa_folds_1-110",
         "bench_xattn_tokens_base-audio-qa",
