@@ -483,11 +483,11 @@ def run(args: argparse.Namespace) -> str:
             g_hyps, kept = decided(hyps, shown_ids, verify=False)
             outputs[name + " + guard"] = g_hyps
             rows.append(result_row(f"{name} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
-        if args.verify and model.writes:  # the raw written output decided as `rescore run`'s deep stage decides it
-            v_hyps, taken = decided(hyps, shown_ids, verify=True)
-            outputs[name + VERIFIED] = v_hyps
-            label = f"{name} + guards + whisper-base verification ({taken}/{len(report)} taken)"
-            rows.append(result_row(label, compare(refs, first, v_hyps)))
+            if args.verify:  # the raw written output decided as `rescore run`'s deep stage decides it
+                v_hyps, taken = decided(hyps, shown_ids, verify=True)
+                outputs[name + VERIFIED] = v_hyps
+                label = f"{name} + guards + whisper-base verification ({taken}/{len(report)} taken)"
+                rows.append(result_row(label, compare(refs, first, v_hyps)))
         if args.choose:  # decoding constrained to the prompt's hypotheses: the model's log-prob picks one
             choose_cache = out / name / f"report-{tag}-{CHOOSE_CACHE}.json"
             c_hyps, c_per_utt = cached_json(

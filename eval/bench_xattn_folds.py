@@ -111,8 +111,7 @@ class Fold:
 
     def writes(self, variant: str) -> bool:
         """Whether the variant writes transcripts (a model over decoder memory only chooses)."""
-        cfg = self.saved(variant)
-        return cfg is None or cfg.get("memory", "encoder") == "encoder"
+        return self.prompt(variant).writes
 
     def prompt(self, variant: str) -> XAttnConfig:
         """The variant's prompt settings (its saved config; untrained: the defaults), for the hypotheses it showed."""

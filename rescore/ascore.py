@@ -247,6 +247,17 @@ class _TorchDecoder:
             x = x + self._lin(F.gelu(self._lin(y, f"{b}.mlp.0")), f"{b}.mlp.2")
         return x
 
+    def _teacher_forced(self, memory: np.ndarray, seq: list[int], queries: list[Any] | None = None) -> Any:
+        """The decoder blocks' output ``[1, len(seq), d]`` over one teacher-forced token sequence (causal), each
+        block's cross-attention query appended to ``queries`` when given; call under ``torch.inference_mode``."""
+        import torch
+
+        dev, n = self.device, len(seq)
+        x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
+        x = (x + self.w["positional_embedding"][:n])[None]
+        causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+        return self._layers(x, causal, self.cross_kv(memory), queries)
+
     def final_states(self, memory: np.ndarray, seq: list[int]) -> Any:
         """The decoder's last states ``[len(seq), d]`` (after its final norm) of one teacher-forced token sequence over
         ``memory``: each position's state times the token embeddings is its next-token logits, so it is what the
@@ -254,11 +265,7 @@ class _TorchDecoder:
         import torch
 
         with torch.inference_mode():
-            dev, n = self.device, len(seq)
-            x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
-            x = (x + self.w["positional_embedding"][:n])[None]
-            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-            x = self._ln(self._layers(x, causal, self.cross_kv(memory)), "ln")[0]
+            x = self._ln(self._teacher_forced(memory, seq), "ln")[0]
         return x.float().cpu()
 
     def cross_queries(self, memory: np.ndarray, seq: list[int]) -> list[Any]:
@@ -266,13 +273,9 @@ class _TorchDecoder:
         token sequence over ``memory``: where Whisper's decoder looks for the token each position predicts."""
         import torch
 
+        queries: list[Any] = []
         with torch.inference_mode():
-            dev, n = self.device, len(seq)
-            x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
-            x = (x + self.w["positional_embedding"][:n])[None]
-            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-            queries: list[Any] = []
-            self._layers(x, causal, self.cross_kv(memory), queries)
+            self._teacher_forced(memory, seq, queries)
         return [q.float().cpu() for q in queries]
 
 

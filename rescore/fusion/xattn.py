@@ -95,6 +95,11 @@ class XAttnConfig:
     # (rescore.fusion.train.choose_length_floor) and saved with the model.
     min_length_ratio: float = 0.0
 
+    @property
+    def writes(self) -> bool:
+        """Whether the model can write a transcript; one over decoder memory needs it, so it only chooses."""
+        return self.memory == "encoder"
+
     def fit_width(self, width: int) -> XAttnConfig:
         """Fit the blocks to an encoder ``width`` (tiny 384, base 512); with K/V from Whisper, ``width // head_dim``
         heads (Whisper's are 64 wide: tiny 6, base 8), so the projections have the shape of the weights they
@@ -473,7 +478,7 @@ class XAttnLM(nn.Module):
     @property
     def writes(self) -> bool:
         """Whether the model can write a transcript (:meth:`generate`); one over decoder memory only chooses."""
-        return self.config.memory == "encoder"
+        return self.config.writes
 
     def reply_memory(self, batch: Batch, columns: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """What the blocks attend over for ``columns`` reply columns of each row (the prompt's last token, then
