@@ -16,7 +16,9 @@ cross-attention: a second, stronger acoustic model over tiny.en's hypotheses, on
 ``base-audio-qa`` (base-audio-q trained with the auxiliary loss on what the blocks read, ``XAttnConfig.aux_weight``
 0.1: each block's read of the audio alone predicts the next token), ``base-dec`` (the blocks, from the prompt's last
 token on, attend over Whisper base's own *decoder* states teacher-forced on the transcript being scored, each LM
-position the one aligned to the text it has consumed, ``XAttnConfig.memory="decoder"``; it decodes by choosing only).
+position the one aligned to the text it has consumed, ``XAttnConfig.memory="decoder"``; it decodes by choosing only),
+``base-pred`` (the same alignment over those states' next-token *predictions* carried into SmolLM2's own token
+embeddings, ``XAttnConfig.memory="prediction"``: 9 heads of 64, values and output started as a scaled identity).
 
     python -m eval.bench_xattn --variants step0,audio,no-audio --budget 12 --report-limit 40
     python -m eval.bench_xattn --variants summary,gaussian,attention --budget 4 --section bench_xattn_mixers
@@ -50,6 +52,8 @@ MIXER_VARIANTS = ("summary", "gaussian", "attention")
 # over Whisper base's states; -q: the queries fitted to base's decoder first (XAttnConfig.q_init)
 BASE_VARIANTS = ("base-audio", "base-audio-q", "base-audio-qa")
 DECODER_VARIANT = "base-dec"  # over whisper-base's decoder states on the transcript (XAttnConfig.memory="decoder")
+PREDICTION_VARIANT = "base-pred"  # over those states' next-token predictions as LM embeddings (memory="prediction")
+CHOOSING_VARIANTS = {DECODER_VARIANT: "decoder", PREDICTION_VARIANT: "prediction"}  # variant: its memory
 AUX_WEIGHT = 0.1  # base-audio-qa's auxiliary loss weight (fixed before any run: aux starts near 10 nats, main near 1)
 REPORT_ENCODER = "whisper-tiny.en"  # the encoder of the report's first pass (and of every variant but base-audio)
 
@@ -95,9 +99,10 @@ def variant_config(name: str, attend: str = "all", window: str = "padded", text_
         )
     if name in MIXER_VARIANTS:
         return XAttnConfig(mixer=name, mixer_layers=1, **common)
-    if name == DECODER_VARIANT:  # 8 heads of 64 over base's 512-wide states, from the prompt's last token on
-        common["attend"] = "reply"
-        return XAttnConfig(encoder="whisper-base", kv_init=None, memory="decoder", heads=8, **common)
+    if name in CHOOSING_VARIANTS:  # from the prompt's last token on; base-dec: 8 heads of 64 over base's 512-wide
+        common["attend"] = "reply"  # states (base-pred: the model fits them to the LM's width)
+        memory = CHOOSING_VARIANTS[name]
+        return XAttnConfig(encoder="whisper-base", kv_init=None, memory=memory, heads=8, **common)
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -146,6 +151,14 @@ decoder states (its last layer, after its norm) teacher-forced on the transcript
 base encoder states; each LM position reads the one state aligned to the text it has consumed (character offsets of
 both tokenisations, `XAttnConfig.memory="decoder"`, rescore.fusion.decoder_memory). It needs the transcript, so it
 decodes by choosing among the hypotheses only: no written rows."""
+PREDICTION_NOTE = """
+base-pred: as base-dec, but each aligned state is carried into SmolLM2's vocabulary first: Whisper base's top 16
+next tokens (softmax of the state times its token embeddings), each mapped to the SmolLM2 token its text starts with
+(lower-cased; punctuation dropped; end of text to the reply's end), averaged by probability over SmolLM2's input
+embeddings (`XAttnConfig.memory="prediction"`, rescore.fusion.decoder_memory.WhisperPredictionMemory). The blocks are
+as wide as the LM (9 heads of 64); values and output start as the identity, the output scaled to the LM's hidden
+norm after the block's layer (`XAttnLM.init_reads`), so an opened gate adds Whisper's predicted token the way the LM
+writes its own; gates at zero as ever. It chooses only."""
 DECODED = ("hyps", "per_utt")  # what a decode's cache file holds (evaluate's result)
 CHOSEN = ", choosing a hypothesis"  # the row suffix of --choose: XAttnLM.choose instead of writing
 # the cache name part of choosing's decodes: ranked per token since session 7 ("choose": the summed log-prob's)
@@ -290,6 +303,8 @@ PAIRS = (
     ("base-audio-qa", "base-audio-q"),
     (DECODER_VARIANT, "no-audio"),
     (DECODER_VARIANT, "base-audio-qa"),
+    (PREDICTION_VARIANT, "no-audio"),
+    (PREDICTION_VARIANT, DECODER_VARIANT),
 )
 
 
@@ -540,6 +555,7 @@ def run(args: argparse.Namespace) -> str:
     command = "python -m eval.bench_xattn " + " ".join(sys.argv[1:])
     base_note = BASE_NOTE if set(BASE_VARIANTS) & set(outputs) else ""
     base_note += DECODER_NOTE if any(n.startswith(DECODER_VARIANT) for n in outputs) else ""
+    base_note += PREDICTION_NOTE if any(n.startswith(PREDICTION_VARIANT) for n in outputs) else ""
     sets = ", ".join(TRAIN_SETS) + (" (every utterance)" if args.full_sets else " (the first 120/80/80)")
     if n_long:
         sets += (

@@ -29,9 +29,12 @@ from eval.bench_xattn import (
     BASE_NOTE,
     BASE_VARIANTS,
     CHOOSE_CACHE,
+    CHOOSING_VARIANTS,
     DECODER_NOTE,
     DECODER_VARIANT,
     PAIRS,
+    PREDICTION_NOTE,
+    PREDICTION_VARIANT,
     compare,
     decided,
     first_pass_records,
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
     variants = args.variants.split(",")
-    if "no-audio" not in variants or not {"audio", DECODER_VARIANT, *BASE_VARIANTS} & set(variants):
+    if "no-audio" not in variants or not {"audio", *CHOOSING_VARIANTS, *BASE_VARIANTS} & set(variants):
         raise SystemExit("--variants: the ablation needs no-audio and audio or base-audio")
     elsewhere = tuple(tuple(d.split("=", 1)) for d in args.variant_dir)
     if any(len(d) != 2 for d in elsewhere):
@@ -251,6 +254,7 @@ def run(args: argparse.Namespace) -> str:
     step0 = STEP0_NOTE if "step0" in variants else ""
     base = BASE_NOTE if set(BASE_VARIANTS) & set(variants) else ""
     base += DECODER_NOTE if DECODER_VARIANT in variants else ""
+    base += PREDICTION_NOTE if PREDICTION_VARIANT in variants else ""
     command = "python -m eval.bench_xattn_folds " + " ".join(sys.argv[1:])
     ranges = ", ".join(f"{f.lo}-{f.hi} ({f.models.name})" for f in folds)
     if elsewhere:

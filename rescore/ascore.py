@@ -412,6 +412,12 @@ class WhisperScorer:
             ends.append(max(n, 0))
         return ends
 
+    def token_texts(self) -> list[str]:
+        """The text of each text token, by id (those below the end of text; partial UTF-8 shows as U+FFFD)."""
+        if self._tiktoken is not None:
+            return [self._tiktoken.decode_single_token_bytes(i).decode("utf-8", "replace") for i in range(self.eot)]
+        return [self.tokenizer.decode([i]) for i in range(self.eot)]
+
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """Log-mel features [n_mels, 3000] of at most 30 s of 16 kHz audio, padded as the recognizer pads."""
         mel = self.features(audio, padding=N_FRAMES * 160)[:, :N_FRAMES]

@@ -809,13 +809,95 @@ def test_cli_memory_maps_to_the_model_and_needs_reply_without_kv(deep_train_cli)
     run, seen = deep_train_cli.run, deep_train_cli.configs
     ok = ["--memory", "decoder", "--attend", "reply", "--kv-init", "none", "--memory-window", "2"]
     assert "stopped before training" in run(ok).output
-    assert [(c.model.memory, c.model.memory_window, c.model.kv_init) for c in seen] == [("decoder", 2, None)]
+    assert "stopped before training" in run(["--memory", "prediction", *ok[2:]]).output
+    assert [(c.model.memory, c.model.memory_window, c.model.kv_init) for c in seen] == [
+        ("decoder", 2, None),
+        ("prediction", 2, None),
+    ]
     for bad in (
         ["--memory", "decoder", "--kv-init", "none"],  # attend all
         ["--memory", "decoder", "--attend", "reply"],  # K/V from the encoder's cross-attention
         [*ok, "--mixer", "summary"],
         ["--memory", "frames"],
         [*ok[:6], "--memory-window", "0"],
+        ["--memory", "prediction", "--kv-init", "none"],  # attend all
+        ["--memory", "decoder", "--arch", "bridge"],
     ):
         result = run(bad)
         assert result.exit_code != 0 and "--memory" in result.output
+
+
+# --------------------------------------------------------------------------- prediction memory (memory="prediction")
+
+
+@pytest.fixture(scope="module")
+def prediction_model():
+    from rescore.fusion.xattn import build_xattn
+
+    torch.manual_seed(0)
+    cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="prediction", kv_init=None)
+    return build_xattn(cfg).eval()
+
+
+def test_whisper_tokens_map_to_the_lm_tokens_that_start_them(prediction_model):
+    from rescore.fusion.decoder_memory import whisper_to_lm_tokens
+
+    tok = prediction_model.tokenizer
+
+    def first_id(text: str) -> int:
+        return tok(text, add_special_tokens=False)["input_ids"][0]
+
+    mid, first = whisper_to_lm_tokens([" the", "The", ",", " \ufffd", " Hello"], tok, "lower")
+    assert mid.tolist() == [first_id(" the"), first_id("the"), -1, -1, first_id(" hello")]
+    assert first.tolist() == [first_id("the"), first_id("the"), -1, -1, first_id("hello")]
+
+
+def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_model, audio_batch, tiny_manifest):
+    """On real speech and its reference: Whisper's most likely next token, mapped, is mostly the LM's own first
+    token of the reference's next word; the blocks start as reading it (values and output a scaled identity), so
+    opening the last block's gate, before any training, raises the LM's log-prob of the reference."""
+    import torch.nn.functional as F
+
+    from rescore.datasets import load_dataset
+    from rescore.fusion.model import normalize_target
+
+    model = prediction_model
+    assert (model.config.enc_dim, model.config.heads) == (576, 9) and not model.writes
+    utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
+    refs = [normalize_target(u.reference or "", "lower") for u in utts]
+    batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, refs, HYPS)
+    model.reply_memory(batch, 1)
+    memory = model._decoder_memory
+    scorer = memory.scorer
+    hits = words = 0
+    for i, ref in enumerate(refs):
+        n = int(audio_batch.mask[i].sum())
+        tokens = scorer.tokenize(ref)
+        raw = scorer.decoder.final_states(audio_batch.states[i, :n].numpy(), scorer.prompt + tokens)
+        predicted = memory.predicted(raw[len(scorer.prompt) - 1 :])
+        rows, _ = memory.states(audio_batch.ids[i], audio_batch.states[i, :n], ref)
+        assert rows.shape == (len(tokens) + 1, 576)
+        ref_words = ref.split()
+        for k, word in enumerate(ref_words):  # the state before word k has consumed the Whisper tokens of words < k
+            at = len(scorer.tokenize(" ".join(ref_words[:k]))) if k else 0
+            lm_first = model.tokenizer((" " if k else "") + word, add_special_tokens=False)["input_ids"][0]
+            hits += int(predicted[at]) == lm_first
+            words += 1
+    assert hits >= 0.7 * words, (hits, words)
+    last = model.blocks[-1]
+    m = torch.randn(1, 1, 576)
+    with torch.no_grad():
+        read = last.out(last.v(m))  # the scaled identity: every coordinate scaled alike, by more than 1
+    scale = float(read[0, 0, 0] / m[0, 0, 0])
+    torch.testing.assert_close(read, scale * m, atol=1e-4, rtol=1e-4)
+    assert scale > 1
+    with torch.no_grad():
+        logits, target, _ = model._target_logits(batch)
+        shut = -F.cross_entropy(logits, target)
+        last.attn_gate.fill_(0.2)
+        try:
+            logits, target, _ = model._target_logits(batch)
+        finally:
+            last.attn_gate.fill_(0.0)
+        opened = -F.cross_entropy(logits, target)
+    assert float(opened) > float(shut) + 0.05, (float(shut), float(opened))

@@ -76,13 +76,17 @@ def train(
     memory: Annotated[
         str,
         typer.Option(
-            help="xattn: what the blocks attend over: encoder (Whisper's encoder states) or decoder (the --encoder"
-            " model's own decoder states on the transcript being scored, aligned to it; needs --attend reply and"
-            " --kv-init none; such a model decodes by choosing among the hypotheses only)."
+            help="xattn: what the blocks attend over: encoder (Whisper's encoder states), decoder (the --encoder"
+            " model's own decoder states on the transcript being scored, aligned to it) or prediction (those states'"
+            " next-token predictions as LM token embeddings); decoder and prediction need --attend reply and"
+            " --kv-init none, and such a model decodes by choosing among the hypotheses only."
         ),
     ] = "encoder",
     memory_window: Annotated[
-        int, typer.Option(help="xattn, --memory decoder: aligned decoder states each position reads (the latest).")
+        int,
+        typer.Option(
+            help="xattn, --memory decoder/prediction: aligned decoder states each position reads (the latest)."
+        ),
     ] = 1,
     max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
     dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
@@ -147,7 +151,6 @@ def train(
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
     from rescore.encoder import WINDOWS
     from rescore.fusion.bridge import BridgeConfig
-    from rescore.fusion.decoder_memory import MEMORIES
     from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
     from rescore.fusion.noise import HypothesisNoise
     from rescore.fusion.train import TrainConfig
@@ -179,17 +182,8 @@ def train(
     if aux_weight < 0 or (aux_weight > 0 and (arch != "xattn" or attend != "all" or not audio)):
         raise fail(f"--aux-weight {aux_weight}: a weight >= 0, and above 0 only with --arch xattn, --attend all, audio")
     kv_model = {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init)
-    if memory not in MEMORIES:
-        raise fail(f"--memory must be {' or '.join(MEMORIES)}, not {memory!r}")
-    if memory == "decoder" and (
-        arch != "xattn" or attend != "reply" or kv_model or q_init or aux_weight or mixer not in (None, "none")
-    ):
-        raise fail(
-            "--memory decoder: --arch xattn with --attend reply and --kv-init none, without --q-init, --aux-weight"
-            " or --mixer (those are made for encoder frames)"
-        )
-    if memory_window < 1:
-        raise fail(f"--memory-window must be at least 1, not {memory_window}")
+    if arch != "xattn" and memory != "encoder":
+        raise fail(f"--memory {memory}: --arch xattn only")
     out = output or _default_output()
     model_cfg: XAttnConfig | SpeechLLMConfig
     if arch == "xattn":
@@ -210,6 +204,9 @@ def train(
             max_hypotheses=max_hypotheses,
             text_norm=text_norm,
         )
+        problem = model_cfg.memory_problem()
+        if problem:  # the model's own rule, in its field names (--memory, --attend, --kv-init, ...)
+            raise fail(f"--memory {memory}: {problem}")
     else:
         model_cfg = SpeechLLMConfig(
             encoder=encoder,

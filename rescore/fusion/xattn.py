@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rescore.fusion import ATTEND, CONFIG_FILE, XATTN_KEY, saved_attend
-from rescore.fusion.decoder_memory import MEMORIES, WhisperDecoderMemory, aligned_mask
+from rescore.fusion.decoder_memory import MEMORIES, WhisperDecoderMemory, WhisperPredictionMemory, aligned_mask
 from rescore.fusion.mixers import MIXERS, MixerBlock
 from rescore.fusion.model import (
     LENGTH_PENALTY,
@@ -77,8 +77,9 @@ class XAttnConfig:
     aux_weight: float = 0.0
     # what the blocks attend over (rescore.fusion.decoder_memory): "encoder", Whisper's encoder states (every frame);
     # "decoder", the last states of the ``encoder`` model's own decoder teacher-forced on the transcript being scored,
-    # each LM position reading the latest ``memory_window`` of those aligned to the text it has consumed. Needs
-    # attend="reply" and decodes by choosing among the hypotheses only (the transcript must be known)
+    # each LM position reading the latest ``memory_window`` of those aligned to the text it has consumed;
+    # "prediction", those states' next-token predictions as LM token embeddings (the blocks' width is then the LM's).
+    # Both need attend="reply" and decode by choosing among the hypotheses only (the transcript must be known)
     memory: str = "encoder"
     memory_window: int = 1
     mixer: str = "none"  # none | attention | summary | gaussian, over the encoder states before the blocks
@@ -99,6 +100,21 @@ class XAttnConfig:
     def writes(self) -> bool:
         """Whether the model can write a transcript; one over decoder memory needs it, so it only chooses."""
         return self.memory == "encoder"
+
+    def memory_problem(self) -> str | None:
+        """Why this config's ``memory`` cannot be built (None: it can); the CLI and the model both ask."""
+        if self.memory not in MEMORIES:
+            return f"memory must be one of {', '.join(MEMORIES)}, not {self.memory!r}"
+        if self.memory_window < 1:
+            return f"memory_window must be at least 1, not {self.memory_window}"
+        if self.memory != "encoder" and (
+            self.attend != "reply" or self.kv_init or self.q_init or self.aux_weight or self.mixer != "none"
+        ):
+            return (
+                f"memory={self.memory!r} needs attend='reply' (the prompt has no transcript to align), and no kv_init,"
+                " q_init, aux_weight or mixer (they are made for encoder frames)"
+            )
+        return None
 
     def fit_width(self, width: int) -> XAttnConfig:
         """Fit the blocks to an encoder ``width`` (tiny 384, base 512); with K/V from Whisper, ``width // head_dim``
@@ -312,19 +328,17 @@ class XAttnLM(nn.Module):
             raise ValueError(f"every must be >= 1, got {config.every}")
         if config.attend not in ATTEND:
             raise ValueError(f"attend must be one of {', '.join(ATTEND)}, not {config.attend!r}")
-        if config.memory not in MEMORIES:
-            raise ValueError(f"memory must be one of {', '.join(MEMORIES)}, not {config.memory!r}")
-        if config.memory == "decoder" and (
-            config.attend != "reply" or config.kv_init or config.q_init or config.aux_weight or config.mixer != "none"
-        ):
-            raise ValueError(
-                "memory='decoder' needs attend='reply' (the prompt has no transcript to align), and no kv_init, "
-                "q_init, aux_weight or mixer (they are made for encoder frames)"
-            )
+        problem = config.memory_problem()
+        if problem:
+            raise ValueError(problem)
         self.config, self.llm, self.tokenizer = config, llm, tokenizer
         self._decoder_memory: WhisperDecoderMemory | None = None  # loaded at first use (memory="decoder")
         layers = llm.get_decoder().layers
         dim = llm.get_input_embeddings().embedding_dim
+        if config.memory == "prediction":  # the memory is in the LM's embedding space: blocks as wide as the LM
+            if dim % config.head_dim:
+                raise ValueError(f"memory='prediction': the LM's width {dim} is not a multiple of {config.head_dim}")
+            config.enc_dim, config.heads = dim, dim // config.head_dim
         eps = float(getattr(llm.config, "rms_norm_eps", 1e-5))
         self.where = [i for i in range(len(layers)) if (i + 1) % config.every == 0]
         c = config
@@ -360,6 +374,41 @@ class XAttnLM(nn.Module):
         """Start the blocks' key/value projections from Whisper's decoder cross-attention (``kv_init``)."""
         if self.config.kv_init:
             init_from_whisper(list(self.blocks), whisper_cross_kv(self.config.kv_init))
+
+    def init_reads(self) -> None:
+        """``memory="prediction"``: each block's values and output start as the identity, the output scaled by the
+        ratio of the LM's hidden-state norm after the block's layer to its embeddings' norm (measured on the prompt
+        of one hypothesis), so an opened gate adds Whisper's predicted token as the LM writes its own tokens: the
+        blocks start as reading the prediction, with nothing to learn about what it means (queries and keys do not
+        matter with one aligned state to read). Other memories: nothing."""
+        if self.config.memory != "prediction":
+            return
+        embeddings = self.llm.get_input_embeddings().weight
+        norms: dict[int, float] = {}
+        layers = self.llm.get_decoder().layers
+
+        def measure(i: int) -> Any:
+            def hook(module: nn.Module, args: Any, output: Any) -> None:
+                h = output[0] if isinstance(output, tuple) else output
+                norms[i] = float(h[0].norm(dim=-1).median())
+
+            return hook
+
+        handles = [layers[i].register_forward_hook(measure(i)) for i in self.where]
+        try:
+            with torch.no_grad():
+                self.llm(input_ids=torch.tensor([self.prompt_ids(["the cat sat on the mat"])], device=self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        scale = float(embeddings.norm(dim=-1).median())
+        with torch.no_grad():
+            for i, block in zip(self.where, self.blocks, strict=True):
+                eye = torch.eye(block.v.weight.shape[0], device=block.v.weight.device)
+                block.v.weight.copy_(eye)
+                block.v.bias.zero_()
+                block.out.weight.copy_(eye * norms[i] / scale)
+                block.out.bias.zero_()
 
     def _hook(self, j: int) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
@@ -444,8 +493,16 @@ class XAttnLM(nn.Module):
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def target_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(normalize_target(text, self.config.text_norm), add_special_tokens=False)["input_ids"]
-        return ids[: self.config.max_target_tokens] + [self.eos_id]
+        return self.target_tokens(text)[1]
+
+    def target_tokens(self, text: str) -> tuple[str, list[int], list[int]]:
+        """``(target, ids, ends)``: ``text`` written as the targets are, its tokens (at most ``max_target_tokens``,
+        then the end) and how many of its characters each token has consumed once read (the end: all of them)."""
+        target = normalize_target(text, self.config.text_norm)
+        enc = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+        keep = self.config.max_target_tokens
+        ends = [b for _, b in enc["offset_mapping"][:keep]]
+        return target, list(enc["input_ids"][:keep]) + [self.eos_id], [*ends, len(target)]
 
     def build_inputs(
         self, batch: Batch, with_targets: bool
@@ -480,6 +537,14 @@ class XAttnLM(nn.Module):
         """Whether the model can write a transcript (:meth:`generate`); one over decoder memory only chooses."""
         return self.config.writes
 
+    def _new_decoder_memory(self) -> WhisperDecoderMemory:
+        if self.config.memory == "prediction":
+            embeddings = self.llm.get_input_embeddings().weight
+            return WhisperPredictionMemory(
+                self.config.encoder, self.tokenizer, embeddings, self.eos_id, self.config.text_norm
+            )
+        return WhisperDecoderMemory(self.config.encoder)
+
     def reply_memory(self, batch: Batch, columns: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """What the blocks attend over for ``columns`` reply columns of each row (the prompt's last token, then
         the row's transcript ``batch.texts``): the encoder states and their mask ``[B, T]``, or with
@@ -488,15 +553,14 @@ class XAttnLM(nn.Module):
         if self.config.memory == "encoder" or not self.config.audio or batch.states is None:
             return batch.states, batch.mask
         if self._decoder_memory is None:
-            self._decoder_memory = WhisperDecoderMemory(self.config.encoder)
+            self._decoder_memory = self._new_decoder_memory()
         rows = []
         for i, text in enumerate(batch.texts):
-            target = normalize_target(text, self.config.text_norm)
+            target, _, token_ends = self.target_tokens(text)
             frames = int(batch.mask[i].sum())
             states, ends = self._decoder_memory.states(batch.ids[i], batch.states[i, :frames], target)
-            offsets = self.tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-            consumed = [0, *(b for _, b in offsets[: self.config.max_target_tokens])]
-            consumed += [len(target)] * max(0, columns - len(consumed))  # the end's column and padding: all of it
+            consumed = [0, *token_ends]  # the prompt's last column has consumed none of it
+            consumed += [len(target)] * max(0, columns - len(consumed))  # padding: all of it
             rows.append((states, ends, consumed[:columns]))
         slots = max(s.shape[0] for s, _, _ in rows)
         memory = torch.zeros(len(rows), slots, rows[0][0].shape[1])
@@ -752,6 +816,7 @@ def build_xattn(config: XAttnConfig, device: str = "cpu") -> XAttnLM:
     llm, tokenizer = load_causal_lm(config.llm, device=device)
     model = XAttnLM(config, llm, tokenizer)
     model.init_kv_from_whisper()
+    model.init_reads()
     return model.to(device)
 
 
