@@ -336,6 +336,7 @@ def _pair_names(outputs: dict[str, Any], a_variant: str, b_variant: str) -> list
         (" + guard", " + guard"),
         (VERIFIED, " (written, verified)"),
         (CHOSEN, " (choosing a hypothesis)"),
+        (CHOSEN + " + guard", " (choosing, guarded)"),
         (CHOSEN + VERIFIED, " (choosing, verified)"),
     ):
         if a_variant + suffix in outputs and b_variant + suffix in outputs:
@@ -510,6 +511,9 @@ def run(args: argparse.Namespace) -> str:
             )
             outputs[name + CHOSEN] = c_hyps
             rows.append(result_row(name + CHOSEN, compare(refs, first, c_hyps), c_per_utt))
+            g_hyps, kept = decided(c_hyps, shown_ids, verify=False)  # the text guards alone: no acoustic model
+            outputs[name + CHOSEN + " + guard"] = g_hyps
+            rows.append(result_row(f"{name}{CHOSEN} + guard ({kept}/{len(report)} kept)", compare(refs, first, g_hyps)))
             v_hyps, taken = decided(c_hyps, shown_ids, verify=True)
             outputs[name + CHOSEN + VERIFIED] = v_hyps
             label = f"{name}{CHOSEN} + guards + whisper-base verification ({taken}/{len(report)} taken)"

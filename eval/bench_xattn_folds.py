@@ -184,6 +184,14 @@ WORD_SOURCES_HEAD = (
 )
 
 
+# how an output is decided: (decided()'s verify, None: taken raw; the row's suffix)
+DECISIONS = {
+    "raw": (None, ""),
+    "guarded": (False, " + guards"),
+    "verified": (True, " + guards + whisper-base verification"),
+}
+
+
 def run(args: argparse.Namespace) -> str:
     from rescore.metrics import error_rate
 
@@ -211,7 +219,7 @@ def run(args: argparse.Namespace) -> str:
         if (m in MODES and (m != "write" or all(f.writes(v) for f in folds)))
         or (m not in MODES and all(f.cache(v, suffix).exists() for f in folds))
     ]
-    outputs: dict[tuple[str, str, bool], list[str]] = {}
+    outputs: dict[tuple[str, str, str], list[str]] = {}
     sources: dict[tuple[str, str], WordSources] = {}
     refs, first, per_fold = [], [], []
     for fold in folds:
@@ -226,30 +234,34 @@ def run(args: argparse.Namespace) -> str:
             raw = fold.outputs(variant, modes[mode][1])
             if len(raw) != len(recs):
                 raise SystemExit(f"{fold.models}/{variant}: {len(raw)} outputs for {len(recs)} utterances")
-            verified, _ = decided(raw, ids, verify=True)
-            outputs.setdefault((variant, mode, False), []).extend(raw)
             counts = sources.setdefault((variant, mode), WordSources())
             for ref, hyps, written in zip(f_refs, shown[variant], raw, strict=True):
                 counts.add(ref, hyps, written)
-            outputs.setdefault((variant, mode, True), []).extend(verified)
-            c = compare(f_refs, f_first, verified)
-            per_fold.append(
-                f"| {fold.lo}-{fold.hi} | {variant}, {modes[mode][0]} + verification | {100 * c['wer']:.2f} | "
-                f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
-            )
+            for decision, (verify, label) in DECISIONS.items():
+                kept = raw if verify is None else decided(raw, ids, verify=verify)[0]
+                outputs.setdefault((variant, mode, decision), []).extend(kept)
+                if verify is not None:
+                    c = compare(f_refs, f_first, kept)
+                    per_fold.append(
+                        f"| {fold.lo}-{fold.hi} | {variant}, {modes[mode][0]}{label} | {100 * c['wer']:.2f} | "
+                        f"{c['better']}/{c['worse']} | {c['p']:.3f} |"
+                    )
     fp = error_rate(refs, first)
     rows = []
     for variant, mode in decoded:
-        for verified in (False, True):
-            name = f"{variant}, {modes[mode][0]}" + (" + guards + whisper-base verification" if verified else "")
-            rows.append(result_row(name, compare(refs, first, outputs[(variant, mode, verified)])))
+        for decision, (_, label) in DECISIONS.items():
+            rows.append(
+                result_row(
+                    f"{variant}, {modes[mode][0]}{label}", compare(refs, first, outputs[(variant, mode, decision)])
+                )
+            )
     pairs = []
     for (a, b), (mode, (label, _)) in itertools.product(PAIRS + extra_pairs, modes.items()):
         if (a, mode) not in decoded or (b, mode) not in decoded:
             continue
-        for verified in (False, True):
-            tag = f" ({label}{', verified' if verified else ''})"
-            c = compare(refs, outputs[(b, mode, verified)], outputs[(a, mode, verified)])
+        for decision in DECISIONS:
+            tag = f" ({label}{'' if decision == 'raw' else ', ' + decision})"
+            c = compare(refs, outputs[(b, mode, decision)], outputs[(a, mode, decision)])
             pairs.append(pair_line(tag, c, a, b))
     step0 = STEP0_NOTE if "step0" in variants else ""
     base = BASE_NOTE if set(BASE_VARIANTS) & set(variants) else ""
@@ -268,7 +280,9 @@ Folds: {ranges}. Each fold's models (`bench_xattn --full-sets --train-librispeec
 trained on the training sets and on the librispeech-dev utterances outside the fold, and decode only the
 fold: every one of the {len(refs)} utterances is reported by models that never trained or were tuned on it
 (different models per fold; the same recipe and budget). Outputs are the folds' cached decodes; "+ guards +
-whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`).{step0}{base}
+whisper-base verification" as `rescore run`'s deep stage decides (`correct.verify.checked_proposal`); "+ guards"
+its text guards alone (edit budget, novel words, runaway length; no acoustic model), the clean audio ablation, as
+the verifier is itself an acoustic model that the no-audio model's outputs pass through too.{step0}{base}
 Where the blocks act (`attend`; reply: from the prompt's last token on; all: everywhere): {", ".join(sorted(attends))}.
 Targets' and prompt's style (`text_norm`; lower: lower case, no punctuation; whisper: the WER's normalizer):
 {", ".join(sorted(norms))}.
@@ -286,7 +300,7 @@ Command: `{command}`
 {WORD_SOURCES_HEAD}
 {chr(10).join(c.row(f"{v}, {modes[m][0]}") for (v, m), c in sources.items())}
 
-By fold (verified rows):
+By fold (guarded and verified rows):
 
 | fold | variant | WER % | better/worse | p |
 |---|---|---:|---:|---:|
