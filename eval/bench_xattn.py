@@ -200,6 +200,20 @@ def hyp_noise_note(share: float) -> str:
 PRECISION_NOTE = {"auto": "float32", "fp32": "float32", "bf16": "bf16 autocast (AMX)"}
 
 
+def choice_note(args: argparse.Namespace) -> str:
+    """What --choice-weight and --init-from add to the run's description."""
+    note = ""
+    if args.choice_weight:
+        note += (
+            f"\nTraining adds {args.choice_weight:g} x the choosing loss (`XAttnConfig.choice_weight`,"
+            " `XAttnLM.choice_loss`): per example whose shown hypotheses differ in word errors, a softmax over their"
+            " scores as choosing ranks them, towards the fewest-error ones."
+        )
+    if args.init_from:
+        note += f"\nEach variant starts from the weights the same variant has under `{args.init_from}` (fine-tuned)."
+    return note
+
+
 def cached_json(path: Path, keys: tuple[str, ...], compute: Callable[..., tuple], *args: Any, **kwargs: Any) -> tuple:
     """``compute(*args, **kwargs)`` (a tuple), stored at path the first time as a JSON object of ``keys``:
     decodes are the slow part of a rerun."""
@@ -451,7 +465,12 @@ def run(args: argparse.Namespace) -> str:
         if own.splits() != data.splits():
             raise SystemExit(f"{name}: {mcfg.encoder} states are missing for some utterances (see above)")
         mcfg.fit_width(int(own.train[0].states.shape[1]))  # built before train() would fit it: tiny 384, base 512
+        mcfg.choice_weight = args.choice_weight
         model = build_xattn(mcfg)
+        if args.init_from and name != "step0":  # fine-tuning: the blocks as another run trained them
+            from rescore.fusion.xattn import WEIGHTS_FILE
+
+            model.load_trainable_state_dict(torch.load(Path(args.init_from) / name / WEIGHTS_FILE, map_location="cpu"))
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         summary: dict[str, Any] = {"step": 0, "train_seconds": 0.0, "stopped": "untrained"}
         if name != "step0":
@@ -577,7 +596,7 @@ Training: {len(train_ex)} examples ({sets}; tiny.en and base lists of {hours:.1f
 stopping on {len(dev_ex)} held-out examples (dev loss, nats per target token; the best checkpoint is kept).
 Budget: {args.budget:g} min of this process's CPU time per trained variant, {args.threads} torch thread, CPU
 (no GPU lent), {PRECISION_NOTE[args.precision]}, batch {args.batch_size}, AdamW lr {args.lr} (gates x10),
-{args.warmup} warm-up steps, cosine decay.{hyp_noise_note(args.hyp_noise)}
+{args.warmup} warm-up steps, cosine decay.{hyp_noise_note(args.hyp_noise)}{choice_note(args)}
 Reported: librispeech-dev utterances {lo}-{hi} in file order ({len(report)}; never trained or tuned on),
 greedy decoding, WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse: utterances with fewer /
 more errors than the first-pass 1-best; p: paired bootstrap share of resamples where the variant does not beat
@@ -641,6 +660,14 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of training examples whose hypotheses get look-alike words (rescore.fusion.noise; 0: none)",
+    )
+    ap.add_argument(
+        "--choice-weight", type=float, default=0.0, help="weight of the choosing loss in training (XAttnLM.choice_loss)"
+    )
+    ap.add_argument(
+        "--init-from",
+        default=None,
+        help="start each trained variant from the weights of the same variant under this --out folder (fine-tuning)",
     )
     ap.add_argument("--prepare", action="store_true", help="only make the n-best lists and encoder states, then stop")
     args = ap.parse_args()

@@ -901,3 +901,35 @@ def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_mod
             last.attn_gate.fill_(0.0)
         opened = -F.cross_entropy(logits, target)
     assert float(opened) > float(shut) + 0.05, (float(shut), float(opened))
+
+
+def test_choice_loss_pulls_the_scores_towards_the_fewest_error_hypothesis(prediction_model, audio_batch):
+    """The choosing loss is a softmax over the shown hypotheses' scores towards the fewest-error one: it is zero
+    only where that one wins outright, skips an utterance whose hypotheses tie, and a step on it alone raises the
+    best hypothesis's share (a gradient reaches the gates)."""
+    model = prediction_model
+    refs = ["the cat sat on the mat", "hello world"]
+    batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, refs, HYPS)
+    tied = Batch(audio_batch.ids[:1], audio_batch.states[:1], audio_batch.mask[:1], ["one dog"], [["a dog", "the dog"]])
+    assert model.choice_loss(tied) is None  # one error each: nothing to choose between
+    before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    model.train()
+    model.llm.eval()
+    try:
+        first = model.choice_loss(batch)
+        assert first is not None and float(first) > 0
+        first.backward()
+        assert float(model.blocks[-1].attn_gate.grad.abs()) > 0
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        second = model.choice_loss(batch)
+        assert second is not None and float(second) < float(first)
+        model.config.choice_weight = 0.5  # loss() adds it in training, and logs it
+        loss, _ = model.loss(batch)
+        assert model.last_choice is not None
+    finally:
+        model.config.choice_weight = 0.0
+        model.eval()
+        model.load_trainable_state_dict(before)
+        model.last_choice = None

@@ -513,6 +513,8 @@ def train(
             }
             if getattr(model, "last_aux", None) is not None:
                 rec["aux"] = model.last_aux  # type: ignore[union-attr]
+            if getattr(model, "last_choice", None) is not None:
+                rec["choice"] = model.last_choice  # type: ignore[union-attr]
             improved = False
             if dev_ex and cfg.eval_every and step % cfg.eval_every == 0:
                 rec["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)

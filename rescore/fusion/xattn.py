@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +75,9 @@ class XAttnConfig:
     # transcript loss teaches the audio only where the prompt's text leaves the token in doubt (a few tokens an
     # utterance); this one asks for every token (eval/RESULTS.md bench_xattn_tokens)
     aux_weight: float = 0.0
+    # training: weight of a loss on choosing (XAttnLM.choice_loss): the shown hypotheses' scores, softmaxed, towards
+    # the fewest-error ones; teaches what choosing asks of the model, a memory on a wrong text among them (0: none)
+    choice_weight: float = 0.0
     # what the blocks attend over (rescore.fusion.decoder_memory): "encoder", Whisper's encoder states (every frame);
     # "decoder", the last states of the ``encoder`` model's own decoder teacher-forced on the transcript being scored,
     # each LM position reading the latest ``memory_window`` of those aligned to the text it has consumed;
@@ -357,6 +360,7 @@ class XAttnLM(nn.Module):
                 p.requires_grad_(False)
         self._memory: _Memory | None = None
         self.last_aux: float | None = None  # the last training batch's auxiliary loss (aux_weight), for the log
+        self.last_choice: float | None = None  # and its choosing loss (choice_weight)
         self._hooks = [layers[i].register_forward_hook(self._hook(j)) for j, i in enumerate(self.where)]
         self.eos_id: int = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
@@ -639,14 +643,22 @@ class XAttnLM(nn.Module):
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the transcript tokens (and eos) of the batch, and their count; in training with
-        ``aux_weight``, plus that times the auxiliary loss (the blocks' mean :meth:`read_nll`; kept in ``last_aux``)."""
+        ``aux_weight``, plus that times the auxiliary loss (the blocks' mean :meth:`read_nll`; kept in ``last_aux``),
+        and with ``choice_weight`` that times :meth:`choice_loss` (kept in ``last_choice``)."""
         if not (self.training and self.config.aux_weight > 0 and self.config.audio):
             logits, target, _ = self._target_logits(batch)
-            return F.cross_entropy(logits, target), int(target.numel())
-        logits, target, reads = self.target_logits_and_reads(batch)
-        aux = self.read_nll(reads, target).mean()
-        self.last_aux = float(aux.detach())
-        return F.cross_entropy(logits, target) + self.config.aux_weight * aux, int(target.numel())
+            loss = F.cross_entropy(logits, target)
+        else:
+            logits, target, reads = self.target_logits_and_reads(batch)
+            aux = self.read_nll(reads, target).mean()
+            self.last_aux = float(aux.detach())
+            loss = F.cross_entropy(logits, target) + self.config.aux_weight * aux
+        if self.training and self.config.choice_weight > 0:
+            choice = self.choice_loss(batch)
+            if choice is not None:
+                self.last_choice = float(choice.detach())
+                loss = loss + self.config.choice_weight * choice
+        return loss, int(target.numel())
 
     def target_logits_and_reads(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """One teacher-forced pass over every position (``attend="all"``): the logits and targets of the
@@ -691,24 +703,57 @@ class XAttnLM(nn.Module):
         and every candidate continues from its cache; ``shared_prompts=False`` runs one pass over prompt and
         candidate per candidate instead (the same scores, slower: for comparison)."""
         cands = [self.candidates(hs) for hs in batch.hypotheses]
-        rows = [(i, c) for i, cs in enumerate(cands) for c in cs]
+        out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
+        for (i, text), lp, tokens in self._candidate_log_probs(batch, cands, shared_prompts):
+            out[i].append(BeamHypothesis(cands[i][text], tokens[:-1].tolist(), float(lp.sum()), len(tokens)))
+        return [order_beams(hs)[:nbest] for hs in out]
+
+    def _candidate_log_probs(
+        self, batch: Batch, candidates: Sequence[Iterable[str]], shared_prompts: bool = True
+    ) -> list[tuple[tuple[int, str], torch.Tensor, torch.Tensor]]:
+        """``((row, text), token log-probs, tokens)`` of each of ``candidates[row]`` (normalised texts) scored as
+        row's transcript, teacher-forced (the tokens end with the end); with gradients when they are on."""
+        rows = [(i, c) for i, cs in enumerate(candidates) for c in cs]
         if not rows:
-            return [[] for _ in batch.ids]
+            return []
         which = torch.tensor([i for i, _ in rows])
         flat = Batch(
             [batch.ids[i] for i, _ in rows],
-            batch.states[which],
-            batch.mask[which],
+            batch.states[which] if batch.states is not None else None,
+            batch.mask[which] if batch.mask is not None else None,
             [c for _, c in rows],
             [batch.hypotheses[i] for i, _ in rows],
         )
         logits, target, row = self._target_logits(flat, shared_prompts)
         token_lp = -F.cross_entropy(logits, target, reduction="none")
         counts = torch.bincount(row, minlength=len(rows)).tolist()  # the tokens come row by row, in order
-        out: list[list[BeamHypothesis]] = [[] for _ in batch.ids]
-        for (i, text), lp, tokens in zip(rows, token_lp.split(counts), target.split(counts), strict=True):
-            out[i].append(BeamHypothesis(cands[i][text], tokens[:-1].tolist(), float(lp.sum()), len(tokens)))
-        return [order_beams(hs)[:nbest] for hs in out]
+        return list(zip(rows, token_lp.split(counts), target.split(counts), strict=True))
+
+    def choice_loss(self, batch: Batch) -> torch.Tensor | None:
+        """Training the model as :meth:`choose` uses it (``XAttnConfig.choice_weight``): per utterance whose shown
+        hypotheses differ in word errors against the reference ``batch.texts``, the cross-entropy of a softmax over
+        their scores (per-token log-prob, as choosing ranks, times the hypotheses' mean token count, so a one-word
+        difference weighs about its nats) towards the fewest-error ones (shared alike). Teacher forcing on the
+        reference alone never shows the blocks a memory on a wrong text, which is all choosing shows them apart
+        from the right one. None: no utterance of the batch has such hypotheses."""
+        from rescore.metrics import edit_counts
+
+        cands = []
+        for hyps, ref in zip(batch.hypotheses, batch.texts, strict=True):
+            shown = self.config.shown_hypotheses(hyps)
+            errors = edit_counts([normalize_target(ref, self.config.text_norm)] * len(shown), shown).errors.tolist()
+            cands.append(dict(zip(shown, errors, strict=True)) if len(set(errors)) > 1 else {})
+        by_row: dict[int, list[tuple[torch.Tensor, int]]] = {}
+        for (row, text), lp, _ in self._candidate_log_probs(batch, [list(c) for c in cands]):
+            by_row.setdefault(row, []).append((lp, cands[row][text]))
+        losses = []
+        for scored in by_row.values():
+            length = sum(len(lp) for lp, _ in scored) / len(scored)
+            scores = torch.stack([lp.mean() for lp, _ in scored]) * length
+            fewest = min(e for _, e in scored)
+            best = torch.tensor([e == fewest for _, e in scored], device=scores.device)
+            losses.append(torch.logsumexp(scores, 0) - torch.logsumexp(scores[best], 0))
+        return torch.stack(losses).mean() if losses else None
 
     def max_new_tokens(self, batch: Batch) -> int:
         """Room for the longest hypothesis of the batch and half again, plus 8 (capped by the targets' limit)."""
