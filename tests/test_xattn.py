@@ -652,6 +652,15 @@ def test_cli_aux_weight_maps_to_the_model_and_needs_audio(deep_train_cli):
         assert result.exit_code != 0 and "--aux-weight" in result.output
 
 
+def test_cli_choice_weight_maps_to_the_model(deep_train_cli):
+    run, seen = deep_train_cli.run, deep_train_cli.configs
+    assert "stopped before training" in run(["--choice-weight", "0.5"]).output
+    assert [c.model.choice_weight for c in seen] == [0.5]
+    for bad in (["--choice-weight", "-1"], ["--choice-weight", "1", "--arch", "bridge"]):
+        result = run(bad)
+        assert result.exit_code != 0 and "--choice-weight" in result.output
+
+
 def test_reference_tokens_are_classed_by_the_hypotheses():
     from eval.bench_xattn_tokens import token_classes, word_classes
 

@@ -73,6 +73,13 @@ def train(
             " transcript token (0: none; needs --attend all and audio)."
         ),
     ] = 0.0,
+    choice_weight: Annotated[
+        float,
+        typer.Option(
+            help="xattn: weight of a loss on choosing: the shown hypotheses' scores, softmaxed as --decode choose"
+            " ranks them, towards the ones with the fewest word errors (0: none)."
+        ),
+    ] = 0.0,
     memory: Annotated[
         str,
         typer.Option(
@@ -182,6 +189,8 @@ def train(
     if aux_weight < 0 or (aux_weight > 0 and (arch != "xattn" or attend != "all" or not audio)):
         raise fail(f"--aux-weight {aux_weight}: a weight >= 0, and above 0 only with --arch xattn, --attend all, audio")
     kv_model = {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init)
+    if choice_weight < 0 or (choice_weight > 0 and arch != "xattn"):
+        raise fail(f"--choice-weight {choice_weight}: a weight >= 0, and above 0 only with --arch xattn")
     if arch != "xattn" and memory != "encoder":
         raise fail(f"--memory {memory}: --arch xattn only")
     out = output or _default_output()
@@ -195,6 +204,7 @@ def train(
             kv_init=kv_model,
             q_init=q_init,
             aux_weight=aux_weight,
+            choice_weight=choice_weight,
             memory=memory,
             memory_window=memory_window,
             mixer=mixer or "none",
