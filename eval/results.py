@@ -93,6 +93,12 @@ HEADLINES: dict[str, list[str]] = {
     "HyPoradise": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
     "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
     "deep fusion (issue 15): latest notes and paired folds": [
+        "bench_xattn_session20_notes",
+        "bench_xattn_pred_folds_1-110",
+        "bench_xattn_pred_folds_1-110_r2",
+        "bench_xattn_rank_folds_1-110",
+        "bench_xattn_tokens_base-pred",
+        "bench_xattn_tokens_base-pred-rank",
         "bench_xattn_session19_notes",
         "bench_xattn_dec_folds_1-110",
         "bench_xattn_tokens_base-dec",

@@ -71,10 +71,16 @@ def test_fitted_queries_attend_like_whispers_decoder_and_leave_the_lm_as_it_is(t
 def test_cli_q_init_is_passed_on_and_refused_without_the_encoders_kv(deep_train_cli):
     """The option's mapping only (training is replaced; the real fit is tested above)."""
     run, seen = deep_train_cli.run, deep_train_cli.configs
+    encoder = ["--recipe", "encoder"]  # queries are fitted for encoder frames
     for extra in ([], ["--q-init"]):
-        assert "stopped before training" in run(extra).output
+        assert "stopped before training" in run([*encoder, *extra]).output
     assert [c.model.q_init for c in seen] == [False, True]
-    for bad in (["--q-init", "--kv-init", "none"], ["--q-init", "--kv-init", "whisper-base"]):
+    without_the_encoders_kv = (
+        [*encoder, "--q-init", "--kv-init", "none"],
+        [*encoder, "--q-init", "--kv-init", "whisper-base"],
+        ["--q-init"],  # the default recipe's blocks have no K/V from Whisper
+    )
+    for bad in without_the_encoders_kv:
         result = run(bad)
         assert result.exit_code != 0 and "--q-init" in result.output and len(seen) == 2
 

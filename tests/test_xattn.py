@@ -394,18 +394,20 @@ def test_cli_train_rejects_an_unknown_architecture(tmp_path):
 
 
 def test_cli_kv_init_follows_the_encoder(deep_train_cli):
-    """``--kv-init encoder`` (the default) starts K/V from the ``--encoder`` model; a name or none as given. The
-    training itself is replaced (it is tested on real models above): this checks the options' mapping only."""
+    """``--kv-init encoder`` (the encoder recipe's) starts K/V from the ``--encoder`` model; a name or none as
+    given. The training itself is replaced (it is tested on real models above): this checks the options' mapping
+    only."""
     run, seen = deep_train_cli.run, deep_train_cli.configs
+    enc = ["--recipe", "encoder"]
     for extra in (["--encoder", "whisper-base"], [], ["--kv-init", "none"], ["--kv-init", "whisper-tiny.en"]):
-        result = run(extra)
+        result = run([*enc, *extra])
         assert result.exit_code != 0 and "stopped before training" in result.output
     assert [c.model.kv_init for c in seen] == ["whisper-base", "whisper-tiny.en", None, "whisper-tiny.en"]
 
     seen.clear()
     own = ["--attend", "reply", "--precision", "bf16", "--encoder-window", "own", "--text-norm", "whisper"]
     for extra in ([], own):
-        assert "stopped before training" in run(extra).output
+        assert "stopped before training" in run([*enc, *extra]).output
     options = [(c.model.attend, c.precision, c.model.encoder_window, c.model.text_norm) for c in seen]
     assert options == [("all", "auto", "padded", "lower"), ("reply", "bf16", "own", "whisper")]
     for bad in (["--attend", "prompt"], ["--precision", "fp16"], ["--encoder-window", "30s"], ["--text-norm", "upper"]):
@@ -641,11 +643,12 @@ def test_aux_loss_adds_what_the_blocks_read_in_training_only(real_model, audio_b
 
 def test_cli_aux_weight_maps_to_the_model_and_needs_audio(deep_train_cli):
     run, seen = deep_train_cli.run, deep_train_cli.configs
-    assert "stopped before training" in run(["--aux-weight", "0.1"]).output
+    assert "stopped before training" in run(["--recipe", "encoder", "--aux-weight", "0.1"]).output
     assert [c.model.aux_weight for c in seen] == [0.1]
     for bad in (
-        ["--aux-weight", "0.1", "--no-audio"],
-        ["--aux-weight", "0.1", "--attend", "reply"],
+        ["--recipe", "encoder", "--aux-weight", "0.1", "--no-audio"],
+        ["--recipe", "encoder", "--aux-weight", "0.1", "--attend", "reply"],
+        ["--aux-weight", "0.1"],  # the default recipe acts on the reply only
         ["--aux-weight", "-1"],
     ):
         result = run(bad)
@@ -824,12 +827,13 @@ def test_cli_memory_maps_to_the_model_and_needs_reply_without_kv(deep_train_cli)
         ("prediction", 2, None),
     ]
     for bad in (
-        ["--memory", "decoder", "--kv-init", "none"],  # attend all
-        ["--memory", "decoder", "--attend", "reply"],  # K/V from the encoder's cross-attention
+        ["--memory", "decoder", "--kv-init", "none", "--attend", "all"],
+        ["--memory", "decoder", "--attend", "reply", "--kv-init", "encoder"],  # K/V from the encoder's
+        ["--recipe", "encoder", "--memory", "decoder", "--attend", "reply"],  # the same, by the recipe
         [*ok, "--mixer", "summary"],
         ["--memory", "frames"],
         [*ok[:6], "--memory-window", "0"],
-        ["--memory", "prediction", "--kv-init", "none"],  # attend all
+        ["--memory", "prediction", "--kv-init", "none", "--attend", "all"],
         ["--memory", "decoder", "--arch", "bridge"],
     ):
         result = run(bad)
@@ -910,6 +914,48 @@ def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_mod
             last.attn_gate.fill_(0.0)
         opened = -F.cross_entropy(logits, target)
     assert float(opened) > float(shut) + 0.05, (float(shut), float(opened))
+
+
+def test_deep_stage_chooses_by_default_with_a_model_that_cannot_write(tmp_path, prediction_model, tiny_manifest):
+    """decode "auto" (the default): a model over Whisper's decoder predictions chooses, on the real path."""
+    from rescore.datasets import load_dataset
+    from rescore.records import Hypothesis, NBest
+    from rescore.stages.deep import DeepOptions, DeepStage
+
+    prediction_model.save(tmp_path / "m")
+    u = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[0]
+    texts = [u.reference or "", "and so on"]
+    record = NBest(id=u.id, audio=u.audio, reference=u.reference, hypotheses=[Hypothesis(t, [], {}) for t in texts])
+    stage = DeepStage(DeepOptions(enabled=True, checkpoint=str(tmp_path / "m"), verify=False, threads=1))
+    (out,) = stage.process([record])
+    assert out.ok and out.recognizer["decode"] == "choose"
+    assert sorted(h.text for h in out.hypotheses) == sorted(texts)
+
+
+def test_cli_default_recipe_is_the_benchmarks_prediction_model(deep_train_cli):
+    """No options: the ``prediction`` recipe, the model the benchmark trains as ``base-pred``; an option given
+    explicitly wins over the recipe; the bridge starts from the ``encoder`` recipe; an unknown recipe is refused."""
+    from eval.bench_xattn import variant_config
+    from rescore.fusion.recipes import RECIPES
+
+    run, seen = deep_train_cli.run, deep_train_cli.configs
+    assert "stopped before training" in run([]).output
+    (cfg,) = seen
+    bench = variant_config("base-pred", window="own", text_norm="whisper")
+    fields = ("memory", "encoder", "encoder_window", "attend", "kv_init", "text_norm")
+    assert [getattr(cfg.model, f) for f in fields] == [getattr(bench, f) for f in fields]
+    assert cfg.hyp_noise == 0.5 and cfg.model.audio
+
+    seen.clear()
+    for extra in (["--hyp-noise", "0", "--encoder", "whisper-tiny.en"], ["--recipe", "encoder"], ["--arch", "bridge"]):
+        assert "stopped before training" in run(extra).output
+    given, encoder, bridge = seen
+    assert (given.hyp_noise, given.model.encoder, given.model.memory) == (0.0, "whisper-tiny.en", "prediction")
+    expected = RECIPES["encoder"]
+    assert (encoder.model.memory, encoder.model.kv_init, encoder.model.attend) == ("encoder", "whisper-tiny.en", "all")
+    assert (bridge.model.encoder, bridge.model.text_norm) == (expected.encoder, expected.text_norm)
+    result = run(["--recipe", "frames"])
+    assert result.exit_code != 0 and "--recipe" in result.output
 
 
 def test_choice_loss_pulls_the_scores_towards_the_fewest_error_hypothesis(prediction_model, audio_batch):

@@ -14,6 +14,7 @@ import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
 from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
+from rescore.fusion.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, default_recipe, recipe_options
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -44,21 +45,29 @@ def train(
     ] = None,
     arch: Annotated[str, typer.Option(help="xattn (gated cross-attention, default) or bridge (prefix).")] = "xattn",
     every: Annotated[int, typer.Option(help="xattn: a cross-attention block after every k-th LM layer.")] = 6,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Defaults for the options below that are not given: "
+            + "; ".join(f"{n}: {r.summary}" for n, r in RECIPES.items())
+            + f" (default: {DEFAULT_RECIPE} for xattn, {BRIDGE_RECIPE} for bridge)."
+        ),
+    ] = None,
     audio: Annotated[bool, typer.Option(help="xattn: --no-audio forces the attention gates shut (ablation).")] = True,
     attend: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="xattn: where the blocks act: all (every position) or reply (from the prompt's last token on: the"
-            " prompt read as text, 0.6 of the cost per step, but it learned less at equal budget)."
+            " prompt read as text, 0.6 of the cost per step) (default: the recipe's)."
         ),
-    ] = "all",
+    ] = None,
     kv_init: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="xattn: Whisper model whose decoder cross-attention K/V start the blocks: encoder (the --encoder"
-            " model's own), a model name, or none."
+            " model's own), a model name, or none (default: the recipe's)."
         ),
-    ] = "encoder",
+    ] = None,
     q_init: Annotated[
         bool,
         typer.Option(
@@ -81,14 +90,15 @@ def train(
         ),
     ] = 0.0,
     memory: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="xattn: what the blocks attend over: encoder (Whisper's encoder states), decoder (the --encoder"
             " model's own decoder states on the transcript being scored, aligned to it) or prediction (those states'"
             " next-token predictions as LM token embeddings); decoder and prediction need --attend reply and"
-            " --kv-init none, and such a model decodes by choosing among the hypotheses only."
+            " --kv-init none, and such a model decodes by choosing among the hypotheses only (default: the"
+            " recipe's)."
         ),
-    ] = "encoder",
+    ] = None,
     memory_window: Annotated[
         int,
         typer.Option(
@@ -104,14 +114,16 @@ def train(
     llm: Annotated[
         str, typer.Option(help="Causal LM: smollm2-135m, qwen2.5-0.5b, a GGUF or HF folder.")
     ] = "smollm2-135m",
-    encoder: Annotated[str, typer.Option(help="Whisper model whose encoder states are the input.")] = "whisper-tiny.en",
+    encoder: Annotated[
+        str | None, typer.Option(help="Whisper model whose states are the input (default: the recipe's).")
+    ] = None,
     encoder_window: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="xattn: padded (Whisper's 30 s windows) or own (each utterance at its own length: about a tenth of"
-            " the encoding time, other states; the model keeps the choice for decoding)."
+            " the encoding time, other states; the model keeps the choice for decoding) (default: the recipe's)."
         ),
-    ] = "padded",
+    ] = None,
     reducer: Annotated[str, typer.Option(help="Length reduction: conv, stack or ctc.")] = "conv",
     factor: Annotated[int, typer.Option(help="Frame-rate reduction of conv (power of 2) and stack.")] = 4,
     mixer: Annotated[
@@ -126,16 +138,20 @@ def train(
     lora_rank: Annotated[int, typer.Option(help="LoRA rank on the LM's q/v projections (0: LM frozen).")] = 0,
     instruction: Annotated[str | None, typer.Option(help="Text between the speech prefix and the transcript.")] = None,
     text_norm: Annotated[
-        str,
-        typer.Option(help="Target style: lower (lower case, no punctuation), whisper (the WER's normalizer) or none."),
-    ] = "lower",
+        str | None,
+        typer.Option(
+            help="Target style: lower (lower case, no punctuation), whisper (the WER's normalizer) or none"
+            " (default: the recipe's)."
+        ),
+    ] = None,
     hyp_noise: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="xattn: share of training examples whose hypotheses get look-alike words in place of some of"
-            " theirs, alike in every hypothesis, so the audio is needed to put them right (0: none)."
+            " theirs, alike in every hypothesis, so the audio is needed to put them right (0: none; default: the"
+            " recipe's)."
         ),
-    ] = 0.0,
+    ] = None,
     batch_size: Annotated[int, typer.Option()] = 8,
     grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
@@ -165,11 +181,32 @@ def train(
     from rescore.fusion.xattn import XAttnConfig
     from rescore.models import ModelNotFoundError
 
+    if arch not in ("xattn", "bridge"):
+        raise fail(f"--arch must be xattn or bridge, not {arch!r}")
+    try:
+        chosen = recipe_options(
+            recipe,
+            arch,
+            {
+                "memory": memory,
+                "encoder": encoder,
+                "encoder_window": encoder_window,
+                "attend": attend,
+                "kv_init": kv_init,
+                "text_norm": text_norm,
+                "hyp_noise": hyp_noise,
+            },
+        )
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if arch == "xattn":
+        name = recipe or default_recipe(arch)
+        console.print(f"recipe {name}: {RECIPES[name].summary} (options given explicitly override it)")
+    memory, encoder, encoder_window, attend = (chosen[k] for k in ("memory", "encoder", "encoder_window", "attend"))
+    kv_init, text_norm, hyp_noise = chosen["kv_init"], chosen["text_norm"], chosen["hyp_noise"]
     for s in [*train_sets, *([dev] if dev else [])]:
         if not Path(s).exists():
             raise fail(f"dataset not found: {s}")
-    if arch not in ("xattn", "bridge"):
-        raise fail(f"--arch must be xattn or bridge, not {arch!r}")
     if attend not in ATTEND:
         raise fail(f"--attend must be {' or '.join(ATTEND)}, not {attend!r}")
     if precision not in PRECISIONS:
@@ -328,9 +365,10 @@ def transcribe(
         str,
         typer.Option(
             help="write: the model writes the transcript (beam search); choose: it ranks the first-pass"
-            " hypotheses it reads (xattn model; cannot skip, repeat or invent words)."
+            " hypotheses it reads (xattn model; cannot skip, repeat or invent words); auto: write where the model"
+            " can, else choose."
         ),
-    ] = "write",
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,

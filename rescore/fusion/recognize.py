@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this mod
 
 STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
 # write: beam search writes the transcript; choose: the model scores the prompt's own hypotheses (XAttnLM.choose:
-# one utterance's candidates, each ending in eos). Both rank by the log-prob per step, the records' am_norm
-DecodeMode = Literal["write", "choose"]
+# one utterance's candidates, each ending in eos). Both rank by the log-prob per step, the records' am_norm. auto:
+# write where the model can, else choose (a model over Whisper's decoder states needs the transcript: it only chooses)
+DecodeMode = Literal["auto", "write", "choose"]
 DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 
 
@@ -47,7 +48,7 @@ class DeepFusionRecognizer:
         batch_size: int = 4,
         device: str = "auto",
         threads: int = 0,
-        decode: str = "write",
+        decode: str = "auto",
     ) -> None:
         import torch
 
@@ -60,6 +61,8 @@ class DeepFusionRecognizer:
         self.device = resolve_device(device)
         self.model = load_deep_model(Path(model), self.device)
         self.reads_nbest = isinstance(self.model, XAttnLM)
+        if decode == "auto":
+            decode = "write" if getattr(self.model, "writes", True) else "choose"
         if decode not in DECODE_MODES or (decode == "choose" and not self.reads_nbest):
             raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
         if decode == "write" and not getattr(self.model, "writes", True):

@@ -35,8 +35,9 @@ class DeepOptions(StageOptions):
     checkpoint: str | None = None
     beam_size: int = Field(4, ge=1)
     nbest: int = Field(4, ge=1)
-    # write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses it reads
-    decode: DecodeMode = "write"
+    # write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses it reads;
+    # auto: write where the model can, else choose (the default recipe's model only chooses)
+    decode: DecodeMode = "auto"
     batch_size: int = Field(4, ge=1)
     device: str = "auto"
     threads: int = Field(0, ge=0)
