@@ -94,6 +94,8 @@ HEADLINES: dict[str, list[str]] = {
     "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
     "deep fusion (issue 15): latest notes and paired folds": [
         "bench_xattn_session20_notes",
+        "bench_xattn_cw0_folds_41-75",
+        "bench_xattn_cw1_folds_41-75",
         "bench_xattn_pred_folds_1-110",
         "bench_xattn_pred_folds_1-110_r2",
         "bench_xattn_rank_folds_1-110",
