@@ -14,7 +14,7 @@ import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
 from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
-from rescore.fusion.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, default_recipe, recipe_options
+from rescore.fusion.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, resolve_recipe
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -184,26 +184,22 @@ def train(
     if arch not in ("xattn", "bridge"):
         raise fail(f"--arch must be xattn or bridge, not {arch!r}")
     try:
-        chosen = recipe_options(
-            recipe,
-            arch,
-            {
-                "memory": memory,
-                "encoder": encoder,
-                "encoder_window": encoder_window,
-                "attend": attend,
-                "kv_init": kv_init,
-                "text_norm": text_norm,
-                "hyp_noise": hyp_noise,
-            },
-        )
+        name, base = resolve_recipe(recipe, arch)
     except ValueError as e:
         raise fail(str(e)) from None
     if arch == "xattn":
-        name = recipe or default_recipe(arch)
-        console.print(f"recipe {name}: {RECIPES[name].summary} (options given explicitly override it)")
-    memory, encoder, encoder_window, attend = (chosen[k] for k in ("memory", "encoder", "encoder_window", "attend"))
-    kv_init, text_norm, hyp_noise = chosen["kv_init"], chosen["text_norm"], chosen["hyp_noise"]
+        console.print(f"recipe {name}: {base.summary} (options given explicitly override it)")
+    chosen = base.overridden(
+        memory=memory,
+        encoder=encoder,
+        encoder_window=encoder_window,
+        attend=attend,
+        kv_init=kv_init,
+        text_norm=text_norm,
+        hyp_noise=hyp_noise,
+    )
+    memory, encoder, encoder_window, attend = chosen.memory, chosen.encoder, chosen.encoder_window, chosen.attend
+    kv_init, text_norm, hyp_noise = chosen.kv_init, chosen.text_norm, chosen.hyp_noise
     for s in [*train_sets, *([dev] if dev else [])]:
         if not Path(s).exists():
             raise fail(f"dataset not found: {s}")

@@ -2,8 +2,9 @@
 
 A recipe fills every option the command line leaves unset; an option given explicitly wins, and the model's own
 rules (``XAttnConfig.memory_problem``) still judge the result. ``prediction`` is the default because it is the one
-whose audio model came out below its own gates-shut twin on librispeech-dev in cross-fitted folds, in three
-separate trainings (eval/RESULTS.md ``bench_xattn_session20_notes``). ``encoder`` is the design the deep-fusion
+whose audio model came out below its own gates-shut twin on librispeech-dev in cross-fitted folds, pooled, in three
+separate trainings; a fourth training of one fold did not confirm it (eval/RESULTS.md
+``bench_xattn_session20_notes``). ``encoder`` is the design the deep-fusion
 issue started from (the blocks over Whisper's encoder frames): it can write, but over 2 h of small-vocabulary
 training speech its audio did not beat the gates-shut model. The prefix bridge (``--arch bridge``) reads encoder
 frames too, so it starts from ``encoder``.
@@ -13,7 +14,7 @@ Torch-free, like the rest of ``rescore.fusion``'s top level, so the CLI can reso
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -30,9 +31,9 @@ class DeepRecipe:
     hyp_noise: float  # share of training examples whose hypotheses get look-alike words (rescore.fusion.noise)
     summary: str  # one line for --help and the training log
 
-    def options(self) -> dict[str, Any]:
-        """The option values (``summary`` left out)."""
-        return {k: v for k, v in asdict(self).items() if k != "summary"}
+    def overridden(self, **given: Any) -> DeepRecipe:
+        """This recipe with every ``given`` option that is not None (set on the command line) in its place."""
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
 
 
 RECIPES: dict[str, DeepRecipe] = {
@@ -62,15 +63,9 @@ DEFAULT_RECIPE = "prediction"  # --arch xattn
 BRIDGE_RECIPE = "encoder"  # --arch bridge: it reads encoder frames
 
 
-def default_recipe(arch: str) -> str:
-    """The recipe of an architecture (``xattn`` or ``bridge``) when none is named."""
-    return DEFAULT_RECIPE if arch == "xattn" else BRIDGE_RECIPE
-
-
-def recipe_options(name: str | None, arch: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's option values with every ``given`` one that is not None in their place. ``name`` None: the
-    architecture's default recipe. ValueError for an unknown name."""
-    name = name or default_recipe(arch)
+def resolve_recipe(name: str | None, arch: str) -> tuple[str, DeepRecipe]:
+    """``(name, recipe)``; ``name`` None: the architecture's (``xattn`` or ``bridge``). ValueError if unknown."""
+    name = name or (DEFAULT_RECIPE if arch == "xattn" else BRIDGE_RECIPE)
     if name not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, not {name!r}")
-    return RECIPES[name].options() | {k: v for k, v in given.items() if v is not None}
+    return name, RECIPES[name]

@@ -61,11 +61,12 @@ class DeepFusionRecognizer:
         self.device = resolve_device(device)
         self.model = load_deep_model(Path(model), self.device)
         self.reads_nbest = isinstance(self.model, XAttnLM)
+        writes = getattr(self.model, "writes", True)  # the bridge always writes
         if decode == "auto":
-            decode = "write" if getattr(self.model, "writes", True) else "choose"
+            decode = "write" if writes else "choose"
         if decode not in DECODE_MODES or (decode == "choose" and not self.reads_nbest):
             raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
-        if decode == "write" and not getattr(self.model, "writes", True):
+        if decode == "write" and not writes:
             raise ValueError(
                 f"{model}: the model reads Whisper's decoder states on the transcript (memory decoder) and can only "
                 "choose among the first-pass hypotheses: decode 'choose'"
