@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from eval.results import update_section
-from rescore.ascore import WhisperScorer, score_keys
-from rescore.datasets import load_dataset
-from rescore.evaluate import score_records
+from rescore.evaluate.scoring import score_records
+from rescore.io.datasets import load_dataset
 from rescore.records import NBest
 from rescore.registry import make_recognizer
+from rescore.score.acoustic import WhisperScorer, score_keys
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,8 +27,8 @@ from eval.results import update_section
 from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
 from rescore.correct.prompts import spelled
 from rescore.correct.tuning import GuardTuning, reguard, tune_guards
-from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap, paired_change
-from rescore.models import cache_dir
+from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap, paired_change
+from rescore.io.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
         reranked = f"yes, from {args.rerank}"
     elif args.rerank_cv:
         # issue 3's LM scores; each utterance ranked by weights tuned on the other folds (never on itself)
-        from rescore.rerank import cross_validate
+        from rescore.rerank.grid import cross_validate
 
         scored = [r for r in lm_scored(args.set, args.rerank_cv) if r.ok and r.hypotheses and r.reference]
         keys = sorted({k for r in scored for k in r.hypotheses[0].scores if k.startswith("lm:")})

@@ -40,10 +40,10 @@ def curve(log_path: Path, key: str) -> list[tuple[int, float]]:
 
 
 def run_overfit(args: argparse.Namespace) -> str:
-    from rescore.fusion.bridge import BridgeConfig
-    from rescore.fusion.model import SpeechLLMConfig, build_model
-    from rescore.fusion.train import TrainConfig, load_examples, train, transcribe_examples
-    from rescore.metrics import error_rate
+    from rescore.deep.bridge import BridgeConfig
+    from rescore.deep.model import SpeechLLMConfig, build_model
+    from rescore.deep.train import TrainConfig, load_examples, train, transcribe_examples
+    from rescore.evaluate.metrics import error_rate
 
     out = Path(args.out)
     manifest = shortest_manifest(DATA / args.set / "manifest.jsonl", args.n, out / "overfit.jsonl")
@@ -101,10 +101,10 @@ until their greedy WER (Whisper normalizer) was under {100 * args.target:.0f} %:
 
 
 def run_mixers(args: argparse.Namespace) -> str:
-    from rescore.fusion.bridge import BridgeConfig
-    from rescore.fusion.model import SpeechLLMConfig, build_model
-    from rescore.fusion.train import TrainConfig, load_examples, train, transcribe_examples
-    from rescore.metrics import error_rate
+    from rescore.deep.bridge import BridgeConfig
+    from rescore.deep.model import SpeechLLMConfig, build_model
+    from rescore.deep.train import TrainConfig, load_examples, train, transcribe_examples
+    from rescore.evaluate.metrics import error_rate
 
     out = Path(args.out)
     train_sets = [str(DATA / s / "manifest.jsonl") for s in args.train.split(",")]
@@ -220,7 +220,7 @@ def main() -> None:
         p.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.out is None:
-        from rescore.models import cache_dir
+        from rescore.io.models import cache_dir
 
         args.out = str(cache_dir() / "deep" / f"bench-{args.mode}")
     md = run_overfit(args) if args.mode == "overfit" else run_mixers(args)

@@ -31,9 +31,9 @@ def cosines(a: list, b: list) -> list[float]:
 
 def run(args: argparse.Namespace) -> str:
     from eval.nbest_cache import DATA
-    from rescore.audio import load_audio
-    from rescore.datasets import load_dataset
-    from rescore.encoder import WhisperEncoder
+    from rescore.io.audio import load_audio
+    from rescore.io.datasets import load_dataset
+    from rescore.whisper.encoder import WhisperEncoder
 
     audios, seconds = {}, {}
     for name in SETS:

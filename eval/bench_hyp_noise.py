@@ -4,7 +4,7 @@ Two counts over cached n-best lists (no model is run):
 - librispeech-dev: the 1-best WER against the oracle of the prompt's hypotheses (the first ``max_hypotheses``
   distinct ones, as ``XAttnLM.prompt_ids`` shows them). The errors left by the oracle are in every hypothesis the
   model reads, so only the audio can fix them.
-- the recipe's training lists: how many records' 1-best :class:`rescore.fusion.noise.HypothesisNoise` changes at
+- the recipe's training lists: how many records' 1-best :class:`rescore.deep.noise.HypothesisNoise` changes at
   a share, and the prompts' 1-best WER before and after.
 
     python -m eval.bench_hyp_noise --share 0.5
@@ -20,10 +20,10 @@ from eval.results import bench_parser, publish_run
 
 
 def run(share: float, text_norm: str, seed: int) -> str:
-    from rescore.fusion.noise import HypothesisNoise
-    from rescore.fusion.train import TrainConfig
-    from rescore.fusion.xattn import XAttnConfig
-    from rescore.metrics import error_rate, oracle_curve
+    from rescore.deep.noise import HypothesisNoise
+    from rescore.deep.train import TrainConfig
+    from rescore.deep.xattn import XAttnConfig
+    from rescore.evaluate.metrics import error_rate, oracle_curve
     from rescore.records import read_nbest
 
     prompt = XAttnConfig(text_norm=text_norm)  # the prompt's hypotheses as the model shows them
@@ -64,7 +64,7 @@ folds leave their own range out of them.
 
 
 def main() -> None:
-    from rescore.fusion import TEXT_NORMS
+    from rescore.deep import TEXT_NORMS
 
     ap = bench_parser(__doc__, "bench_hyp_noise")
     ap.add_argument("--share", type=float, default=0.5, help="share of training examples corrupted")

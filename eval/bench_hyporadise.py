@@ -1,7 +1,7 @@
 """HyPoradise benchmark: rescore's rerank and correct on somebody else's published n-best lists.
 
 The HyPoradise files (../shared/data/hyporadise: WSJ, ATIS and CHiME-4 test, ATIS train; Whisper 5-best lists
-with references, text only) are imported with ``rescore.formats`` and scored beside the paper's table:
+with references, text only) are imported with ``rescore.io.formats`` and scored beside the paper's table:
 
 - the 1-best and the 5-best oracle WER the files give, under no normalisation and the ``hyporadise``
   normalizer (lower case, punctuation deleted: the paper's convention), beside the paper's baseline and o_nb;
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.bench_correct import corrected
-from rescore.formats import import_records
-from rescore.metrics import bootstrap_ci, edit_counts, normalize, paired_change
-from rescore.models import cache_dir
+from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, paired_change
+from rescore.io.formats import import_records
+from rescore.io.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyporadise"
@@ -64,7 +64,7 @@ def records(name: str) -> list[NBest]:
 def scored(name: str, lm: str) -> list[NBest]:
     """The set's records with ``lm:<lm>`` scores (no context), cached under the rescore cache folder."""
     from rescore.registry import make_scorer
-    from rescore.rerank import score_nbest
+    from rescore.rerank.ranker import score_nbest
 
     cache = CACHE / f"{name}.{lm}.jsonl"
     if cache.exists():
@@ -143,7 +143,7 @@ def baselines() -> str:
 
 def tuned_weights(lms: list[str]):
     """Weights tuned on ATIS train: the text-only (rank) form and the am_norm form, with their train WER."""
-    from rescore.rerank import tune
+    from rescore.rerank.grid import tune
 
     train = with_lms(TRAIN, lms)
     keys = [f"lm:{lm}" for lm in lms]
@@ -161,7 +161,7 @@ def tuned_weights(lms: list[str]):
 
 
 def rerank_part(lm_sets: list[list[str]]) -> tuple[str, dict[str, list[NBest]]]:
-    from rescore.rerank import Ranker, default_weights
+    from rescore.rerank.ranker import Ranker, default_weights
 
     lines = [
         "| set, system | WER % | 95 % CI | better/worse/same vs 1-best | p | paper |",
@@ -266,7 +266,7 @@ def atis_adapter(args: argparse.Namespace, pairs: list[NBest]) -> tuple[Path, st
 def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) -> str:
     from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector
     from rescore.correct.tuning import reguard, tune_guards
-    from rescore.rerank import Ranker
+    from rescore.rerank.ranker import Ranker
 
     lm = args.lms[0]
     # guards: tuned on corrections of ATIS train utterances (reranked by the same text-only weights)

@@ -3,9 +3,9 @@
     python -m eval.bench_learned [--train-per-set 150] [--heldout-per-set 60] [--ship]
 
 Every utterance goes through the default first pass of the union: whisper-tiny.en and whisper-base
-8-best (CTranslate2 int8), merged (:mod:`rescore.merge`), every hypothesis scored by both models by
-teacher forcing (:mod:`rescore.ascore`) and by SmolLM2-135M (:mod:`rescore.rerank`), plus the derived
-features (:mod:`rescore.features`). The reranker (:mod:`rescore.learned`, pairwise logistic regression) is
+8-best (CTranslate2 int8), merged (:mod:`rescore.recognize.union`), every hypothesis scored by both models by
+teacher forcing (:mod:`rescore.score.acoustic`) and by SmolLM2-135M (:mod:`rescore.rerank.ranker`), plus the derived
+features (:mod:`rescore.rerank.features`). The reranker (:mod:`rescore.rerank.learned`, pairwise logistic regression) is
 trained on seeded samples of an4-train, arctic-cathy and speechocean-train, with its regularisation picked
 by 5-fold CV on those; it is reported on librispeech-dev, an4-test and held-out samples of arctic-cathy and
 speechocean-train disjoint from the training sample. Feature sets compared: LM only (with the ranks),
@@ -23,15 +23,15 @@ from pathlib import Path
 
 from eval.nbest_cache import nbest_for
 from eval.results import update_section
-from rescore.datasets import load_dataset, shared_data_dir
-from rescore.evaluate import rerank_comparison
-from rescore.features import add_derived, feature_names
-from rescore.learned import rerank_copy, train_reranker
-from rescore.merge import merge_records
-from rescore.models import cache_dir
+from rescore.evaluate.scoring import rerank_comparison
+from rescore.io.datasets import load_dataset, shared_data_dir
+from rescore.io.models import cache_dir
+from rescore.recognize.union import merge_records
 from rescore.records import NBest, read_nbest, write_nbest
 from rescore.registry import make_scorer
-from rescore.rerank import score_nbest
+from rescore.rerank.features import add_derived, feature_names
+from rescore.rerank.learned import rerank_copy, train_reranker
+from rescore.rerank.ranker import score_nbest
 
 MODELS = ("whisper-tiny.en", "whisper-base")
 TRAIN_SETS = ("an4-train", "arctic-cathy", "speechocean-train")
@@ -107,8 +107,8 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="write the all-feature model to rescore/data/reranker.json")
     args = ap.parse_args()
 
-    from rescore.ascore import WhisperScorer
-    from rescore.quiet import quiet_third_party
+    from rescore.io.quiet import quiet_third_party
+    from rescore.score.acoustic import WhisperScorer
 
     quiet_third_party()
 
@@ -170,7 +170,7 @@ def main() -> None:
     update_section("bench_learned", "\n".join(lines))
     print("\n".join(lines))
     if args.ship:
-        from rescore.rerank import LMSpec, RerankConfig
+        from rescore.rerank.ranker import LMSpec, RerankConfig
 
         tuning = {
             "trained_on": {s: args.train_per_set for s in TRAIN_SETS},

@@ -26,7 +26,7 @@ def child(kind: str, lengths: list[int], dim: int, heads: int, batch: int, reps:
 
     import torch
 
-    from rescore.fusion.mixers import make_mixer
+    from rescore.deep.mixers import make_mixer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

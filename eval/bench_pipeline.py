@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from eval.results import update_section
+from rescore.evaluate.report import markdown_table
 from rescore.pipeline import load_config, run_pipeline
-from rescore.report import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

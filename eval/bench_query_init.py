@@ -1,5 +1,5 @@
 """Where the cross-attention blocks look before training: the present start (K/V from Whisper's decoder, queries
-random) against queries fitted to Whisper's decoder queries (``XAttnConfig.q_init``, rescore.fusion.query_init).
+random) against queries fitted to Whisper's decoder queries (``XAttnConfig.q_init``, rescore.deep.query_init).
 
 The blocks of the base-audio model (SmolLM2-135M, a block after every 6th layer, Whisper base encoder states on the
 utterance's own window) are fitted on training examples (the tiny.en lists of an4-train, arctic-cathy and
@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from eval.bench_xattn import FULL_LIST, TRAIN_SETS, nbest_file
-    from rescore.fusion.query_init import attention_agreement, fit_queries, whisper_scorer
-    from rescore.fusion.train import held_out, load_nbest_examples
-    from rescore.fusion.xattn import XAttnConfig, build_xattn
+    from rescore.deep.query_init import attention_agreement, fit_queries, whisper_scorer
+    from rescore.deep.train import held_out, load_nbest_examples
+    from rescore.deep.xattn import XAttnConfig, build_xattn
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> str:
     ]
     trained = []
     for folder in args.trained:
-        from rescore.fusion.xattn import load_deep_model
+        from rescore.deep.xattn import load_deep_model
 
         got = attention_agreement(load_deep_model(Path(folder).expanduser()), test_ex, scorer)
         overlaps = ", ".join(f"{a.overlap:.3f}" for a in got)

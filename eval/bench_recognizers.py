@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from eval.results import update_section
-from rescore.datasets import load_dataset
-from rescore.evaluate import score_records
-from rescore.metrics import error_rate, normalize, oracle_curve
-from rescore.models import cache_dir
-from rescore.recognizers.ctc import LM_WEIGHT, WORD_BONUS
+from rescore.evaluate.metrics import error_rate, normalize, oracle_curve
+from rescore.evaluate.scoring import score_records
+from rescore.io.datasets import load_dataset
+from rescore.io.models import cache_dir
+from rescore.recognize.ctc_decode import LM_WEIGHT, WORD_BONUS
 from rescore.records import NBestWriter, read_nbest
 from rescore.registry import make_recognizer
 
@@ -124,7 +124,7 @@ def joint_ctc_attention(records, folds: int = 5) -> dict:
     For each fold the weight is chosen on the other folds and applied to this one, so the reported WER
     never used its own utterances for tuning.
     """
-    from rescore.recognizers.ctc import CTCScorer
+    from rescore.score.ctc import CTCScorer
 
     scored = [r for r in CTCScorer("default").score(records) if r.ok and r.hypotheses and r.reference]
     grid = [i / 20 for i in range(21)]
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ctc_meta = {}
     if any(b.startswith("ctc") for b in results):
-        from rescore.recognizers.ctc import load_ctc_head
+        from rescore.recognize.ctc_head import load_ctc_head
 
         head = load_ctc_head("default")
         ctc_meta = {k: v for k, v in head.meta.items() if k != "history"}

@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 from eval.nbest_cache import nbest_for
-from rescore.evaluate import RerankComparison
-from rescore.models import cache_dir
+from rescore.evaluate.scoring import RerankComparison
+from rescore.io.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
 from rescore.registry import make_scorer
-from rescore.rerank import lm_key, score_nbest, tune
+from rescore.rerank.grid import tune
+from rescore.rerank.ranker import lm_key, score_nbest
 
 AN4_PROMPT = (
     "Answers read to a census computer: words spelled letter by letter (A B C), numbers said digit by digit "

@@ -13,10 +13,10 @@ import argparse
 
 from eval.bench_learned import MODELS, row, scored_union, system_first
 from eval.results import update_section
-from rescore.datasets import load_dataset, shared_data_dir
-from rescore.evaluate import rerank_comparison
-from rescore.learned import rerank_copy
+from rescore.evaluate.scoring import rerank_comparison
+from rescore.io.datasets import load_dataset, shared_data_dir
 from rescore.registry import make_scorer
+from rescore.rerank.learned import rerank_copy
 from rescore.stages.rerank import RerankOptions, plan_rerank
 
 
@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="utterances after --skip (0: the rest)")
     args = ap.parse_args()
 
-    from rescore.ascore import WhisperScorer
-    from rescore.quiet import quiet_third_party
+    from rescore.io.quiet import quiet_third_party
+    from rescore.score.acoustic import WhisperScorer
 
     quiet_third_party()
     ids = [u.id for u in load_dataset(shared_data_dir() / args.set).utterances][args.skip :]

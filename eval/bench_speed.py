@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescore.datasets import Utterance, load_dataset
-from rescore.metrics import error_rate
-from rescore.models import resolve_model
+from rescore.evaluate.metrics import error_rate
+from rescore.io.datasets import Utterance, load_dataset
+from rescore.io.models import resolve_model
 from rescore.records import NBest
 from rescore.registry import make_recognizer, make_scorer
 

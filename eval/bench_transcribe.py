@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from eval.results import update_section
-from rescore.datasets import load_dataset
-from rescore.evaluate import score_records
+from rescore.evaluate.scoring import score_records
+from rescore.io.datasets import load_dataset
 from rescore.registry import make_recognizer
 
 REPO = Path(__file__).resolve().parents[1]

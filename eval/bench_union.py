@@ -3,7 +3,7 @@
     python -m eval.bench_union [--set ../shared/data/librispeech-dev] [--union-utts 40] [--distinct-utts 30]
 
 Part 1, system combination: whisper-tiny.en and whisper-base 8-best (CTranslate2 int8 on CPU, beam 8) on
-the first ``--union-utts`` utterances, merged per id under the Whisper normalizer (rescore.merge); each
+the first ``--union-utts`` utterances, merged per id under the Whisper normalizer (rescore.recognize.union); each
 system's 1-best and oracle WER against the union's, with the time each took.
 
 Part 2, ``--distinct``: on the first ``--distinct-utts`` utterances, tiny.en's plain 8-best against the
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from eval.results import update_section
-from rescore.datasets import load_dataset
-from rescore.merge import merge_records, union_oracle
-from rescore.metrics import normalize, oracle_curve
+from rescore.evaluate.metrics import normalize, oracle_curve
+from rescore.io.datasets import load_dataset
+from rescore.recognize.union import merge_records, union_oracle
 from rescore.registry import make_recognizer
 
 REPO = Path(__file__).resolve().parents[1]

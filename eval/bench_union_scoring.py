@@ -25,10 +25,10 @@ from pathlib import Path
 
 from eval.bench_ascore import Clock
 from eval.results import update_section
-from rescore.ascore import WhisperScorer
-from rescore.datasets import load_dataset
-from rescore.merge import UnionRecognizer
+from rescore.io.datasets import load_dataset
+from rescore.recognize.union import UnionRecognizer
 from rescore.registry import make_recognizer
+from rescore.score.acoustic import WhisperScorer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("whisper-tiny.en", "whisper-base")

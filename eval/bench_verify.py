@@ -26,10 +26,10 @@ from eval.results import update_section
 from rescore.correct.guards import GuardConfig
 from rescore.correct.tuning import reguard
 from rescore.correct.verify import reverify
-from rescore.metrics import bootstrap_ci, paired_change
-from rescore.models import cache_dir
+from rescore.evaluate.metrics import bootstrap_ci, paired_change
+from rescore.io.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
-from rescore.rerank import DEFAULT_MIN_LENGTH_RATIO, DEFAULT_NORM_LENGTH_BONUS, DEFAULT_NORM_LM_WEIGHT
+from rescore.rerank.ranker import DEFAULT_MIN_LENGTH_RATIO, DEFAULT_NORM_LENGTH_BONUS, DEFAULT_NORM_LM_WEIGHT
 from rescore.stages.correct import CorrectOptions, CorrectStage
 from rescore.stages.rerank import RerankOptions, RerankStage
 

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from rescore.encoder import WINDOWS
-from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
+from rescore.deep import ATTEND, PRECISIONS, TEXT_NORMS
+from rescore.whisper.encoder import WINDOWS
 
 TRAIN_SETS = ["an4-train", "arctic-cathy", "speechocean-train"]
 LISTS = ["whisper-tiny.en", "whisper-base"]
@@ -69,7 +69,7 @@ def nbest_file(set_name: str, model: str) -> str:
     the set by tiny.en; ``whisper-tiny.en`` / ``whisper-base`` a training set's first utterances (``FIRST``),
     any other set whole."""
     from eval.nbest_cache import DATA, nbest_for
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
 
     recognizer = "whisper-tiny.en" if model == FULL_LIST else model
     ids = None
@@ -80,9 +80,9 @@ def nbest_file(set_name: str, model: str) -> str:
 
 def variant_config(name: str, attend: str = "all", window: str = "padded", text_norm: str = "lower") -> Any:
     """The variant's model; ``attend`` where its blocks act (``reply``: from the prompt's last token on), ``window``
-    the encoder's (``own``: each utterance at its own length, rescore.encoder), ``text_norm`` the style of its
-    targets and prompt hypotheses (rescore.fusion.model.normalize_target)."""
-    from rescore.fusion.xattn import XAttnConfig
+    the encoder's (``own``: each utterance at its own length, rescore.whisper.encoder), ``text_norm`` the style of its
+    targets and prompt hypotheses (rescore.deep.model.normalize_target)."""
+    from rescore.deep.xattn import XAttnConfig
 
     common = {"attend": attend, "encoder_window": window, "text_norm": text_norm}
     if name in ("audio", "step0"):
@@ -107,7 +107,7 @@ def variant_config(name: str, attend: str = "all", window: str = "padded", text_
 
 
 def evaluate(model: Any, examples: list, batch_size: int, decode: str = "write") -> tuple[list[str], float]:
-    from rescore.fusion.train import transcribe_examples
+    from rescore.deep.train import transcribe_examples
 
     t0 = time.process_time()
     decoded = transcribe_examples(model, examples, batch_size, "cpu", decode=decode)
@@ -117,7 +117,7 @@ def evaluate(model: Any, examples: list, batch_size: int, decode: str = "write")
 
 def compare(refs: list[str], base: list[str], hyps: list[str]) -> dict[str, Any]:
     """WER, CI, better/worse utterances against ``base`` and the paired bootstrap p that hyps is not better."""
-    from rescore.metrics import edit_counts, error_rate, normalize, paired_change
+    from rescore.evaluate.metrics import edit_counts, error_rate, normalize, paired_change
 
     er = error_rate(refs, hyps)
     r = [normalize(t) for t in refs]
@@ -141,7 +141,7 @@ BASE_NOTE = """
 base-audio: the same model attending over Whisper base encoder states instead (512 wide, 8 heads of 64, K/V from
 base's decoder cross-attention): a second acoustic model over tiny.en's hypotheses, on the same examples and split.
 base-audio-q: base-audio whose query projections are first fitted (ridge regression, before step 1 and on the
-training budget) to base's decoder cross-attention queries on the training examples (rescore.fusion.query_init),
+training budget) to base's decoder cross-attention queries on the training examples (rescore.deep.query_init),
 so the blocks start attending where Whisper's decoder looks.
 base-audio-qa: base-audio-q trained with the auxiliary loss on what the blocks read (`aux_weight` 0.1): each
 block's attention output, through the LM's final norm and output layer, predicts the next transcript token."""
@@ -149,13 +149,13 @@ DECODER_NOTE = """
 base-dec: the blocks (8 heads of 64, K/V fresh) attend, from the prompt's last token on, over Whisper base's own
 decoder states (its last layer, after its norm) teacher-forced on the transcript being scored over the utterance's
 base encoder states; each LM position reads the one state aligned to the text it has consumed (character offsets of
-both tokenisations, `XAttnConfig.memory="decoder"`, rescore.fusion.decoder_memory). It needs the transcript, so it
+both tokenisations, `XAttnConfig.memory="decoder"`, rescore.deep.decoder_memory). It needs the transcript, so it
 decodes by choosing among the hypotheses only: no written rows."""
 PREDICTION_NOTE = """
 base-pred: as base-dec, but each aligned state is carried into SmolLM2's vocabulary first: Whisper base's top 16
 next tokens (softmax of the state times its token embeddings), each mapped to the SmolLM2 token its text starts with
 (lower-cased; punctuation dropped; end of text to the reply's end), averaged by probability over SmolLM2's input
-embeddings (`XAttnConfig.memory="prediction"`, rescore.fusion.decoder_memory.WhisperPredictionMemory). The blocks are
+embeddings (`XAttnConfig.memory="prediction"`, rescore.deep.decoder_memory.WhisperPredictionMemory). The blocks are
 as wide as the LM (9 heads of 64); values and output start as the identity, the output scaled to the LM's hidden
 norm after the block's layer (`XAttnLM.init_reads`), so an opened gate adds Whisper's predicted token the way the LM
 writes its own; gates at zero as ever. It chooses only."""
@@ -183,8 +183,8 @@ TEXT_NORM_NOTE = {
 
 
 def hyp_noise_note(share: float) -> str:
-    """The section's sentence on the training prompts' simulated errors (rescore.fusion.noise)."""
-    from rescore.fusion.train import TrainConfig
+    """The section's sentence on the training prompts' simulated errors (rescore.deep.noise)."""
+    from rescore.deep.train import TrainConfig
 
     if share <= 0:
         return ""
@@ -277,13 +277,13 @@ def verdicts() -> tuple[Path, dict[str, tuple[str, bool]]]:
     verdicts."""
     import hashlib
 
-    import rescore.ascore
     import rescore.correct.guards
     import rescore.correct.verify
-    from rescore.models import cache_dir
+    import rescore.score.acoustic
+    from rescore.io.models import cache_dir
 
     sources = b"".join(
-        Path(m.__file__).read_bytes() for m in (rescore.ascore, rescore.correct.guards, rescore.correct.verify)
+        Path(m.__file__).read_bytes() for m in (rescore.score.acoustic, rescore.correct.guards, rescore.correct.verify)
     )
     path = cache_dir() / "deep" / f"verdicts-{hashlib.sha1(sources).hexdigest()[:12]}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +399,7 @@ class BenchData:
 def load_data(args: argparse.Namespace, encoder: str) -> BenchData:
     """The run's examples with ``encoder``'s states. The split is by utterance and seeded, so every encoder's
     data has the same training, held-out and report utterances (``run`` checks)."""
-    from rescore.fusion.train import held_out, load_nbest_examples
+    from rescore.deep.train import held_out, load_nbest_examples
 
     # --full-sets: every utterance of the training sets (the tiny.en lists of `rescore transcribe`'s own name),
     # else the first 120/80/80 of each set; base lists of the same first utterances either way
@@ -439,9 +439,9 @@ def prepare(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> str:
     import torch
 
-    from rescore.fusion.train import TrainConfig, choose_length_floor, floored, train
-    from rescore.fusion.xattn import build_xattn
-    from rescore.metrics import error_rate
+    from rescore.deep.train import TrainConfig, choose_length_floor, floored, train
+    from rescore.deep.xattn import build_xattn
+    from rescore.evaluate.metrics import error_rate
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -468,7 +468,7 @@ def run(args: argparse.Namespace) -> str:
         mcfg.choice_weight = args.choice_weight
         model = build_xattn(mcfg)
         if args.init_from and name != "step0":  # fine-tuning: the blocks as another run trained them
-            from rescore.fusion.xattn import WEIGHTS_FILE
+            from rescore.deep.xattn import WEIGHTS_FILE
 
             model.load_trainable_state_dict(torch.load(Path(args.init_from) / name / WEIGHTS_FILE, map_location="cpu"))
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -494,7 +494,7 @@ def run(args: argparse.Namespace) -> str:
             summary = train(
                 cfg, model=model, examples=(own.train, own.dev), on_step=lambda r: print(json.dumps(r), flush=True)
             )
-            from rescore.fusion.xattn import load_deep_model
+            from rescore.deep.xattn import load_deep_model
 
             model = load_deep_model(out / name)  # the best dev-loss weights
         model.config.min_length_ratio = 0.0  # the raw output; the floor has its own rows
@@ -659,7 +659,7 @@ def main() -> None:
         "--hyp-noise",
         type=float,
         default=0.0,
-        help="share of training examples whose hypotheses get look-alike words (rescore.fusion.noise; 0: none)",
+        help="share of training examples whose hypotheses get look-alike words (rescore.deep.noise; 0: none)",
     )
     ap.add_argument(
         "--choice-weight", type=float, default=0.0, help="weight of the choosing loss in training (XAttnLM.choice_loss)"
@@ -671,7 +671,7 @@ def main() -> None:
     )
     ap.add_argument("--prepare", action="store_true", help="only make the n-best lists and encoder states, then stop")
     args = ap.parse_args()
-    from rescore.fusion.noise import HypothesisNoise
+    from rescore.deep.noise import HypothesisNoise
 
     try:  # refused before hours of loading, not when training starts; the bounds live in HypothesisNoise
         HypothesisNoise(examples=args.hyp_noise)
@@ -681,7 +681,7 @@ def main() -> None:
         prepare(args)
         return
     if args.out is None:
-        from rescore.models import cache_dir
+        from rescore.io.models import cache_dir
 
         suffix = "".join(
             f"-{v}" for v, default in ((args.window, WINDOWS[0]), (args.text_norm, TEXT_NORMS[0])) if v != default

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 def timed(decode: Callable[[object], list], examples: list, batch_size: int) -> tuple[float, list]:
     """(CPU seconds per utterance on the warm second pass, every utterance's ranked answers) of ``decode``."""
-    from rescore.fusion.train import make_batch
+    from rescore.deep.train import make_batch
 
     order = [list(range(i, min(i + batch_size, len(examples)))) for i in range(0, len(examples), batch_size)]
     seconds, answers = 0.0, []
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from eval.bench_xattn import REPORT_ENCODER, nbest_file
-    from rescore.fusion.train import load_nbest_examples
-    from rescore.fusion.xattn import XAttnConfig, build_xattn
+    from rescore.deep.train import load_nbest_examples
+    from rescore.deep.xattn import XAttnConfig, build_xattn
 
     torch.set_num_threads(1)
     limit = max(args.utterances, args.write_utterances)

@@ -43,10 +43,10 @@ from eval.bench_xattn import (
     report_tag,
     result_row,
 )
-from rescore.fusion import TEXT_NORMS
+from rescore.deep import TEXT_NORMS
 
 if TYPE_CHECKING:
-    from rescore.fusion.xattn import XAttnConfig
+    from rescore.deep.xattn import XAttnConfig
 
 # decoding -> (row label, decode cache name part); the summed-log-prob ranking's rows where every fold has them
 MODES = {"write": ("written", ""), "choose": ("chosen", f"-{CHOOSE_CACHE}")}
@@ -81,7 +81,7 @@ class Fold:
     def saved(self, variant: str, key: str | None = None) -> dict | None:
         """The variant's saved ``XAttnConfig``, or with ``key`` another part of its config ("train": the
         ``TrainConfig``; empty when saved before it); None: not trained."""
-        from rescore.fusion import CONFIG_FILE, XATTN_KEY
+        from rescore.deep import CONFIG_FILE, XATTN_KEY
 
         path = self.folder(variant) / CONFIG_FILE
         if not path.exists():
@@ -91,7 +91,7 @@ class Fold:
 
     def attend(self, variant: str) -> str:
         """Where the variant's blocks act (``XAttnConfig.attend``; models saved before it: all)."""
-        from rescore.fusion import saved_attend
+        from rescore.deep import saved_attend
 
         cfg = self.saved(variant)
         return saved_attend(cfg) if cfg is not None else "untrained"
@@ -103,7 +103,7 @@ class Fold:
 
     def hyp_noise(self, variant: str) -> str:
         """The share of training examples given look-alike words (``TrainConfig.hyp_noise``; saved before it: 0)."""
-        from rescore.fusion.train import TrainConfig
+        from rescore.deep.train import TrainConfig
 
         train = self.saved(variant, "train")
         if train is None:
@@ -118,7 +118,7 @@ class Fold:
 
     def prompt(self, variant: str) -> XAttnConfig:
         """The variant's prompt settings (its saved config; untrained: the defaults), for the hypotheses it showed."""
-        from rescore.fusion.xattn import XAttnConfig
+        from rescore.deep.xattn import XAttnConfig
 
         cfg = self.saved(variant)
         return XAttnConfig.from_dict(cfg) if cfg is not None else XAttnConfig()
@@ -148,7 +148,7 @@ class WordSources:
 
     def add(self, reference: str, hypotheses: list[str], written: str) -> None:
         """Count one utterance: its reference, the prompt's hypotheses (the 1-best first) and the model's output."""
-        from rescore.metrics import normalize
+        from rescore.evaluate.metrics import normalize
 
         ref, out = set(normalize(reference).split()), set(normalize(written).split())
         first = set(normalize(hypotheses[0]).split()) if hypotheses else set()
@@ -193,7 +193,7 @@ DECISIONS = {
 
 
 def run(args: argparse.Namespace) -> str:
-    from rescore.metrics import error_rate
+    from rescore.evaluate.metrics import error_rate
 
     variants = args.variants.split(",")
     if "no-audio" not in variants or not {"audio", *CHOOSING_VARIANTS, *BASE_VARIANTS} & set(variants):
@@ -286,7 +286,7 @@ the verifier is itself an acoustic model that the no-audio model's outputs pass 
 Where the blocks act (`attend`; reply: from the prompt's last token on; all: everywhere): {", ".join(sorted(attends))}.
 Targets' and prompt's style (`text_norm`; lower: lower case, no punctuation; whisper: the WER's normalizer):
 {", ".join(sorted(norms))}.
-Hypothesis noise in training (`hyp_noise`, rescore.fusion.noise): {"; ".join(sorted(noises))}.
+Hypothesis noise in training (`hyp_noise`, rescore.deep.noise): {"; ".join(sorted(noises))}.
 WER % (Whisper normalizer) with 95 % bootstrap interval; better/worse and p against the first-pass 1-best.
 Command: `{command}`
 

@@ -27,8 +27,8 @@ def step_seconds(attend: str, precision: str, examples: list, order: list[list[i
     """(CPU seconds per step on the warm pass, mean loss of that pass) of a fresh base-audio model."""
     import torch
 
-    from rescore.fusion.train import autocast, make_batch
-    from rescore.fusion.xattn import XAttnConfig, build_xattn
+    from rescore.deep.train import autocast, make_batch
+    from rescore.deep.xattn import XAttnConfig, build_xattn
 
     torch.manual_seed(0)
     cfg = XAttnConfig(encoder="whisper-base", kv_init="whisper-base", attend=attend).fit_width(512)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> str:
     import torch
 
     from eval.bench_xattn import nbest_file
-    from rescore.fusion.train import batches, load_nbest_examples
+    from rescore.deep.train import batches, load_nbest_examples
 
     torch.set_num_threads(1)
     files = [nbest_file(s, m) for s, m in SETS]

@@ -47,7 +47,7 @@ def word_classes(reference: Sequence[str], hypotheses: Sequence[Sequence[str]]) 
 def token_classes(offsets: Sequence[tuple[int, int]], text: str, classes: Sequence[str]) -> list[str]:
     """Per token (character ``offsets`` in ``text``), the class of the word covering its first non-space
     character; ``classes`` are per whitespace-separated word of ``text``."""
-    from rescore.fusion.query_init import first_char
+    from rescore.deep.query_init import first_char
 
     spans = [m.span() for m in re.finditer(r"\S+", text)]
     out = []
@@ -87,8 +87,8 @@ def score(model: Any, examples: Sequence[Any], losses: ClassLoss, reads: list[Cl
     import torch
     import torch.nn.functional as F
 
-    from rescore.fusion.model import normalize_target
-    from rescore.fusion.train import make_batch
+    from rescore.deep.model import normalize_target
+    from rescore.deep.train import make_batch
 
     cfg = model.config
     for i, ex in enumerate(examples):
@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> str:
 
     from eval.bench_xattn import REPORT_ENCODER, nbest_file
     from eval.bench_xattn_folds import Fold
-    from rescore.fusion.train import load_nbest_examples
-    from rescore.fusion.xattn import load_deep_model
+    from rescore.deep.train import load_nbest_examples
+    from rescore.deep.xattn import load_deep_model
 
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> str:
                 reads = reads or [ClassLoss() for _ in model.blocks]
             score(model, examples, losses[v], reads if v == variants[0] else None)
             print(f"{fold.lo}-{fold.hi} {v}: {len(examples)} utterances scored", flush=True)
-    from rescore.metrics import paired_bootstrap  # B = the audio model: p that its summed nats are not lower
+    from rescore.evaluate.metrics import paired_bootstrap  # B = the audio model: p that its summed nats are not lower
 
     a, b = variants
     la, lb = losses[a], losses[b]

@@ -23,9 +23,9 @@ MODES = ("write", "choose")
 def run(args: argparse.Namespace) -> str:
     import torch
 
-    from rescore.fusion.train import load_nbest_examples
-    from rescore.fusion.xattn import XAttnConfig, build_xattn, load_deep_model
-    from rescore.metrics import error_rate
+    from rescore.deep.train import load_nbest_examples
+    from rescore.deep.xattn import XAttnConfig, build_xattn, load_deep_model
+    from rescore.evaluate.metrics import error_rate
 
     torch.set_num_threads(args.threads)
     files = [nbest_file(args.set, args.list)]

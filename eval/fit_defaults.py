@@ -1,4 +1,4 @@
-"""Fit the default rerank weights of ``rescore.rerank.default_weights`` (``am_norm`` form) on training sets only.
+"""Fit the default rerank weights of ``rescore.rerank.ranker.default_weights`` (``am_norm`` form) on training sets only.
 
 The per-token default (``am_norm`` + LM weight + length bonus) is what ``rescore rerank`` and the ``default``
 preset use without a tuned config. It is fitted here on seeded samples of an4-train, arctic-cathy and
@@ -18,10 +18,11 @@ import numpy as np
 
 from eval.bench_learned import nbest_of, sample_ids
 from eval.results import update_section
-from rescore.lm.hf import HFScorer
-from rescore.metrics import edit_counts, normalize, paired_bootstrap
+from rescore.evaluate.metrics import edit_counts, normalize, paired_bootstrap
 from rescore.records import NBest
-from rescore.rerank import LENGTH_GRID, Ranker, Weights, default_weights, score_nbest, tune
+from rescore.rerank.grid import tune
+from rescore.rerank.ranker import LENGTH_GRID, Ranker, Weights, default_weights, score_nbest
+from rescore.score.hf import HFScorer
 
 TRAIN = ("an4-train", "arctic-cathy", "speechocean-train")
 REPORT = ("librispeech-dev", "an4-test")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rescore.datasets import load_dataset
-from rescore.models import cache_dir
+from rescore.io.datasets import load_dataset
+from rescore.io.models import cache_dir
 from rescore.records import NBestWriter, read_nbest
 from rescore.registry import make_recognizer
 

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rescore.datasets import Dataset, load_dataset
+from rescore.io.datasets import Dataset, load_dataset
+from rescore.io.writers import FORMATS, write_transcripts
 from rescore.records import NBest, read_nbest
 from rescore.registry import stages as stage_registry
 from rescore.runner import Engine, LocalEngine, StageRun, run_stage
@@ -32,7 +33,6 @@ from rescore.stages import (
     TranscribeOptions,
     utterance_record,
 )
-from rescore.writers import FORMATS, write_transcripts
 
 TRANSCRIPTS_DIR = "transcripts"  # in the run folder: one file per audio (txt, srt, vtt), transcripts.tsv/json
 STAGE_SECTIONS = ("transcribe", "ascore", "rerank", "correct", "deep")  # config sections, in the order they run
@@ -240,8 +240,8 @@ def run_pipeline(
     ``profile``, summary.json also gets each stage's wall time, CPU time and peak RSS (``"profile"``)."""
     from contextlib import nullcontext
 
-    from rescore.profiling import Profiler
-    from rescore.report import summarize_stages, write_report
+    from rescore.evaluate.profiling import Profiler
+    from rescore.evaluate.report import summarize_stages, write_report
 
     profiler = Profiler() if profile else None
 

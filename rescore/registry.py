@@ -83,34 +83,34 @@ def check_options(factory: Callable[..., Any], options: dict[str, Any], what: st
 
 
 recognizers = Registry("recognizer backend")
-recognizers.register("ctranslate2", "rescore.recognizers.ctranslate2:CT2WhisperRecognizer", aliases=("ct2",))
-recognizers.register("openai-whisper", "rescore.recognizers.openai_whisper:OpenAIWhisperRecognizer")
-recognizers.register("ctc", "rescore.recognizers.ctc:CTCRecognizer")
-recognizers.register("pocketsphinx", "rescore.recognizers.pocketsphinx:PocketSphinxRecognizer")
-recognizers.register("deep", "rescore.fusion.recognize:DeepFusionRecognizer", aliases=("deep-fusion",))
+recognizers.register("ctranslate2", "rescore.recognize.ctranslate2:CT2WhisperRecognizer", aliases=("ct2",))
+recognizers.register("openai-whisper", "rescore.recognize.openai_whisper:OpenAIWhisperRecognizer")
+recognizers.register("ctc", "rescore.recognize.ctc:CTCRecognizer")
+recognizers.register("pocketsphinx", "rescore.recognize.pocketsphinx:PocketSphinxRecognizer")
+recognizers.register("deep", "rescore.deep.recognize:DeepFusionRecognizer", aliases=("deep-fusion",))
 
 lm_scorers = Registry("LM backend")
-lm_scorers.register("hf", "rescore.lm.hf:HFScorer", aliases=("transformers",))
-lm_scorers.register("llamacpp", "rescore.lm.llamacpp:LlamaCppScorer", aliases=("llama.cpp", "llama-cpp"))
+lm_scorers.register("hf", "rescore.score.hf:HFScorer", aliases=("transformers",))
+lm_scorers.register("llamacpp", "rescore.score.llamacpp:LlamaCppScorer", aliases=("llama.cpp", "llama-cpp"))
 
 chat_llms = Registry("chat LLM backend")
 chat_llms.register("llama-cpp", "rescore.correct.llm:LlamaCppChat", aliases=("llamacpp", "llama.cpp", "gguf"))
 chat_llms.register("transformers", "rescore.correct.llm:TransformersChat", aliases=("hf",))
 
 acoustic_scorers = Registry("acoustic scorer")
-acoustic_scorers.register("ctc", "rescore.recognizers.ctc:CTCScorer")
-acoustic_scorers.register("whisper", "rescore.ascore:WhisperScorer")
+acoustic_scorers.register("ctc", "rescore.score.ctc:CTCScorer")
+acoustic_scorers.register("whisper", "rescore.score.acoustic:WhisperScorer")
 
 stages = Registry("stage")  # filled by rescore.stages (the stage classes live above this module)
 
 
 def make_recognizer(backend: str = "ctranslate2", **options: Any) -> Any:
-    """A first-pass recognizer by backend name (see :class:`rescore.recognizers.base.Recognizer`)."""
+    """A first-pass recognizer by backend name (see :class:`rescore.recognize.base.Recognizer`)."""
     return recognizers.create(backend, **options)
 
 
 def make_scorer(name: str = "smollm2-135m", backend: str = "hf", **options: Any) -> Any:
-    """An LM scorer (:class:`rescore.lm.LMScorer`) for a model name or local path, by backend name."""
+    """An LM scorer (:class:`rescore.score.LMScorer`) for a model name or local path, by backend name."""
     return lm_scorers.create(backend, name, **options)
 
 

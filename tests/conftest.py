@@ -74,7 +74,7 @@ def deep_train_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNam
     ``configs`` holds the TrainConfig each run handed to training."""
     from typer.testing import CliRunner
 
-    import rescore.fusion.train
+    import rescore.deep.train
     from rescore.cli import app
 
     configs: list = []
@@ -83,7 +83,7 @@ def deep_train_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNam
         configs.append(cfg)
         raise ValueError("stopped before training")
 
-    monkeypatch.setattr(rescore.fusion.train, "train", capture)
+    monkeypatch.setattr(rescore.deep.train, "train", capture)
     nbest = tmp_path / "n.jsonl"
     nbest.write_text("")
     base = ["deep", "train", "--train", str(nbest), "-o", str(tmp_path / "m")]

@@ -1,4 +1,4 @@
-"""Acoustic scoring by teacher forcing (rescore.ascore, the ascore stage and ``rescore ascore``)."""
+"""Acoustic scoring by teacher forcing (rescore.score.acoustic, the ascore stage and ``rescore ascore``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rescore.ascore import CORRECTED_KEY, ISSUES_KEY, SKIP_KEY, combination, score_keys
 from rescore.records import Hypothesis, NBest, read_nbest, write_nbest
+from rescore.score.acoustic import CORRECTED_KEY, ISSUES_KEY, SKIP_KEY, combination, score_keys
 
 MODEL = "whisper-tiny.en"
 AM, AM_TOKENS = score_keys(MODEL)
@@ -35,12 +35,12 @@ def test_score_keys_and_combination():
 
 def test_text_is_tokenized_as_whisper_does():
     """openai-whisper's BPE, not a packaged tokenizer.json (whisper-base's splits " the" into " " + "the")."""
-    from rescore.ascore import _whisper_encoding
+    from rescore.whisper.tokenizer import whisper_encoding
 
-    multilingual = _whisper_encoding(True, 99, 50257)
+    multilingual = whisper_encoding(True, 99, 50257)
     assert multilingual.encode(" Every promise of the soul") == [2048, 6228, 295, 264, 5133]
-    assert _whisper_encoding(False, 0, 50256).encode(" Every promise of the soul") == [3887, 6991, 286, 262, 5848]
-    assert _whisper_encoding(True, 99, 12345) is None  # another vocabulary: the model's own file is used
+    assert whisper_encoding(False, 0, 50256).encode(" Every promise of the soul") == [3887, 6991, 286, 262, 5848]
+    assert whisper_encoding(True, 99, 12345) is None  # another vocabulary: the model's own file is used
 
 
 def test_stage_options_are_checked():
@@ -65,7 +65,7 @@ def test_stage_options_are_checked():
 
 @pytest.fixture(scope="module")
 def scorer():
-    from rescore.ascore import WhisperScorer
+    from rescore.score.acoustic import WhisperScorer
 
     return WhisperScorer(MODEL, device="cpu")
 
@@ -73,7 +73,7 @@ def scorer():
 @pytest.fixture(scope="module")
 def own_records(tiny_manifest):
     """tiny.en's own 4-best of three tiny utterances, with the scores its beam search reported."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
 
     rec = make_recognizer("ctranslate2", model=MODEL, device="cpu", nbest=4, beam_size=4)
@@ -109,7 +109,7 @@ def test_own_hypotheses_agree_with_recognizer_am(scorer, own_records):
 
 @pytest.mark.slow
 def test_ct2_method_agrees_closer(own_records):
-    from rescore.ascore import WhisperScorer
+    from rescore.score.acoustic import WhisperScorer
 
     ct2 = WhisperScorer(MODEL, device="cpu", method="ct2")
     d = np.abs(_per_token_diff(ct2.score(_copy(own_records[:1]))))
@@ -131,7 +131,7 @@ def test_missing_words_or_end_token_score_lower(scorer, own_records):
         assert am[0] > am[1] and am[0] > am[2], (r.id, am)
     # the end token itself: after the whole text it is likely, after a cut one it is not
     audio_rec = own_records[0]
-    from rescore.audio import load_audio
+    from rescore.io.audio import load_audio
 
     memory = scorer.encode([scorer.mel(load_audio(audio_rec.audio))])[0]
     toks = scorer.tokenize(audio_rec.hypotheses[0].text)
@@ -148,8 +148,8 @@ def test_token_and_end_probabilities_match_independent_decoders(scorer, own_reco
     import torch
     import whisper
 
-    from rescore.audio import load_audio
-    from rescore.recognizers.openai_whisper import convert_ct2_to_openai
+    from rescore.io.audio import load_audio
+    from rescore.whisper.weights import convert_ct2_to_openai
 
     rec = own_records[1]
     memory = scorer.encode([scorer.mel(load_audio(rec.audio))])[0]
@@ -194,7 +194,7 @@ def test_unscorable_records_pass_through_marked(scorer, own_records, tmp_path, c
     long_text = " ".join(["word"] * 500)
     good.hypotheses.append(Hypothesis(long_text))
     good.corrected = good.hypotheses[0].text.lower()
-    with caplog.at_level("WARNING", logger="rescore.ascore"):
+    with caplog.at_level("WARNING", logger="rescore.score.acoustic"):
         out = scorer.score([text_only, good, missing, corrupt, failed])
     assert [r.id for r in out] == ["text-only", good.id, "missing", "corrupt", "failed"]
     for r in (out[0], out[2], out[3]):
@@ -218,7 +218,7 @@ def test_unscorable_records_pass_through_marked(scorer, own_records, tmp_path, c
 
 @pytest.mark.slow
 def test_longform_is_scored_window_by_window(scorer):
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
     from tests.conftest import SHARED_DATA
 

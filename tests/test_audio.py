@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rescore.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
+from rescore.io.audio import SAMPLE_RATE, AudioError, load_audio, split_windows
 
 
 def test_resample_and_downmix(bad_inputs, speech):

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from rescore.datasets import Utterance, load_dataset
-from rescore.metrics import error_rate
-from rescore.recognizers.ctc import shipped_checkpoint
+from rescore.evaluate.metrics import error_rate
+from rescore.io.datasets import Utterance, load_dataset
+from rescore.recognize.ctc_head import shipped_checkpoint
 from rescore.registry import make_recognizer
 
 pytestmark = pytest.mark.slow
@@ -42,9 +42,9 @@ def test_openai_whisper_conversion_matches_ctranslate2_encoder(utts) -> None:
     import torch
     import whisper
 
-    from rescore.audio import load_audio
-    from rescore.models import resolve_model
-    from rescore.recognizers.openai_whisper import convert_ct2_to_openai
+    from rescore.io.audio import load_audio
+    from rescore.io.models import resolve_model
+    from rescore.whisper.weights import convert_ct2_to_openai
 
     path = convert_ct2_to_openai("whisper-tiny.en")
     assert convert_ct2_to_openai("whisper-tiny.en") == path  # cached
@@ -82,8 +82,8 @@ def test_ctc_backend_trained_here(utts, tmp_path) -> None:
     0.19 on an Intel Xeon, under 0.1 on the AMD EPYC of earlier runs (float kernels differ). The head ``rescore ctc
     train`` makes in 30 minutes is checked by the next test and measured by eval/bench_recognizers.py.
     """
-    from rescore.ctc_train import TrainConfig, train_ctc_head
-    from rescore.recognizers.ctc import CTCHeadConfig
+    from rescore.recognize.ctc_head import CTCHeadConfig
+    from rescore.recognize.ctc_train import TrainConfig, train_ctc_head
 
     good = utts[1]
     manifest = tmp_path / "one.jsonl"
@@ -122,7 +122,7 @@ def test_ctc_backend_trained_here(utts, tmp_path) -> None:
 def test_ctc_default_head_on_tiny(tiny_manifest, tmp_path, monkeypatch) -> None:
     """The head shipped with the package (trained on an4-train, arctic-cathy and speechocean-train, never
     on the tiny set) reads real speech on a fresh install: no head in the cache, nothing to train."""
-    from rescore.recognizers import ctc
+    from rescore.recognize import ctc
 
     # as on a fresh install: no head trained into the cache (its encoder states may stay cached)
     monkeypatch.setattr(ctc, "default_checkpoint", lambda: tmp_path / "ctc" / "head.pt")

@@ -112,7 +112,7 @@ def test_cli_prompts_and_dispatch(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_nbest(tmp_path_factory, tiny_manifest):
     """Real 8-best lists of two tiny-set utterances from Whisper tiny.en, plus a failed record."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
 
     utts = [u for u in load_dataset(tiny_manifest).utterances if u.id.endswith(("0880", "jfk"))]

@@ -9,13 +9,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from rescore.recognizers.ctc import (
+from rescore.recognize.ctc_decode import ctc_greedy, ctc_prefix_beam_search
+from rescore.recognize.ctc_head import (
     BLANK,
     CharVocab,
     CTCHeadConfig,
     build_ctc_head,
-    ctc_greedy,
-    ctc_prefix_beam_search,
     default_checkpoint,
     export_head,
     load_ctc_head,
@@ -197,7 +196,7 @@ def test_default_head_is_the_users_else_the_shipped_one(tmp_path, monkeypatch) -
 
 
 def test_ctc_recognizer_refuses_options_it_does_not_take(tmp_path) -> None:
-    from rescore.recognizers.ctc import CTCRecognizer
+    from rescore.recognize.ctc import CTCRecognizer
     from rescore.registry import RegistryError, make_recognizer
 
     path = tmp_path / "head.pt"
@@ -213,7 +212,7 @@ def test_ctc_recognizer_refuses_options_it_does_not_take(tmp_path) -> None:
 
 
 def test_sequence_log_probs_match_brute_force() -> None:
-    from rescore.recognizers.ctc import ctc_sequence_log_probs
+    from rescore.score.ctc import ctc_sequence_log_probs
 
     rng = np.random.default_rng(7)
     lp = random_posteriors(rng, 5, 3)
@@ -225,7 +224,7 @@ def test_sequence_log_probs_match_brute_force() -> None:
 
 
 def test_lexicon_keeps_the_beam_on_words() -> None:
-    from rescore.recognizers.ctc import Lexicon
+    from rescore.recognize.ctc_decode import Lexicon
 
     v = CharVocab()
     lex = Lexicon(["the", "cat", "cap", "Don't"], v)
@@ -249,7 +248,7 @@ def test_lexicon_keeps_the_beam_on_words() -> None:
 
 
 def test_cmudict_lexicon_loads() -> None:
-    from rescore.recognizers.ctc import Lexicon
+    from rescore.recognize.ctc_decode import Lexicon
 
     lex = Lexicon.cmudict()
     assert len(lex.words) > 100_000 and {"chapter", "seventeen", "wendy", "don't"} <= lex.words
@@ -271,7 +270,7 @@ def _spelling(text: str, alternatives: dict[int, tuple[str, float]], v: CharVoca
 
 
 def test_word_lm_scores_are_natural_log_probabilities() -> None:
-    from rescore.recognizers.ctc import WordLM
+    from rescore.recognize.ctc_decode import WordLM
 
     lm = WordLM.pocketsphinx()
     p_the = lm.score("the", ("of",))
@@ -281,7 +280,7 @@ def test_word_lm_scores_are_natural_log_probabilities() -> None:
 
 
 def test_word_lm_fusion_prefers_the_likely_sentence() -> None:
-    from rescore.recognizers.ctc import Fusion, WordLM
+    from rescore.recognize.ctc_decode import Fusion, WordLM
 
     v = CharVocab()
     # "one of thy" spelled, with "e" almost as likely as "y" at the last frame

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rescore.datasets import load_dataset
+from rescore.io.datasets import load_dataset
 
 
 def test_manifest_tiny(tiny_manifest):

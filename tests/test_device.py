@@ -24,9 +24,9 @@ def test_resolve_device_names():
 @pytest.mark.slow
 def test_encoder_does_not_import_a_recognizer_backend():
     code = (
-        "import sys, rescore.encoder, rescore.device; "
-        "assert rescore.encoder.resolve_device is rescore.device.resolve_device; "
-        "rescore.encoder.WhisperEncoder('whisper-tiny.en', device='auto'); "
-        "assert not [m for m in sys.modules if m.startswith('rescore.recognizers')], sys.modules.keys()"
+        "import sys, rescore.whisper.encoder, rescore.device; "
+        "assert rescore.whisper.encoder.resolve_device is rescore.device.resolve_device; "
+        "rescore.whisper.encoder.WhisperEncoder('whisper-tiny.en', device='auto'); "
+        "assert not [m for m in sys.modules if m.startswith('rescore.recognize')], sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rescore.datasets import load_dataset
-from rescore.encoder import WhisperEncoder
+from rescore.io.datasets import load_dataset
+from rescore.whisper.encoder import WhisperEncoder
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_encoder_cache_follows_the_audio_bytes(tiny_manifest, tmp_path):
 
 def test_states_come_out_in_input_order_with_a_partly_filled_cache(tiny_manifest, tmp_path, monkeypatch):
     """Cached items wait for earlier missing ones: outputs pair with inputs (CTC, deep fusion, --previous)."""
-    from rescore.datasets import Utterance
+    from rescore.io.datasets import Utterance
 
     monkeypatch.setenv("RESCORE_CACHE", str(tmp_path / "cache"))
     enc = WhisperEncoder("whisper-tiny.en", batch_size=2)
@@ -70,7 +70,7 @@ def test_own_length_windows_are_cached_apart_and_close_to_padded_ones(tiny_manif
     padded = WhisperEncoder("whisper-tiny.en", cache=tmp_path / "padded")
     own = WhisperEncoder("whisper-tiny.en", window="own", batch_size=3)
     assert own.cache.name.endswith("-own") and not padded.cache.name.endswith("-own")
-    from rescore.audio import load_audio
+    from rescore.io.audio import load_audio
 
     audios = [load_audio(u.audio, u.start, u.end) for u in utts]
     a, b = padded.encode_audio(audios), own.encode_audio(audios)

@@ -12,12 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from rescore.cli import app
-from rescore.evaluate import describe_features, features_present, score_records
-from rescore.formats import FormatError, export_records, import_records, read_any_nbest, sniff
-from rescore.lm import TextScore
-from rescore.metrics import normalize
+from rescore.evaluate.metrics import normalize
+from rescore.evaluate.scoring import describe_features, features_present, score_records
+from rescore.io.formats import FormatError, export_records, import_records, read_any_nbest, sniff
 from rescore.records import NBest, read_nbest, write_nbest
-from rescore.rerank import RANK_KEY, Ranker, Weights, default_weights, rerank_iter, tune
+from rescore.rerank.grid import tune
+from rescore.rerank.ranker import RANK_KEY, Ranker, Weights, default_weights, rerank_iter
+from rescore.score import TextScore
 
 FIX = Path(__file__).parent / "fixtures" / "formats"
 HYPORADISE = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyporadise"
@@ -369,7 +370,7 @@ def test_text_only_rerank_on_a_hyporadise_slice_with_the_real_lm() -> None:
 
 
 def test_text_only_records_are_usable_for_tuning() -> None:
-    from rescore.rerank_tuning import usable_for_tuning
+    from rescore.rerank.tuning import usable_for_tuning
 
     recs = import_records("hyporadise", FIX / "hyporadise.json")
     for h in recs[0].hypotheses:

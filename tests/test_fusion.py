@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from rescore.fusion.bridge import (
+from rescore.deep.bridge import (
     Bridge,
     BridgeConfig,
     ConvDownsample,
@@ -16,8 +16,8 @@ from rescore.fusion.bridge import (
     ctc_segments,
     lengths_to_mask,
 )
-from rescore.fusion.mixers import GaussianAdaptiveAttention, MixerBlock, SelfAttentionMixer, SummaryMixing
-from rescore.fusion.model import normalize_target
+from rescore.deep.mixers import GaussianAdaptiveAttention, MixerBlock, SelfAttentionMixer, SummaryMixing
+from rescore.deep.model import normalize_target
 
 LENGTHS = [37, 64, 9]
 
@@ -203,7 +203,7 @@ def test_normalize_target_whisper_writes_hypothesis_and_reference_alike():
 
 @pytest.fixture(scope="module")
 def tiny_examples(tiny_manifest):
-    from rescore.fusion.train import load_examples
+    from rescore.deep.train import load_examples
 
     issues: list[str] = []
     ex = load_examples([str(tiny_manifest)], "whisper-tiny.en", limit=4, on_issue=issues.append)
@@ -213,8 +213,8 @@ def tiny_examples(tiny_manifest):
 
 @pytest.mark.slow
 def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_path):
-    from rescore.fusion.model import SpeechLLMConfig, build_model, load_model
-    from rescore.fusion.train import TrainConfig, dev_loss, train
+    from rescore.deep.model import SpeechLLMConfig, build_model, load_model
+    from rescore.deep.train import TrainConfig, dev_loss, train
 
     torch.manual_seed(0)
     mcfg = SpeechLLMConfig(bridge=BridgeConfig(mixer="summary", layers=1))
@@ -234,7 +234,7 @@ def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_pa
     assert dev_loss(loaded, tiny_examples, 3, "cpu") == pytest.approx(after, rel=1e-4)
 
     # batched (left-padded) beam search gives each utterance what it gets alone
-    from rescore.fusion.train import transcribe_examples
+    from rescore.deep.train import transcribe_examples
 
     batched = [h for _, h in transcribe_examples(loaded, tiny_examples, 3, "cpu", 2, 2, max_new_tokens=8)]
     alone = [h for _, h in transcribe_examples(loaded, tiny_examples[:1], 1, "cpu", 2, 2, max_new_tokens=8)]
@@ -249,9 +249,9 @@ def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_pa
 
 
 def test_ctc_reducer_with_the_recognizers_ctc_head():
-    """The CTC head of rescore.recognizers.ctc (untrained here) drives CTC compression through the adapter."""
-    from rescore.fusion.model import CTCHeadAdapter
-    from rescore.recognizers.ctc import CTCHeadConfig, build_ctc_head
+    """The CTC head of rescore.recognize.ctc (untrained here) drives CTC compression through the adapter."""
+    from rescore.deep.model import CTCHeadAdapter
+    from rescore.recognize.ctc_head import CTCHeadConfig, build_ctc_head
 
     torch.manual_seed(0)
     head = build_ctc_head(CTCHeadConfig(input_dim=32, dim=32, layers=1, heads=4, ff_dim=64, dropout=0.0)).eval()
@@ -268,7 +268,7 @@ def test_ctc_reducer_with_the_recognizers_ctc_head():
 
 def test_beams_are_ordered_by_the_score_the_search_ranks_by():
     """Length-normalised beam search: a long hypothesis with the lower sum but the better per-step score wins."""
-    from rescore.fusion.model import BeamHypothesis, order_beams
+    from rescore.deep.model import BeamHypothesis, order_beams
 
     short = BeamHypothesis("a", [1], -3.0, 2)  # -1.5 per step
     long = BeamHypothesis("a b c", [1, 2, 3], -4.0, 4)  # -1.0 per step: first, though its sum is lower
@@ -279,10 +279,10 @@ def test_beams_are_ordered_by_the_score_the_search_ranks_by():
 @pytest.mark.slow
 def test_deep_records_carry_am_norm_for_the_default_rerank(tmp_path, tiny_manifest):
     """An (untrained) speech-LLM as a recognizer: its records rank with ``rerank``'s default weights."""
-    from rescore.datasets import load_dataset
-    from rescore.fusion.model import SpeechLLMConfig, build_model, save_model
-    from rescore.fusion.recognize import DeepFusionRecognizer
-    from rescore.rerank import Ranker, Weights, default_weights, words
+    from rescore.deep.model import SpeechLLMConfig, build_model, save_model
+    from rescore.deep.recognize import DeepFusionRecognizer
+    from rescore.io.datasets import load_dataset
+    from rescore.rerank.ranker import Ranker, Weights, default_weights, words
 
     torch.manual_seed(0)
     save_model(build_model(SpeechLLMConfig(bridge=BridgeConfig(mixer="summary", layers=1))), tmp_path / "m")

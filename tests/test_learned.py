@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from rescore.features import add_derived, expected_errors, feature_names
-from rescore.learned import fit_weights, hypothesis_errors, train_reranker
 from rescore.records import Hypothesis, NBest
+from rescore.rerank.features import add_derived, expected_errors, feature_names
+from rescore.rerank.learned import fit_weights, hypothesis_errors, train_reranker
 
 
 def constructed(n: int = 40, seed: int = 0) -> list[NBest]:
@@ -72,7 +72,7 @@ def test_tune_learned_and_rerank_with_the_saved_config(tmp_path) -> None:
 
     from rescore.cli import app
     from rescore.records import read_nbest, write_nbest
-    from rescore.rerank import RerankConfig
+    from rescore.rerank.ranker import RerankConfig
 
     recs = constructed(30)
     for r in recs:
@@ -97,7 +97,7 @@ def test_tune_learned_and_rerank_with_the_saved_config(tmp_path) -> None:
 
 
 def test_truncation_guard_never_picks_a_cut_hypothesis() -> None:
-    from rescore.rerank import Ranker, Weights
+    from rescore.rerank.ranker import Ranker, Weights
     from rescore.stages.rerank import RerankOptions, plan_rerank
 
     r = NBest(

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rescore.cli import app
-from rescore.lm import LMLoadError, LMScorer
 from rescore.records import read_nbest
 from rescore.registry import make_scorer
+from rescore.score import LMLoadError, LMScorer
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rescore.lm.llamacpp import LlamaCppScorer, build_tree
 from rescore.registry import make_scorer
+from rescore.score.llamacpp import LlamaCppScorer, build_tree
 
 TEXTS = [
     "He was not an ill disposed young man.",

@@ -1,4 +1,4 @@
-"""N-best union (rescore.merge, `rescore merge`, `transcribe --model A --model B`) and `--distinct`."""
+"""N-best union (rescore.recognize.union, `rescore merge`, `transcribe --model A --model B`) and `--distinct`."""
 
 import json
 
@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rescore.cli import app
-from rescore.merge import (
+from rescore.evaluate.metrics import normalize, oracle_curve
+from rescore.recognize.union import (
     UNION_KEY,
     MergeError,
     UnionRecognizer,
@@ -15,9 +16,8 @@ from rescore.merge import (
     system_list,
     union_oracle,
 )
-from rescore.metrics import normalize, oracle_curve
 from rescore.records import Hypothesis, NBest, Window, read_nbest, write_nbest
-from rescore.rerank import Ranker, default_weights
+from rescore.rerank.ranker import Ranker, default_weights
 from rescore.stages import TranscribeOptions, TranscribeStage
 
 runner = CliRunner()
@@ -226,7 +226,7 @@ def test_merge_command(two_systems, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_utts(tiny_manifest):
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
 
     return load_dataset(tiny_manifest).utterances[:3]
 

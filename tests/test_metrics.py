@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rescore.metrics import (
+from rescore.evaluate.metrics import (
     bootstrap_ci,
     edit_counts,
     error_rate,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rescore.datasets import Utterance, load_dataset
-from rescore.evaluate import score_records
-from rescore.recognizers.no_speech import NoSpeechGate, WindowCheck
+from rescore.evaluate.scoring import score_records
+from rescore.io.datasets import Utterance, load_dataset
+from rescore.recognize.no_speech import NoSpeechGate, WindowCheck
 from rescore.records import NBest
-from rescore.rerank import Ranker, Weights
+from rescore.rerank.ranker import Ranker, Weights
 
 OFF = {"no_speech_threshold": None, "vad": False}  # the recognizer as it was before the gate
 
@@ -46,14 +46,14 @@ def non_speech(tmp_path_factory, tiny_dir) -> list[Utterance]:
 
 @pytest.fixture(scope="module")
 def gated():
-    from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
+    from rescore.recognize.ctranslate2 import CT2WhisperRecognizer
 
     return CT2WhisperRecognizer("whisper-tiny.en", device="cpu", nbest=8, beam_size=8)
 
 
 @pytest.fixture(scope="module")
 def plain():
-    from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
+    from rescore.recognize.ctranslate2 import CT2WhisperRecognizer
 
     return CT2WhisperRecognizer("whisper-tiny.en", device="cpu", nbest=8, beam_size=8, **OFF)
 
@@ -85,7 +85,7 @@ def test_non_speech_gives_one_empty_hypothesis(gated, plain, non_speech):
 @pytest.mark.slow
 def test_no_speech_probability_alone_catches_noise(non_speech):
     """Without VAD, the no-speech probability and the low average log-probability flag the noise."""
-    from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
+    from rescore.recognize.ctranslate2 import CT2WhisperRecognizer
 
     rec = CT2WhisperRecognizer("whisper-tiny.en", device="cpu", nbest=4, beam_size=4, vad=False)
     for r in rec.recognize(non_speech[1:3]):  # white, pink: measured p 0.86, avg log-prob -1.5 and -1.6
@@ -132,7 +132,7 @@ def test_no_speech_record_is_ranked_and_scored(gated, non_speech):
 
 @pytest.mark.slow
 def test_openai_whisper_backend_flags_silence(non_speech, tiny_dir):
-    from rescore.recognizers.openai_whisper import OpenAIWhisperRecognizer
+    from rescore.recognize.openai_whisper import OpenAIWhisperRecognizer
 
     speech = Utterance("speech", str(tiny_dir / "audio" / "sense_and_sensibility_01_austen_64kb-0880.flac"))
     utts = [non_speech[0], speech]

@@ -11,7 +11,7 @@ from pathlib import Path
 # freed (malloc keeps them resident), so a new 200 MiB block may not raise the peak at all.
 SCENARIO = """
 import json
-from rescore.profiling import Profiler
+from rescore.evaluate.profiling import Profiler
 prof = Profiler()
 with prof.stage("big"):
     block = bytearray(200 * 1024 * 1024)
@@ -24,7 +24,7 @@ print(json.dumps(prof.to_dict()))
 
 
 def test_each_stage_gets_its_own_time_and_peak(tmp_path: Path) -> None:
-    from rescore.profiling import Profiler
+    from rescore.evaluate.profiling import Profiler
 
     out = subprocess.run([sys.executable, "-c", SCENARIO], capture_output=True, text=True, check=True).stdout
     big, small = json.loads(out.strip().splitlines()[-1])["stages"]

@@ -1,4 +1,4 @@
-"""Queries fitted to Whisper's decoder (rescore.fusion.query_init): the alignment and the regression on made-up
+"""Queries fitted to Whisper's decoder (rescore.deep.query_init): the alignment and the regression on made-up
 numbers, and on the real path (SmolLM2, Whisper tiny.en, the tiny set) that the fitted blocks attend more like
 Whisper's decoder than the untrained ones while the model stays the plain LM."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rescore.fusion.query_init import align_tokens, first_char, ridge
+from rescore.deep.query_init import align_tokens, first_char, ridge
 
 
 def test_first_char_skips_the_leading_space():
@@ -38,12 +38,12 @@ def test_ridge_recovers_a_linear_map_and_scores_it_on_held_out_groups():
 
 @pytest.mark.slow
 def test_fitted_queries_attend_like_whispers_decoder_and_leave_the_lm_as_it_is(tiny_manifest):
-    from rescore.datasets import load_dataset
-    from rescore.encoder import WhisperEncoder
-    from rescore.fusion.model import collate
-    from rescore.fusion.query_init import attention_agreement, fit_queries
-    from rescore.fusion.train import Example
-    from rescore.fusion.xattn import XAttnConfig, build_xattn
+    from rescore.deep.model import collate
+    from rescore.deep.query_init import attention_agreement, fit_queries
+    from rescore.deep.train import Example
+    from rescore.deep.xattn import XAttnConfig, build_xattn
+    from rescore.io.datasets import load_dataset
+    from rescore.whisper.encoder import WhisperEncoder
 
     torch.manual_seed(0)
     model = build_xattn(XAttnConfig(every=10, max_hypotheses=3, q_init=True)).eval()

@@ -30,7 +30,7 @@ def _noise(stderr: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("before", ["", "import transformers, tqdm"], ids=["fresh", "transformers-imported-first"])
 def test_quiet_scorer_load_prints_nothing(before):
-    p = _python(f"{before}\nfrom rescore.quiet import quiet_third_party\nquiet_third_party()\n{SCORE}")
+    p = _python(f"{before}\nfrom rescore.io.quiet import quiet_third_party\nquiet_third_party()\n{SCORE}")
     assert p.returncode == 0, p.stderr
     assert "score -" in p.stdout
     assert _noise(p.stderr) == [], p.stderr
@@ -38,14 +38,14 @@ def test_quiet_scorer_load_prints_nothing(before):
 
 @pytest.mark.slow
 def test_verbose_keeps_the_noise():
-    p = _python(f"from rescore.quiet import quiet_third_party\nquiet_third_party(verbose=True)\n{SCORE}")
+    p = _python(f"from rescore.io.quiet import quiet_third_party\nquiet_third_party(verbose=True)\n{SCORE}")
     assert p.returncode == 0, p.stderr
     assert any("Loading weights" in line for line in p.stderr.splitlines()), p.stderr
 
 
 WARN = """
 import warnings
-from rescore.quiet import quiet_third_party
+from rescore.io.quiet import quiet_third_party
 {call}
 for name in ("fakelib.sub", "torch.nn", "numba.core", "rescore.fake"):
     for cat in (DeprecationWarning, FutureWarning, UserWarning):
@@ -74,7 +74,7 @@ def test_idempotent_lazy_and_environment():
     p = _python(
         """
         import os, sys, warnings
-        from rescore.quiet import quiet_third_party
+        from rescore.io.quiet import quiet_third_party
         quiet_third_party()
         n = len(warnings.filters)
         quiet_third_party()
@@ -93,7 +93,7 @@ def test_user_settings_win():
         """
         import os
         os.environ["TRANSFORMERS_VERBOSITY"] = "info"
-        from rescore.quiet import quiet_third_party
+        from rescore.io.quiet import quiet_third_party
         quiet_third_party()
         print(os.environ["TRANSFORMERS_VERBOSITY"])
         """

@@ -6,10 +6,10 @@ import inspect
 
 import pytest
 
-from rescore.datasets import load_dataset
-from rescore.recognizers.ctranslate2 import CT2WhisperRecognizer
-from rescore.recognizers.openai_whisper import OpenAIWhisperRecognizer
-from rescore.recognizers.pocketsphinx import PocketSphinxRecognizer
+from rescore.io.datasets import load_dataset
+from rescore.recognize.ctranslate2 import CT2WhisperRecognizer
+from rescore.recognize.openai_whisper import OpenAIWhisperRecognizer
+from rescore.recognize.pocketsphinx import PocketSphinxRecognizer
 
 # what `rescore transcribe` passes today, and which of it each backend takes
 CLI_OPTIONS = ("model", "device", "compute_type", "beam_size", "nbest", "batch_size", "language")

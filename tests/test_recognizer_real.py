@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rescore.datasets import Utterance, load_dataset
-from rescore.evaluate import score_records
-from rescore.recognizers import combine_windows
+from rescore.evaluate.scoring import score_records
+from rescore.io.datasets import Utterance, load_dataset
+from rescore.recognize import combine_windows
 from rescore.records import Hypothesis, Window
 from rescore.registry import make_recognizer
 

@@ -6,9 +6,9 @@ import re
 import pytest
 from rich.console import Console
 
+from rescore.evaluate.report import RunSummary, StageSummary, render_html, summarize_stages, write_report
+from rescore.evaluate.tables import compare_table, stage_table
 from rescore.records import Hypothesis, NBest
-from rescore.report import RunSummary, StageSummary, render_html, summarize_stages, write_report
-from rescore.tables import compare_table, stage_table
 
 TEXTS = {  # id: (n-best, reranked choice, corrected, accepted)
     "a": (["the cat sat on the mat", "the cat sat on a mat"], 1, "The cat sat on a mat.", True),
@@ -190,9 +190,9 @@ def test_real_run_over_audio_without_references(tiny_dir, tmp_path):
 
 
 def test_per_utterance_table_names_what_each_stage_made_worse(tmp_path):
-    from rescore.diffs import render_rows, utterance_rows, word_diff
+    from rescore.evaluate.diffs import render_rows, utterance_rows, word_diff
+    from rescore.evaluate.report import summarize_stages, write_report
     from rescore.records import Hypothesis, NBest
-    from rescore.report import summarize_stages, write_report
 
     def record(uid: str, ref: str, hyps: list[str], chosen: int, corrected: str | None, why: str) -> NBest:
         r = NBest(id=uid, reference=ref, hypotheses=[Hypothesis(h) for h in hyps], chosen=chosen, duration=1.0)

@@ -12,20 +12,19 @@ import pytest
 from typer.testing import CliRunner
 
 from rescore.cli import app
-from rescore.evaluate import rerank_comparison
-from rescore.lm import TextScore
+from rescore.evaluate.scoring import rerank_comparison
 from rescore.records import Hypothesis, NBest, read_nbest, write_nbest
-from rescore.rerank import (
+from rescore.rerank.grid import cross_validate, tune
+from rescore.rerank.ranker import (
     MissingScoreError,
     Ranker,
     RerankConfig,
     Weights,
-    cross_validate,
     recording_of,
     rerank_iter,
     score_nbest,
-    tune,
 )
+from rescore.score import TextScore
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar".split()  # noqa: SIM905
 
@@ -191,7 +190,7 @@ def test_rerank_comparison_counts() -> None:
 
 
 def test_config_round_trip_and_bad_file(tmp_path: Path) -> None:
-    from rescore.rerank import LMSpec
+    from rescore.rerank.ranker import LMSpec
 
     cfg = RerankConfig(Weights({"am": 1.0, "lm:x": 0.25}, 1.5), [LMSpec("x", "llamacpp")], "ctx é", 2, {"cv": 1})
     cfg.save(tmp_path / "w.json")
@@ -314,7 +313,7 @@ def test_rerank_iter_lets_programming_errors_propagate(error: Exception) -> None
 
 
 def test_default_weights_follow_the_acoustic_score_they_add_to() -> None:
-    from rescore.rerank import default_weights
+    from rescore.rerank.ranker import default_weights
 
     norm = default_weights(["lm:fake"])
     assert norm.scores == {"am_norm": 1.0, "lm:fake": 0.016} and norm.length_bonus == 0.05  # unchanged

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rescore.pipeline import ConfigError, build_stages, load_config
-from rescore.rerank import LMSpec, RerankConfig, Weights
+from rescore.rerank.ranker import LMSpec, RerankConfig, Weights
 from rescore.stages import CorrectOptions, CorrectStage, DeepOptions, RerankOptions, TranscribeOptions
 from rescore.stages.deep import MODEL_CONFIG, deep_model_dir
 from rescore.stages.rerank import plan_rerank
@@ -57,7 +57,7 @@ def test_transcribe_passes_only_what_the_backend_takes() -> None:
 
 
 def test_deep_model_folder_is_recognised_by_the_file_training_writes(tmp_path: Path) -> None:
-    from rescore.fusion import CONFIG_FILE
+    from rescore.deep import CONFIG_FILE
 
     assert MODEL_CONFIG == CONFIG_FILE
     (tmp_path / "config.json").write_text("{}")  # what the stage used to look for: not a deep model

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from rescore.merge import UnionRecognizer
+from rescore.recognize.union import UnionRecognizer
 from rescore.records import Hypothesis, NBest, Window
 from rescore.stages import TranscribeOptions, TranscribeStage
 
@@ -99,7 +99,7 @@ def test_union_hands_each_model_its_own_encoder_output_per_window():
 
 @pytest.fixture(scope="module")
 def tiny_utts(tiny_manifest):
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
 
     return load_dataset(tiny_manifest).utterances[:3]
 
@@ -128,8 +128,8 @@ def _assert_same_scores(ours: list[NBest], theirs: list[NBest]) -> None:
 
 @pytest.mark.slow
 def test_recognizer_hands_out_the_encoder_output_it_decoded_from(tiny_utts):
-    from rescore.ascore import WhisperScorer
     from rescore.registry import make_recognizer
+    from rescore.score.acoustic import WhisperScorer
 
     rec = make_recognizer("ctranslate2", model="whisper-tiny.en", device="cpu", nbest=4, beam_size=4)
     plain = list(rec.recognize(tiny_utts))
@@ -141,7 +141,7 @@ def test_recognizer_hands_out_the_encoder_output_it_decoded_from(tiny_utts):
     assert sorted(kept) == sorted((u.id, 0) for u in tiny_utts)
     scorer = WhisperScorer("whisper-tiny.en", device="cpu", ct2_model=rec.model)
     assert scorer.model is rec.model  # the loaded model is shared
-    from rescore.audio import load_audio
+    from rescore.io.audio import load_audio
 
     for u in tiny_utts[:1]:
         m = kept[(u.id, 0)]
@@ -166,9 +166,9 @@ def test_union_scores_equal_the_ascore_stage(tiny_utts):
 
 @pytest.mark.slow
 def test_longform_union_is_scored_window_by_window():
-    from rescore.ascore import WhisperScorer
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
+    from rescore.score.acoustic import WhisperScorer
     from tests.conftest import SHARED_DATA
 
     manifest = SHARED_DATA / "longform" / "manifest.jsonl"

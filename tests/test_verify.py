@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from rescore.correct.verify import AudioVerifier, record_weights, reverify, word_edits_only
-from rescore.lm import TextScore
 from rescore.records import Hypothesis, NBest
-from rescore.rerank import Weights
+from rescore.rerank.ranker import Weights
+from rescore.score import TextScore
 
 
 class FakeAcoustic:

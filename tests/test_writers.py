@@ -7,9 +7,7 @@ import json
 import pytest
 from whisper import utils as wutils
 
-from rescore.recognizers.base import combine_windows
-from rescore.records import Hypothesis, NBest, Window
-from rescore.writers import (
+from rescore.io.writers import (
     FORMATS,
     JSON_NAME,
     TSV_NAME,
@@ -24,6 +22,8 @@ from rescore.writers import (
     window_split,
     write_transcripts,
 )
+from rescore.recognize.base import combine_windows
+from rescore.records import Hypothesis, NBest, Window
 
 
 def _whisper(writer_cls, segments, tmp_path) -> str:
@@ -151,7 +151,7 @@ def test_unknown_format_or_stage_is_refused(tmp_path):
 @pytest.mark.slow
 def test_real_long_recording_gets_one_cue_per_window(tiny_dir, tmp_path):
     """Whisper tiny.en on a real 53-70 s recording: the first pass splits exactly at its windows."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
 
     manifest = tiny_dir.parent / "longform" / "manifest.jsonl"

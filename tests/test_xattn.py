@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from rescore.fusion.model import Batch, collate
-from rescore.fusion.xattn import (
+from rescore.deep.model import Batch, collate
+from rescore.deep.xattn import (
     GatedCrossAttention,
     XAttnConfig,
     XAttnLM,
@@ -83,7 +83,7 @@ def test_fit_width_sizes_the_heads_to_the_whisper_weights():
 
 def test_whisper_base_kv_fit_base_width_blocks():
     """whisper-base states (512 wide) with K/V from base's decoder: the blocks take the real weights as they are."""
-    from rescore.fusion.xattn import whisper_cross_kv
+    from rescore.deep.xattn import whisper_cross_kv
 
     layers = whisper_cross_kv("whisper-base")
     cfg = XAttnConfig(encoder="whisper-base", kv_init="whisper-base").fit_width(512)
@@ -132,7 +132,7 @@ HYPS = [["the cat sat on the mat", "the cat sat on a mat", "a cat sat on the mat
 
 @pytest.fixture(scope="module")
 def real_model():
-    from rescore.fusion.xattn import build_xattn
+    from rescore.deep.xattn import build_xattn
 
     torch.manual_seed(0)
     return build_xattn(XAttnConfig(every=10, max_hypotheses=3)).eval()
@@ -140,8 +140,8 @@ def real_model():
 
 @pytest.fixture(scope="module")
 def audio_batch(real_model, tiny_manifest):
-    from rescore.datasets import load_dataset
-    from rescore.encoder import WhisperEncoder
+    from rescore.io.datasets import load_dataset
+    from rescore.whisper.encoder import WhisperEncoder
 
     utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
     states = [s for _, s, _ in WhisperEncoder("whisper-tiny.en").states(utts)]
@@ -149,7 +149,7 @@ def audio_batch(real_model, tiny_manifest):
 
 
 def test_whisper_kv_are_the_start(real_model):
-    from rescore.fusion.xattn import whisper_cross_kv
+    from rescore.deep.xattn import whisper_cross_kv
 
     layers = whisper_cross_kv("whisper-tiny.en")
     assert len(real_model.blocks) == 3 and real_model.where == [9, 19, 29]
@@ -307,8 +307,8 @@ def test_beam_search_from_the_cached_prompt_equals_one_over_the_whole_prompt(rea
 
 @pytest.mark.slow
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
-    from rescore.fusion.train import Example, TrainConfig, train
-    from rescore.fusion.xattn import load_deep_model
+    from rescore.deep.train import Example, TrainConfig, train
+    from rescore.deep.xattn import load_deep_model
 
     ex = [
         Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
@@ -332,7 +332,7 @@ def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
 
 
 def test_held_out_keeps_utterances_whole():
-    from rescore.fusion.train import Example, held_out
+    from rescore.deep.train import Example, held_out
 
     z = np.zeros((2, 4), dtype=np.float16)
     ex = [Example(f"{lst}/u{i}", z, "t", ["t"], f"u{i}") for i in range(20) for lst in ("tiny", "base")]
@@ -373,7 +373,7 @@ def test_whisper_text_norm_gives_one_target_and_one_prompt_line_per_scored_form(
 
 
 def test_prompt_puts_the_reranked_choice_first():
-    from rescore.fusion.recognize import prompt_texts
+    from rescore.deep.recognize import prompt_texts
     from rescore.records import Hypothesis, NBest
 
     r = NBest(id="a", hypotheses=[Hypothesis("x", [], {}), Hypothesis("y", [], {}), Hypothesis("z", [], {})])
@@ -419,7 +419,7 @@ def test_cli_kv_init_follows_the_encoder(deep_train_cli):
 def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manifest):
     """The stage over first-pass records: one new record each, in order, the input texts kept, am_norm ranked;
     a record without hypotheses fails alone."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.records import Hypothesis, NBest
     from rescore.stages.deep import DeepOptions, DeepStage
 
@@ -446,7 +446,7 @@ def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manif
 def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_model, tiny_manifest):
     """decode="choose": the new record's hypotheses are the input's own distinct ones in their first-pass form,
     best first by the model's log-prob per token, which the record carries as ``am_norm``."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.records import Hypothesis, NBest
     from rescore.stages.deep import DeepOptions, DeepStage
 
@@ -464,7 +464,7 @@ def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_mo
 
 
 def test_length_floor_keeps_the_stop_tokens_away_until_the_floor():
-    from rescore.fusion.xattn import LengthFloor
+    from rescore.deep.xattn import LengthFloor
 
     floor = LengthFloor(prompt_length=5, floors=[3, 0], beams=2, stop_ids=[7, 9])
     scores = floor(torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 10))  # one token written
@@ -517,10 +517,10 @@ def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, 
     """The floor of the lowest held-out WER goes into the model's config, and the reloaded model decodes with it."""
     import json
 
-    from rescore.datasets import load_dataset
-    from rescore.encoder import WhisperEncoder
-    from rescore.fusion.train import Example, save_length_floor
-    from rescore.fusion.xattn import load_deep_model
+    from rescore.deep.train import Example, save_length_floor
+    from rescore.deep.xattn import load_deep_model
+    from rescore.io.datasets import load_dataset
+    from rescore.whisper.encoder import WhisperEncoder
 
     utts = sorted(load_dataset(tiny_manifest).utterances, key=lambda u: u.duration or 0.0)[:2]
     states = {u.id: s for u, s, _ in WhisperEncoder("whisper-tiny.en").states(utts)}
@@ -538,7 +538,7 @@ def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, 
 def test_training_precision_names_its_autocast():
     from contextlib import nullcontext
 
-    from rescore.fusion.train import autocast
+    from rescore.deep.train import autocast
 
     assert isinstance(autocast("cpu"), nullcontext) and isinstance(autocast("cpu", "fp32"), nullcontext)
     ctx = autocast("cpu", "bf16")
@@ -551,7 +551,7 @@ def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
     """A checkpoint of blocks that attend everywhere has the shapes of attend="reply"'s: resuming it must fail."""
     import json
 
-    from rescore.fusion.train import TrainConfig, check_same_model
+    from rescore.deep.train import TrainConfig, check_same_model
 
     (tmp_path / "train-config.json").write_text(
         json.dumps(TrainConfig(out=str(tmp_path), model=XAttnConfig(attend="all")).to_dict())
@@ -564,7 +564,7 @@ def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
 @pytest.mark.slow
 def test_a_model_trained_on_own_length_windows_is_decoded_on_them(tmp_path, real_model):
     """The encoder window is part of the model: its recognizer encodes (and caches) as the model was trained."""
-    from rescore.fusion.recognize import DeepFusionRecognizer
+    from rescore.deep.recognize import DeepFusionRecognizer
 
     window = real_model.config.encoder_window
     try:
@@ -592,8 +592,8 @@ def test_cli_train_rejects_a_hypothesis_noise_share_outside_0_1(tmp_path):
 def test_hypothesis_noise_changes_the_real_models_training_loss_only(real_model, audio_batch):
     """The real model reads the corrupted prompt in training (its loss changes); the held-out loss reads the
     hypotheses as they are, whatever noise the run trains with."""
-    from rescore.fusion.noise import HypothesisNoise
-    from rescore.fusion.train import Example, dev_loss, make_batch
+    from rescore.deep.noise import HypothesisNoise
+    from rescore.deep.train import Example, dev_loss, make_batch
 
     refs = ["the cat sat on the mat", "hello world"]
     ex = [
@@ -685,7 +685,7 @@ def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, 
     """The real model's teacher-forced loss, one class per scored token: the step-0 LM finds the agreed words (the
     prompt spells them) far easier than the word no hypothesis has."""
     from eval.bench_xattn_tokens import ClassLoss, score
-    from rescore.fusion.train import Example
+    from rescore.deep.train import Example
 
     hyps = [["the cat sat on the mat", "the cat sat on a mat"], ["hello world", "hello word"]]
     refs = ["the cat sat on the rug", "hello world"]
@@ -707,7 +707,7 @@ def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, 
 
 
 def test_aligned_mask_reads_the_latest_states_within_the_text_seen():
-    from rescore.fusion.decoder_memory import aligned_mask
+    from rescore.deep.decoder_memory import aligned_mask
 
     # Whisper states: before any text, after "the" (3), after " cat" (7); LM columns consumed 0, 2, 3, 7, 7 chars
     mask = aligned_mask([0, 3, 7], [0, 2, 3, 7, 7], window=1, slots=4)
@@ -726,7 +726,7 @@ def test_aligned_mask_reads_the_latest_states_within_the_text_seen():
 
 @pytest.fixture(scope="module")
 def decoder_model():
-    from rescore.fusion.xattn import build_xattn
+    from rescore.deep.xattn import build_xattn
 
     torch.manual_seed(0)
     cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="decoder", kv_init=None)
@@ -845,7 +845,7 @@ def test_cli_memory_maps_to_the_model_and_needs_reply_without_kv(deep_train_cli)
 
 @pytest.fixture(scope="module")
 def prediction_model():
-    from rescore.fusion.xattn import build_xattn
+    from rescore.deep.xattn import build_xattn
 
     torch.manual_seed(0)
     cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="prediction", kv_init=None)
@@ -853,7 +853,7 @@ def prediction_model():
 
 
 def test_whisper_tokens_map_to_the_lm_tokens_that_start_them(prediction_model):
-    from rescore.fusion.decoder_memory import whisper_to_lm_tokens
+    from rescore.deep.decoder_memory import whisper_to_lm_tokens
 
     tok = prediction_model.tokenizer
 
@@ -871,8 +871,8 @@ def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_mod
     opening the last block's gate, before any training, raises the LM's log-prob of the reference."""
     import torch.nn.functional as F
 
-    from rescore.datasets import load_dataset
-    from rescore.fusion.model import normalize_target
+    from rescore.deep.model import normalize_target
+    from rescore.io.datasets import load_dataset
 
     model = prediction_model
     assert (model.config.enc_dim, model.config.heads) == (576, 9) and not model.writes
@@ -918,7 +918,7 @@ def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_mod
 
 def test_deep_stage_chooses_by_default_with_a_model_that_cannot_write(tmp_path, prediction_model, tiny_manifest):
     """decode "auto" (the default): a model over Whisper's decoder predictions chooses, on the real path."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
     from rescore.records import Hypothesis, NBest
     from rescore.stages.deep import DeepOptions, DeepStage
 
@@ -936,7 +936,7 @@ def test_cli_default_recipe_is_the_benchmarks_prediction_model(deep_train_cli):
     """No options: the ``prediction`` recipe, the model the benchmark trains as ``base-pred``; an option given
     explicitly wins over the recipe; the bridge starts from the ``encoder`` recipe; an unknown recipe is refused."""
     from eval.bench_xattn import variant_config
-    from rescore.fusion.recipes import RECIPES
+    from rescore.deep.recipes import RECIPES
 
     run, seen = deep_train_cli.run, deep_train_cli.configs
     assert "stopped before training" in run([]).output

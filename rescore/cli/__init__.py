@@ -25,7 +25,7 @@ def _main(
     ] = False,
 ) -> None:
     """Make speech recognition more accurate with language models."""
-    from rescore.quiet import quiet_third_party
+    from rescore.io.quiet import quiet_third_party
 
     quiet_third_party(verbose=verbose)
 

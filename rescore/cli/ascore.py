@@ -32,7 +32,7 @@ def ascore(
     Long recordings are scored window by window; records without usable audio pass through, named and marked."""
     from pydantic import ValidationError
 
-    from rescore.ascore import ISSUES_KEY, SKIP_KEY
+    from rescore.score.acoustic import ISSUES_KEY, SKIP_KEY
     from rescore.stages import AScoreOptions, AScoreStage
 
     try:

@@ -6,7 +6,7 @@ arguments or input, 130 interrupted (what was written is kept; the same command 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +77,18 @@ def progress_bar() -> Progress:
     )
 
 
-def record_progress(bar: Progress, task: Any, known_failures: Collection[str] = ()) -> Callable[[Any], None]:
+def record_progress(bar: Progress, task: Any, known_failures: set[str] | None = None) -> Callable[[Any], None]:
     """A runner ``on_record`` callback: advances ``task`` (with the audio seconds done, for the real-time
-    factor) and names each failed record, except those already reported (``known_failures``)."""
+    factor) and names each failed record once: ``known_failures`` holds the ids already named, and the callbacks
+    of a pipeline's stages share it, so an item that failed in the first stage is not named again by the next."""
     audio = [0.0]
+    reported = known_failures if known_failures is not None else set()
 
     def advance(record: Any) -> None:
         if record.ok:
             audio[0] += record.duration or 0.0
-        elif record.id not in known_failures:
+        elif record.id not in reported:
+            reported.add(record.id)
             console.print(f"[red]failed[/] {record.id}: {record.error}", highlight=False)
         bar.update(task, advance=1, audio_seconds=audio[0])
 

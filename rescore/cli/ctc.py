@@ -45,11 +45,11 @@ def train(
     ] = False,
 ) -> None:
     """Train the head on cached encoder states (computed once) and save the best held-out checkpoint."""
-    from rescore.ctc_train import DEFAULT_SETS, TrainConfig, train_ctc_head
-    from rescore.recognizers.ctc import CTCHeadConfig
+    from rescore.recognize.ctc_head import CTCHeadConfig
+    from rescore.recognize.ctc_train import DEFAULT_SETS, TrainConfig, train_ctc_head
 
     if not sets:
-        from rescore.datasets import shared_data_dir
+        from rescore.io.datasets import shared_data_dir
 
         try:
             sets = [str(shared_data_dir() / s) for s in DEFAULT_SETS]
@@ -87,7 +87,7 @@ def info(
     model: Annotated[str, typer.Argument(help="Checkpoint path, or 'default'.")] = "default",
 ) -> None:
     """Print a checkpoint's configuration and training summary."""
-    from rescore.recognizers.ctc import load_ctc_head
+    from rescore.recognize.ctc_head import load_ctc_head
 
     try:
         head = load_ctc_head(model)

@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
-from rescore.fusion import ATTEND, PRECISIONS, TEXT_NORMS
-from rescore.fusion.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, resolve_recipe
+from rescore.deep import ATTEND, PRECISIONS, TEXT_NORMS
+from rescore.deep.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, resolve_recipe
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -172,14 +172,14 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
-    from rescore.encoder import WINDOWS
-    from rescore.fusion.bridge import BridgeConfig
-    from rescore.fusion.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
-    from rescore.fusion.noise import HypothesisNoise
-    from rescore.fusion.train import TrainConfig
-    from rescore.fusion.train import train as run_training
-    from rescore.fusion.xattn import XAttnConfig
-    from rescore.models import ModelNotFoundError
+    from rescore.deep.bridge import BridgeConfig
+    from rescore.deep.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
+    from rescore.deep.noise import HypothesisNoise
+    from rescore.deep.train import TrainConfig
+    from rescore.deep.train import train as run_training
+    from rescore.deep.xattn import XAttnConfig
+    from rescore.io.models import ModelNotFoundError
+    from rescore.whisper.encoder import WINDOWS
 
     if arch not in ("xattn", "bridge"):
         raise fail(f"--arch must be xattn or bridge, not {arch!r}")
@@ -373,7 +373,7 @@ def transcribe(
 ) -> None:
     """Beam search from a trained deep-fusion model; one n-best record per utterance (score/rerank/correct apply)."""
     from rescore.cli.transcribe import transcribe_dataset
-    from rescore.fusion.recognize import DECODE_MODES
+    from rescore.deep.recognize import DECODE_MODES
     from rescore.stages import DeepOptions, DeepStage
 
     if decode not in DECODE_MODES:

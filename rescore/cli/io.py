@@ -33,7 +33,7 @@ def import_(
     lm_cost: Annotated[Path | None, typer.Option(help="kaldi: graph/LM costs, imported as lm:kaldi.")] = None,
 ) -> None:
     """Read another toolkit's n-best lists into rescore records (rank kept as the score 'rank')."""
-    from rescore.formats import FormatError, import_records
+    from rescore.io.formats import FormatError, import_records
     from rescore.records import write_nbest
 
     options = {
@@ -69,7 +69,7 @@ def export(
     stage: Annotated[str, typer.Option(help="Text of: auto (latest), first-pass, rerank or correct.")] = "auto",
 ) -> None:
     """Write records out as HyPoradise JSON or plain text, with the text of a stage."""
-    from rescore.formats import export_records
+    from rescore.io.formats import export_records
 
     records = read_records(file)
     try:

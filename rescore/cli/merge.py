@@ -14,7 +14,7 @@ from rescore.cli.records_io import load_records
 
 def print_union_oracle(records: list[Any], title: str) -> None:
     """The union's oracle WER next to each system's own 1-best and oracle (nothing without references)."""
-    from rescore.merge import union_oracle
+    from rescore.recognize.union import union_oracle
 
     try:
         o = union_oracle(records)
@@ -52,8 +52,8 @@ def merge(
 ) -> None:
     """Merge n-best files per id into their union: normalised duplicates become one hypothesis that keeps
     every system's rank and scores (rank:NAME, am:NAME, am_norm:NAME); print the union's oracle WER."""
-    from rescore.merge import MergeError, merge_records, system_name
-    from rescore.metrics import NORMALIZERS
+    from rescore.evaluate.metrics import NORMALIZERS
+    from rescore.recognize.union import MergeError, merge_records, system_name
     from rescore.records import write_nbest
 
     if len(files) < 2:

@@ -12,8 +12,8 @@ def read_records(path: Path) -> list[Any]:
     """The records of an n-best file, or exit 2 naming the file (and line) that cannot be read.
 
     A HyPoradise JSON list or an ESPnet decode folder is recognised by its content and imported on the fly
-    (``rescore.formats.read_any_nbest``); other foreign formats need ``rescore import``."""
-    from rescore.formats import FormatError, read_any_nbest
+    (``rescore.io.formats.read_any_nbest``); other foreign formats need ``rescore import``."""
+    from rescore.io.formats import FormatError, read_any_nbest
     from rescore.records import RecordError
 
     try:
@@ -24,8 +24,8 @@ def read_records(path: Path) -> list[Any]:
 
 def load_records(path: Path, reference: Path | None) -> list[Any]:
     """An n-best file's records with references attached from a manifest or dataset folder."""
-    from rescore.datasets import load_dataset
-    from rescore.evaluate import attach_references
+    from rescore.evaluate.scoring import attach_references
+    from rescore.io.datasets import load_dataset
 
     records = read_records(path)
     refs = None

@@ -54,7 +54,7 @@ def rerank(
     """Add lm:<name> scores to every hypothesis and choose by am + sum(w_i * lm_i) + b * words."""
     from pydantic import ValidationError
 
-    from rescore.rerank import is_text_only
+    from rescore.rerank.ranker import is_text_only
     from rescore.stages import RerankOptions, RerankStage
 
     ctx_text = read_text_option(context, context_file, "context")
@@ -114,7 +114,7 @@ def tune(
 ) -> None:
     """Fit rerank weights minimising dev WER (a grid search, or a learned reranker); report by k-fold CV."""
     from rescore.records import write_nbest
-    from rescore.rerank_tuning import OverlapError, check_disjoint, tune_rerank, usable_for_tuning
+    from rescore.rerank.tuning import OverlapError, check_disjoint, tune_rerank, usable_for_tuning
     from rescore.stages import RerankOptions, RerankStage
 
     ctx_text = read_text_option(context, context_file, "context", "")
@@ -139,7 +139,7 @@ def tune(
         warn=warn,
     )
     load_stage(stage, f"{', '.join(stage.plan.lms)} ({backend})")
-    from rescore.rerank_tuning import METHODS
+    from rescore.rerank.tuning import METHODS
 
     if method not in METHODS:
         raise fail(f"--method {method}: expected one of {', '.join(METHODS)}")

@@ -29,8 +29,8 @@ def run(
     ] = False,
 ) -> None:
     """First pass, rerank, correct and scoring in one command; each stage's output is cached by hash."""
+    from rescore.evaluate.tables import stage_table
     from rescore.pipeline import TRANSCRIPTS_DIR, ConfigError, load_config, run_pipeline, stage_plan
-    from rescore.tables import stage_table
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"output": output, "name": name, "engine": engine, "limit": limit}.items() if v is not None
@@ -46,10 +46,11 @@ def run(
     except ConfigError as e:
         raise fail(str(e)) from None
     console.print(f"run folder: {cfg.run_dir}")
+    reported: set[str] = set()  # failures already named: a failed item is passed on by every later stage
     with progress_bar() as bar:
 
         def on_stage(stage: str, total: int):
-            return record_progress(bar, bar.add_task(stage, total=total, audio_seconds=0.0))
+            return record_progress(bar, bar.add_task(stage, total=total, audio_seconds=0.0), reported)
 
         try:
             results, summary = run_pipeline(cfg, on_stage=on_stage, profile=profile)
@@ -72,8 +73,8 @@ def compare(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write an HTML comparison here.")] = None,
 ) -> None:
     """Side-by-side table (and HTML plot) of several runs."""
-    from rescore.report import RunSummary, render_html
-    from rescore.tables import compare_table
+    from rescore.evaluate.report import RunSummary, render_html
+    from rescore.evaluate.tables import compare_table
 
     summaries = []
     for run_dir in runs:

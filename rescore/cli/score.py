@@ -18,7 +18,7 @@ def _rerank_comparison(records: list, stage: str):
     """Before/after figures when a reranker chose among the hypotheses (see ``rescore rerank``)."""
     if stage not in {"auto", "rerank"} or not any(r.ok and r.chosen is not None for r in records):
         return None
-    from rescore.evaluate import rerank_comparison
+    from rescore.evaluate.scoring import rerank_comparison
 
     try:
         return rerank_comparison(records)
@@ -34,7 +34,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Corpus WER/CER with S/D/I under several normalizers, n-best oracle and 95 % bootstrap intervals."""
-    from rescore.evaluate import alignment_text, describe_features, score_records
+    from rescore.evaluate.scoring import alignment_text, describe_features, score_records
 
     records = load_records(file, reference)
     try:
@@ -90,7 +90,7 @@ def score(
 
 def models() -> None:
     """List known models, whether they are installed, where and how big."""
-    from rescore.models import list_models
+    from rescore.io.models import list_models
 
     table = Table(title="models")
     table.add_column("name", no_wrap=True)

@@ -10,7 +10,7 @@ from rescore.cli.console import pct
 
 
 def comparison_table(title: str, c: Any) -> Table:
-    """A rerank comparison (:class:`rescore.evaluate.RerankComparison`), one row per figure (narrow terminals)."""
+    """A rerank comparison (``RerankComparison``), one row per figure (narrow terminals)."""
     t = Table(title=title)
     t.add_column("figure")
     t.add_column("value", justify="right")

@@ -12,7 +12,7 @@ from rescore.cli.console import check_writable, fail, given, load_stage, run_sta
 
 def load_input(input: str) -> Any:
     """The dataset behind an input argument, its skipped items warned about; exit 2 if it is unusable."""
-    from rescore.datasets import load_dataset
+    from rescore.io.datasets import load_dataset
 
     try:
         dataset = load_dataset(input)

@@ -76,7 +76,7 @@ def examples_from_records(records: Iterable[NBest], k: int = 4, max_hypotheses: 
     Picks up to ``k - k // 4`` records whose first hypothesis differs from the reference and fills the rest
     with correct ones, in file order, so the examples show both fixing and keeping.
     """
-    from rescore.metrics import normalize
+    from rescore.evaluate.metrics import normalize
 
     wrong, right = [], []
     for r in records:

@@ -15,7 +15,7 @@ from pathlib import Path
 import jellyfish
 from rapidfuzz import fuzz
 
-from rescore.metrics import normalize
+from rescore.evaluate.metrics import normalize
 
 
 def load_entities(path: str | os.PathLike[str]) -> list[str]:

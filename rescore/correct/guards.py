@@ -15,7 +15,7 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from rescore.metrics import normalize
+from rescore.evaluate.metrics import normalize
 
 # Chat-format control tokens of common instruction models (ChatML, Llama 3, Gemma, Phi, Mistral).
 _SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]|<start_of_turn>|<end_of_turn>")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rescore.models import resolve_model
+from rescore.io.models import resolve_model
 
 BACKENDS = ("llama-cpp", "transformers")
 ALIASES = {"llamacpp": "llama-cpp", "llama.cpp": "llama-cpp", "hf": "transformers"}
@@ -233,7 +233,7 @@ class TransformersChat:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from rescore.lm.convert import ensure_hf_model
+        from rescore.score.convert import ensure_hf_model
 
         if self.n_threads:
             torch.set_num_threads(self.n_threads)

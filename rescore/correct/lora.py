@@ -187,7 +187,7 @@ def train_lora(
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rescore.lm.convert import ensure_hf_model
+    from rescore.score.convert import ensure_hf_model
 
     t0 = time.perf_counter()
     if cfg.threads:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from rescore.correct.guards import GuardConfig, check_output, clean_output
-from rescore.metrics import edit_counts, normalize
+from rescore.evaluate.metrics import edit_counts, normalize
 from rescore.records import NBest
 
 EDIT_RATIOS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from rescore.ascore import ISSUES_KEY
 from rescore.correct.tuning import abstain_text
-from rescore.features import add_derived
-from rescore.lm import LMScorer
 from rescore.records import Hypothesis, NBest
-from rescore.rerank import AM_KEYS, CONTEXT_KEY, Ranker, Weights, default_weights
+from rescore.rerank.features import add_derived
+from rescore.rerank.ranker import AM_KEYS, CONTEXT_KEY, Ranker, Weights, default_weights
+from rescore.score import LMScorer
+from rescore.score.acoustic import ISSUES_KEY
 
 OWN_KEYS = {"am", "am_norm", "am_tokens"}  # the recognizer's own beam scores
 ACOUSTIC_PREFIXES = ("am:", "am_norm:", "mbr:")  # per-model keys: teacher-forced through that model
@@ -31,7 +31,7 @@ DERIVED_FROM_LIST = ("rank:",)  # filled in for a text no system proposed (featu
 
 
 class AcousticScorer(Protocol):
-    """What verification needs of :class:`rescore.ascore.WhisperScorer`."""
+    """What verification needs of :class:`rescore.score.acoustic.WhisperScorer`."""
 
     am_key: str
     tokens_key: str
@@ -87,7 +87,7 @@ def word_edits_only(reranked: str, proposal: str, normalizer: str = "whisper") -
     what it wrote: such changes would drown the evidence about the words (which is all WER counts). Words
     are aligned on their normalized forms; where they agree the reranked spelling is kept.
     """
-    from rescore.metrics import normalize
+    from rescore.evaluate.metrics import normalize
 
     old, new = reranked.split(), proposal.split()
     keys = [[normalize(w, normalizer) for w in ws] for ws in (old, new)]

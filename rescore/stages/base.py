@@ -69,10 +69,10 @@ def make_verifier(judges: list[str], *, margin: float = 0.0, device: str = "auto
     """An :class:`rescore.correct.verify.AudioVerifier` whose scorers load on first use and are kept.
 
     ``judges``: acoustic models whose summed scores decide; empty: each record's own rerank weights."""
-    from rescore.ascore import score_keys
     from rescore.correct.verify import AudioVerifier
     from rescore.registry import acoustic_scorers, make_scorer
-    from rescore.rerank import Weights
+    from rescore.rerank.ranker import Weights
+    from rescore.score.acoustic import score_keys
 
     acoustic: dict[str, Any] = {}
     lms: dict[tuple[str, str], Any] = {}

@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rescore.fusion import CONFIG_FILE as MODEL_CONFIG
-from rescore.fusion import XATTN_KEY
-from rescore.fusion.recognize import DecodeMode
-from rescore.models import cache_dir
+from rescore.deep import CONFIG_FILE as MODEL_CONFIG
+from rescore.deep import XATTN_KEY
+from rescore.deep.recognize import DecodeMode
+from rescore.io.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
 from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier, option_guards

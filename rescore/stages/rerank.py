@@ -9,11 +9,10 @@ from typing import Any
 
 from pydantic import Field
 
-from rescore.features import DERIVED_PREFIXES, add_derived
-from rescore.lm import short_name
 from rescore.records import NBest
 from rescore.registry import make_scorer
-from rescore.rerank import (
+from rescore.rerank.features import DERIVED_PREFIXES, add_derived
+from rescore.rerank.ranker import (
     DEFAULT_KEYS,
     DEFAULT_MIN_LENGTH_RATIO,
     RANK_KEY,
@@ -24,13 +23,14 @@ from rescore.rerank import (
     lm_key,
     rerank_iter,
 )
+from rescore.score import short_name
 from rescore.stages.base import BaseStage, StageOptions, file_digest
 
 SHIPPED_RERANKER = Path(__file__).resolve().parents[1] / "data" / "reranker.json"
 
 
 def needs_derived(weights: Weights) -> bool:
-    """Whether the weights use features :func:`rescore.features.add_derived` computes."""
+    """Whether the weights use features :func:`rescore.rerank.features.add_derived` computes."""
     return any(k.startswith((*DERIVED_PREFIXES, "rank:")) for k in weights.scores)
 
 
@@ -52,7 +52,7 @@ class RerankOptions(StageOptions):
     lm_weight: list[float] | None = None
     length_bonus: float | None = None
     am: str = "am_norm"
-    # truncation guard (see rescore.rerank.Ranker); None: the tuned config's value, else off
+    # truncation guard (see rescore.rerank.ranker.Ranker); None: the tuned config's value, else off
     min_length_ratio: float | None = Field(None, ge=0, le=1)
     threads: int = Field(2, ge=1)
     batch_tokens: int = Field(1024, ge=16)

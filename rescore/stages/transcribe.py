@@ -1,7 +1,7 @@
 """The first pass as a stage: utterances (carried in placeholder records) -> n-best records.
 
 With several models (``model = ["whisper-tiny.en", "whisper-base"]``) each recognizer decodes the batch
-and their records are merged into the n-best union (:mod:`rescore.merge`). With ``ascore`` the union is
+and their records are merged into the n-best union (:mod:`rescore.recognize.union`). With ``ascore`` the union is
 scored as it goes: every hypothesis with every model (``am:<model>``, ``am_tokens:<model>``, as the ascore
 stage writes them) against the encoder output that model's first pass computed (ctranslate2 backend).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from rescore.datasets import Utterance
+from rescore.io.datasets import Utterance
 from rescore.records import NBest
 from rescore.registry import accepted_options, acoustic_scorers, make_recognizer, recognizers
 from rescore.stages.base import BaseStage, StageOptions
@@ -109,7 +109,7 @@ class TranscribeStage(BaseStage):
         o: TranscribeOptions = self.opts  # type: ignore[assignment]
         if len(o.models) == 1:
             return make_recognizer(o.backend, **o.recognizer_options())
-        from rescore.merge import UnionRecognizer
+        from rescore.recognize.union import UnionRecognizer
 
         models = [m for m in o.models if m is not None]
         recs = [make_recognizer(o.backend, **o.recognizer_options(m)) for m in models]

@@ -1,0 +1,20 @@
+"""Deep fusion: a frozen causal LM fed Whisper encoder states, by gated cross-attention (``xattn``, the default)
+or as a bridged prefix (``model``); see docs/design.md.
+
+The model folder's names live here, torch-free, so that ``rescore.stages.deep`` can tell the architectures apart
+without importing torch.
+"""
+
+CONFIG_FILE = "deep-config.json"  # what `rescore deep train` writes into its model folder
+XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("speech_llm": the prefix bridge)
+# where the cross-attention blocks act (XAttnConfig.attend); the first is the default and what a model saved before
+# the field had: every position
+ATTEND = ("all", "reply")
+PRECISIONS = ("auto", "bf16", "fp32")  # training's autocast (rescore.deep.train.autocast)
+# the style of targets and prompt hypotheses (rescore.deep.model.normalize_target); the first is the default
+TEXT_NORMS = ("lower", "whisper", "none")
+
+
+def saved_attend(config: dict) -> str:
+    """Where a saved cross-attention model's blocks act (its ``xattn`` config; saved before the field: all)."""
+    return config.get("attend", ATTEND[0])
