@@ -88,3 +88,15 @@ def deep_train_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNam
     nbest.write_text("")
     base = ["deep", "train", "--train", str(nbest), "-o", str(tmp_path / "m")]
     return SimpleNamespace(run=lambda extra: CliRunner().invoke(app, base + list(extra)), configs=configs)
+
+
+# Fixtures that load real weights: a test asking for one is a `model` test wherever it is (the quick subset,
+# `pytest -m "not model and not slow"`, must not load a model by way of a fixture).
+REAL_MODEL_FIXTURES = {"real_model", "audio_batch", "decoder_model", "prediction_model", "tiny_record"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+

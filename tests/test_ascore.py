@@ -95,7 +95,7 @@ def _per_token_diff(records):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_own_hypotheses_agree_with_recognizer_am(scorer, own_records):
     out = scorer.score(_copy(own_records))
     for r in out:
@@ -107,7 +107,7 @@ def test_own_hypotheses_agree_with_recognizer_am(scorer, own_records):
     assert d.mean() < TORCH_NOISE_MEAN and d.max() < TORCH_NOISE_MAX, (d.mean(), d.max())
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_ct2_method_agrees_closer(own_records):
     from rescore.score.acoustic import WhisperScorer
 
@@ -116,7 +116,7 @@ def test_ct2_method_agrees_closer(own_records):
     assert d.mean() < CT2_NOISE_MEAN and d.max() < CT2_NOISE_MAX, (d.mean(), d.max())
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_missing_words_or_end_token_score_lower(scorer, own_records):
     for r in _copy(own_records):
         full = r.hypotheses[0]
@@ -140,7 +140,7 @@ def test_missing_words_or_end_token_score_lower(scorer, own_records):
     assert full_lp.sum() > cut_lp.sum()
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_token_and_end_probabilities_match_independent_decoders(scorer, own_records):
     """Every token's log-probability against openai-whisper's decoder on the same weights (float32, to 1e-3),
     and the end token's against CTranslate2's own int8 decoder (generate with the text as a forced prefix)."""
@@ -182,7 +182,7 @@ def test_token_and_end_probabilities_match_independent_decoders(scorer, own_reco
         assert lp[-1] == pytest.approx(end, abs=0.05 + 0.05 * abs(end)), (lp[-1], end)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_unscorable_records_pass_through_marked(scorer, own_records, tmp_path, caplog):
     good = _copy(own_records[:1])[0]
     text_only = NBest(id="text-only", hypotheses=[Hypothesis("no audio at all")])
@@ -216,7 +216,7 @@ def test_unscorable_records_pass_through_marked(scorer, own_records, tmp_path, c
     assert again.extra[ISSUES_KEY] == [issue]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_longform_is_scored_window_by_window(scorer):
     from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer
@@ -251,7 +251,7 @@ def test_longform_is_scored_window_by_window(scorer):
     assert "longer than one 30 s window" in bare.extra[SKIP_KEY]["skipped"]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_cli_scores_and_names_skipped_records(own_records, tmp_path):
     from rescore.cli import app
 

@@ -12,7 +12,7 @@ from rescore.io.datasets import Utterance, load_dataset
 from rescore.recognize.ctc_head import shipped_checkpoint
 from rescore.registry import make_recognizer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from rescore.cli import app
 from rescore.records import read_nbest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 runner = CliRunner()
 
 

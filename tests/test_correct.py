@@ -124,7 +124,7 @@ def tiny_nbest(tmp_path_factory, tiny_manifest):
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_correction_llama_cpp_end_to_end(tiny_nbest, tmp_path):
     out = tmp_path / "c.jsonl"
     args = ["correct", str(tiny_nbest), "-o", str(out), "--llm", "smollm2-135m", "--prompt", "nbest", "--threads", "2"]
@@ -149,7 +149,7 @@ def test_real_correction_llama_cpp_end_to_end(tiny_nbest, tmp_path):
     assert "resuming: 2 of 3" in res.output
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_lora_train_and_transformers_backend(tiny_nbest, tmp_path):
     adapter = tmp_path / "adapter"
     res = runner.invoke(
@@ -204,7 +204,7 @@ def test_held_out_split_is_seeded_and_disjoint():
     assert len(held) == 3 and len(train) == 37
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_lora_early_stopping_keeps_the_best_held_out_step(tiny_nbest, tmp_path):
     """Real n-best pairs (the fixture's two, five copies each: the mechanism, not generalisation), 1 held out,
     measured every step: the saved adapter is the one with the best held-out loss."""
@@ -249,7 +249,7 @@ def test_lookup_draft_copies_what_followed_the_last_ngram_in_the_prompt():
     assert lookup_draft([*prompt, 8, 6], len(prompt)) == []  # nothing follows it inside the prompt
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_prompt_lookup_decoding_writes_what_plain_greedy_writes(tiny_nbest):
     from rescore.correct import CorrectorConfig, LLMCorrector
     from rescore.correct.llm import LlamaCppChat

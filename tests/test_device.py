@@ -21,7 +21,7 @@ def test_resolve_device_names():
         resolve_device("auto", runtime="jax")
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_encoder_does_not_import_a_recognizer_backend():
     code = (
         "import sys, rescore.whisper.encoder, rescore.device; "

@@ -4,7 +4,7 @@ import pytest
 from rescore.io.datasets import load_dataset
 from rescore.whisper.encoder import WhisperEncoder
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 
 def test_encoder_states_are_trimmed_and_cached(tiny_manifest, tmp_path):

@@ -352,7 +352,7 @@ def test_rerank_stage_uses_rank_weights_for_records_without_acoustic_scores() ->
     assert "no am_norm" in explicit.process(import_records("kaldi", FIX / "kaldi/nbest.txt"))[0].error
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_text_only_rerank_on_a_hyporadise_slice_with_the_real_lm() -> None:
     """8 CHiME-4 test lists (no acoustic scores) through the rerank stage with smollm2-135m: the rank prior
     and the LM choose; a few seconds on the CPU."""

@@ -211,7 +211,7 @@ def tiny_examples(tiny_manifest):
     return sorted(ex, key=lambda e: e.states.shape[0])[:3]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_path):
     from rescore.deep.model import SpeechLLMConfig, build_model, load_model
     from rescore.deep.train import TrainConfig, dev_loss, train
@@ -276,7 +276,7 @@ def test_beams_are_ordered_by_the_score_the_search_ranks_by():
     assert order_beams([short, long, tie]) == [long, short, tie]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_deep_records_carry_am_norm_for_the_default_rerank(tmp_path, tiny_manifest):
     """An (untrained) speech-LLM as a recognizer: its records rank with ``rerank``'s default weights."""
     from rescore.deep.model import SpeechLLMConfig, build_model, save_model

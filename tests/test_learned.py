@@ -64,7 +64,7 @@ def test_derived_features() -> None:
     assert expected_errors(["a", "a"], [0.0, 0.0]) == [0.0, 0.0]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_tune_learned_and_rerank_with_the_saved_config(tmp_path) -> None:
     """`rescore tune --method learned` on a dev file, then `rerank --config` applies it (derived features and
     all) with the real smollm2 LM."""

@@ -13,7 +13,7 @@ from rescore.records import read_nbest
 from rescore.registry import make_scorer
 from rescore.score import LMLoadError, LMScorer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 PAIRS = [  # (correct, an ASR corruption of it)
     ("He was not an ill disposed young man.", "He was knot and ill disposed young man."),

@@ -34,7 +34,7 @@ def test_tree_shares_beginnings_and_keeps_each_path() -> None:
     assert all(nodes[p].depth + 1 == n.depth for n in nodes if (p := n.parent) >= 0)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_batched_scores_equal_one_at_a_time(llama) -> None:
     """Exact while the batch stays under 64 tokens; past that llama.cpp's CPU matmul takes another kernel
     (measured: one text's score moves by 0.1 nats when an unrelated sequence brings the batch to 64), so
@@ -50,7 +50,7 @@ def test_batched_scores_equal_one_at_a_time(llama) -> None:
             assert abs(b.logprob - n) <= 0.05 * b.tokens, (b, n)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_small_batches_and_few_sequences_give_the_same_scores() -> None:
     """Chunks cut by the sequence limit and by the batch size score as one big batch does."""
     big = make_scorer("smollm2-135m", "llamacpp", threads=2)
@@ -59,7 +59,7 @@ def test_small_batches_and_few_sequences_give_the_same_scores() -> None:
     assert small.score(texts, context="Read aloud:") == pytest.approx(big.score(texts, context="Read aloud:"), abs=2e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_kept_prefix_rewinds_to_the_common_part(llama) -> None:
     """Alternating contexts (shorter, longer, back) reuse sequence 0 and still score as a fresh cache."""
     fresh = {c: llama.score_unbatched([llama.encode(c, t) for t in TEXTS[:3]]) for c in CONTEXTS}
@@ -67,7 +67,7 @@ def test_kept_prefix_rewinds_to_the_common_part(llama) -> None:
         assert llama.score(TEXTS[:3], context=c) == pytest.approx(fresh[c], abs=2e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_scores_within_005_nats_per_token_of_transformers(llama) -> None:
     """Same weights (hf runs the dequantized GGUF), different kernels: the summed gap over all tokens."""
     hf = make_scorer("smollm2-135m", "hf", threads=2)

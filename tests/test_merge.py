@@ -231,7 +231,7 @@ def tiny_utts(tiny_manifest):
     return load_dataset(tiny_manifest).utterances[:3]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_union_stage_real_models(tiny_utts):
     from rescore.stages import utterance_record
 
@@ -248,7 +248,7 @@ def test_union_stage_real_models(tiny_utts):
         assert len({normalize(h.text) for h in r.hypotheses}) == len(r.hypotheses)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_distinct_gives_n_normalised_distinct_hypotheses(tiny_utts):
     from rescore.registry import make_recognizer
 

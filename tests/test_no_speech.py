@@ -67,7 +67,7 @@ def _assert_flagged(rec: NBest, decided_by: str) -> dict:
     return flag
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_non_speech_gives_one_empty_hypothesis(gated, plain, non_speech):
     before = list(plain.recognize(non_speech))
     assert all(r.ok and r.hypotheses[0].text.strip() for r in before)  # what Whisper writes there: "you" ...
@@ -82,7 +82,7 @@ def test_non_speech_gives_one_empty_hypothesis(gated, plain, non_speech):
     assert records[0].recognizer["vad"] is True and records[0].recognizer["no_speech_threshold"] == 0.6
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_no_speech_probability_alone_catches_noise(non_speech):
     """Without VAD, the no-speech probability and the low average log-probability flag the noise."""
     from rescore.recognize.ctranslate2 import CT2WhisperRecognizer
@@ -93,7 +93,7 @@ def test_no_speech_probability_alone_catches_noise(non_speech):
         assert flag["probability"] > 0.6 and flag["vad_speech_seconds"] is None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_speech_transcribes_as_before(gated, plain, tiny_manifest):
     utts = load_dataset(tiny_manifest).utterances
     new, old = list(gated.recognize(utts)), list(plain.recognize(utts))
@@ -103,7 +103,7 @@ def test_real_speech_transcribes_as_before(gated, plain, tiny_manifest):
         assert [h.scores for h in a.hypotheses] == [h.scores for h in b.hypotheses], a.id
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_silent_window_of_a_long_recording(gated, plain, tiny_dir, tmp_path):
     """Speech then 30 s of silence: the second window is emptied and listed; the speech keeps its text."""
     audio, rate = sf.read(tiny_dir / "audio" / "sense_and_sensibility_01_austen_64kb-0880.flac", dtype="float32")
@@ -118,7 +118,7 @@ def test_silent_window_of_a_long_recording(gated, plain, tiny_dir, tmp_path):
     assert rec.hypotheses[0].text == short.hypotheses[0].text == "He was not an ill-disposed young man."
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_no_speech_record_is_ranked_and_scored(gated, non_speech):
     """Downstream: the ranker picks the empty hypothesis; scoring counts the words it misses."""
     (rec,) = gated.recognize(non_speech[:1])
@@ -130,7 +130,7 @@ def test_no_speech_record_is_ranked_and_scored(gated, non_speech):
     assert wer.rate == 1.0 and report.oracle == [1.0]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_openai_whisper_backend_flags_silence(non_speech, tiny_dir):
     from rescore.recognize.openai_whisper import OpenAIWhisperRecognizer
 

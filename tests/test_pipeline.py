@@ -28,7 +28,7 @@ def test_config_rejects_unknown_keys_and_presets(tmp_path):
     assert not c.rerank.enabled and c.transcribe.nbest == 4 and c.run_name == "tiny"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_run_caches_stages_and_writes_reports(tiny_manifest, tmp_path):
     over = {"output": str(tmp_path), "name": "t", "limit": 3, "transcribe": {"nbest": 4}}
     cfg = load_config(input=str(tiny_manifest), preset="first-pass", overrides=over)
@@ -45,7 +45,8 @@ def test_run_caches_stages_and_writes_reports(tiny_manifest, tmp_path):
     assert 'input = "' in (tmp_path / "t" / "config.toml").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.browser
 def test_html_report_renders_in_chromium(tiny_manifest, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian chromium is installed by scripts/test.sh"
@@ -82,7 +83,7 @@ def test_html_report_renders_in_chromium(tiny_manifest, tmp_path):
     assert "<table" in dom and "transcribe" in dom and dom.count("<img") == 4
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_cli_run_and_compare(tiny_manifest, tmp_path):
     args = ["run", str(tiny_manifest), "--preset", "first-pass", "--output", str(tmp_path), "--limit", "2"]
     res = runner.invoke(app, [*args, "--name", "a"])
@@ -96,7 +97,7 @@ def test_cli_run_and_compare(tiny_manifest, tmp_path):
     assert res.exit_code == 2 and "missing.toml" in res.output
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_ray_engine_matches_local(tiny_manifest, tmp_path):
     """Transcription and reranking through Ray Data actors write the same records as the local engine."""
     pytest.importorskip("ray")
@@ -141,7 +142,7 @@ def test_ray_actor_threads_follow_the_option_the_driver_or_the_cores(monkeypatch
     assert RayEngine(actors=2).actor_threads() == "5"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
     over = {"output": str(tmp_path), "name": "s", "limit": 2, "transcribe": {"nbest": 4}}
     results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="fast", overrides=over))
@@ -154,7 +155,7 @@ def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
     assert [r.cached for r in results] == [True, False]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_default_preset_runs_every_stage(tiny_manifest, tmp_path):
     over = {"output": str(tmp_path), "name": "d", "limit": 1, "transcribe": {"nbest": 4}}
     results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="default", overrides=over))
@@ -163,3 +164,25 @@ def test_default_preset_runs_every_stage(tiny_manifest, tmp_path):
     assert rec.corrected and rec.correction["llm"] == "qwen2.5-0.5b" and "accepted" in rec.correction
     assert rec.chosen is not None and rec.timing["correct"] > 0
     assert [s.stage for s in summary.stages] == ["transcribe", "rerank", "correct"]
+
+
+@pytest.mark.model
+def test_cli_run_names_each_failed_item_once(tmp_path, speech):
+    """A folder with a good file, an empty one and a text file named .wav: every later stage passes the failures on,
+    and the run still names each of them once."""
+    import soundfile as sf
+
+    audio, rate, _ = speech
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    sf.write(folder / "good.wav", audio, rate)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.wav").write_text("not audio, a text file\n")
+    args = ["run", str(folder), "--preset", "fast", "--output", str(tmp_path / "runs")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    for item in ("empty", "notes"):
+        lines = [line for line in res.output.splitlines() if line.startswith("failed") and item in line]
+        assert len(lines) == 1, res.output
+    (result,) = [line for line in res.output.splitlines() if line.startswith("rerank:")]
+    assert "2 failed" in result, res.output  # the good file went through both stages

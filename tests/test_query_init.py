@@ -36,7 +36,7 @@ def test_ridge_recovers_a_linear_map_and_scores_it_on_held_out_groups():
     assert noise.r2 < 0.05  # nothing to explain: held out, the fit says so
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_fitted_queries_attend_like_whispers_decoder_and_leave_the_lm_as_it_is(tiny_manifest):
     from rescore.deep.model import collate
     from rescore.deep.query_init import attention_agreement, fit_queries

@@ -27,7 +27,7 @@ def _noise(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "Loading" in line or "Warning" in line or "deprecated" in line]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.parametrize("before", ["", "import transformers, tqdm"], ids=["fresh", "transformers-imported-first"])
 def test_quiet_scorer_load_prints_nothing(before):
     p = _python(f"{before}\nfrom rescore.io.quiet import quiet_third_party\nquiet_third_party()\n{SCORE}")
@@ -36,7 +36,7 @@ def test_quiet_scorer_load_prints_nothing(before):
     assert _noise(p.stderr) == [], p.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_verbose_keeps_the_noise():
     p = _python(f"from rescore.io.quiet import quiet_third_party\nquiet_third_party(verbose=True)\n{SCORE}")
     assert p.returncode == 0, p.stderr

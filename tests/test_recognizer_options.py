@@ -42,7 +42,7 @@ def test_unknown_option_raises_type_error(cls, option):
         cls(**option)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_pocketsphinx_model_none_is_the_bundled_model(tiny_manifest):
     """``model=None`` is the bundled en-US model; the same folder named explicitly decodes the same; a Whisper
     model name (the CLI's default --model) is no longer taken for it."""

@@ -10,7 +10,7 @@ from rescore.recognize import combine_windows
 from rescore.records import Hypothesis, Window
 from rescore.registry import make_recognizer
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

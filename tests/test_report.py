@@ -160,7 +160,7 @@ def test_old_summary_json_still_reads():
     assert sm.references and sm.stages[0].wer == 0.1 and sm.stages[0].words_changed is None
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_run_over_audio_without_references(tiny_dir, tmp_path):
     """Whisper tiny.en and the smollm2 rerank on two real recordings that come without transcripts."""
     import shutil

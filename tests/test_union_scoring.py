@@ -126,7 +126,7 @@ def _assert_same_scores(ours: list[NBest], theirs: list[NBest]) -> None:
             assert ha.scores["am:whisper-tiny.en"] != ha.scores["am:whisper-base"]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_recognizer_hands_out_the_encoder_output_it_decoded_from(tiny_utts):
     from rescore.registry import make_recognizer
     from rescore.score.acoustic import WhisperScorer
@@ -152,7 +152,7 @@ def test_recognizer_hands_out_the_encoder_output_it_decoded_from(tiny_utts):
     assert none is None  # not asked for: not kept
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_union_scores_equal_the_ascore_stage(tiny_utts):
     from rescore.stages import AScoreOptions, AScoreStage, utterance_record
 
@@ -164,7 +164,7 @@ def test_union_scores_equal_the_ascore_stage(tiny_utts):
     assert all("ascore:whisper-base" in r.timing for r in scored)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_longform_union_is_scored_window_by_window():
     from rescore.io.datasets import load_dataset
     from rescore.registry import make_recognizer

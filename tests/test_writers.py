@@ -148,7 +148,7 @@ def test_unknown_format_or_stage_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_long_recording_gets_one_cue_per_window(tiny_dir, tmp_path):
     """Whisper tiny.en on a real 53-70 s recording: the first pass splits exactly at its windows."""
     from rescore.io.datasets import load_dataset

@@ -305,7 +305,7 @@ def test_beam_search_from_the_cached_prompt_equals_one_over_the_whole_prompt(rea
                 b.ffn_gate.fill_(0.0)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
     from rescore.deep.train import Example, TrainConfig, train
     from rescore.deep.xattn import load_deep_model
@@ -415,7 +415,7 @@ def test_cli_kv_init_follows_the_encoder(deep_train_cli):
         assert result.exit_code != 0 and bad[0] in result.output
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_deep_stage_rewrites_first_pass_records(tmp_path, real_model, tiny_manifest):
     """The stage over first-pass records: one new record each, in order, the input texts kept, am_norm ranked;
     a record without hypotheses fails alone."""
@@ -512,7 +512,7 @@ def test_deep_answer_is_verified_as_a_correction():
     assert not stray.correction["guards_accepted"] and Refuses.calls == 1 and stray.text() == "the cat sat on the mat"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, tiny_manifest):
     """The floor of the lowest held-out WER goes into the model's config, and the reloaded model decodes with it."""
     import json
@@ -561,7 +561,7 @@ def test_resuming_refuses_a_checkpoint_of_another_model(tmp_path):
         check_same_model(tmp_path, XAttnConfig(attend="reply"))
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_model_trained_on_own_length_windows_is_decoded_on_them(tmp_path, real_model):
     """The encoder window is part of the model: its recognizer encodes (and caches) as the model was trained."""
     from rescore.deep.recognize import DeepFusionRecognizer
