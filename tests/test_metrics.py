@@ -63,3 +63,21 @@ def test_paired_change_counts_gain_and_harm_per_utterance():
     assert (change.better, change.worse, change.unchanged) == (2, 1, 1)
     assert change.p < 0.5  # fewer errors in most resamples
     assert paired_change(after, before, np.array([5, 5, 5, 5])).p > 0.5
+
+
+def test_score_report_gives_one_wer_and_prints_it():
+    from rescore.evaluate.scoring import score_records
+    from rescore.records import Hypothesis, NBest
+
+    records = [
+        NBest(id="a", reference="the cat sat", hypotheses=[Hypothesis("The cat sat.")]),
+        NBest(id="b", reference="on the mat", hypotheses=[Hypothesis("on a mat")]),
+    ]
+    report = score_records(records)
+    assert report.rate() == 1 / 6  # Whisper's normalizer: case and punctuation do not count
+    assert report.rate("none") == 3 / 6
+    assert report.rate(chars=True) > 0
+    line = str(report.wer[0])
+    assert line.startswith("WER") and "%" in line and "of 6 words" in line
+    with pytest.raises(KeyError, match="nope"):
+        report.rate("nope")

@@ -156,6 +156,11 @@ def paired_change(errors_a: np.ndarray, errors_b: np.ndarray, ref_lengths: np.nd
     )
 
 
+def percent(x: float | None, missing: str = "") -> str:
+    """A rate as a percentage with two decimals (``missing`` for None or NaN): how every table shows a WER."""
+    return missing if x is None or x != x else f"{100 * x:.2f}"
+
+
 @dataclass
 class ErrorRate:
     """A corpus error rate with its counts and 95 % bootstrap interval."""
@@ -172,6 +177,14 @@ class ErrorRate:
 
     def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+    def __str__(self) -> str:
+        what = "WER" if self.unit == "word" else "CER"
+        return (
+            f"{what} {100 * self.rate:.2f} % ({self.normalizer} normalizer, 95 % CI {100 * self.ci_low:.2f}-"
+            f"{100 * self.ci_high:.2f}; S {self.substitutions} D {self.deletions} I {self.insertions} of"
+            f" {self.reference_length} {self.unit}s)"
+        )
 
 
 def error_rate(

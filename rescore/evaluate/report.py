@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from rescore.evaluate.diffs import NORMALIZER, render_rows, stage_text, utterance_rows
-from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, oracle_curve, paired_bootstrap, paired_change
+from rescore.evaluate.metrics import (
+    bootstrap_ci,
+    edit_counts,
+    normalize,
+    oracle_curve,
+    paired_bootstrap,
+    paired_change,
+    percent,
+)
 from rescore.records import NBest
 
 
@@ -196,10 +204,6 @@ def corrector_verdicts(records: Sequence[NBest]) -> tuple[int | None, int | None
     return accepted, len(verdicts) - accepted
 
 
-def _pct(x: float | None) -> str:
-    return "" if x is None or x != x else f"{100 * x:.2f}"
-
-
 def _num(x: int | None) -> str:
     return "" if x is None else str(x)
 
@@ -236,16 +240,16 @@ def score_rows(summary: RunSummary) -> list[list[str]]:
     return [
         [
             s.stage,
-            _pct(s.wer),
-            f"{_pct(s.ci_low)}-{_pct(s.ci_high)}" if s.ci_low == s.ci_low else "",
-            _pct(s.cer),
+            percent(s.wer),
+            f"{percent(s.ci_low)}-{percent(s.ci_high)}" if s.ci_low == s.ci_low else "",
+            percent(s.cer),
             str(s.substitutions),
             str(s.deletions),
             str(s.insertions),
             str(s.better),
             str(s.worse),
             str(s.unchanged),
-            _pct(s.gap_closed),
+            percent(s.gap_closed),
             _p(s.p_vs_first),
             "" if s.better_vs_previous is None else f"{s.better_vs_previous}/{s.worse_vs_previous}",
             _harm(s),
@@ -416,7 +420,7 @@ def render_html(summaries: Sequence[RunSummary], title: str, utterances: str = "
     ]
     for sm in summaries:
         if sm.scored:
-            oracle = f"{_pct(sm.oracle[-1])} % at k={len(sm.oracle)}" if sm.oracle else "n/a"
+            oracle = f"{percent(sm.oracle[-1])} % at k={len(sm.oracle)}" if sm.oracle else "n/a"
             parts.append(
                 f"<h2>{html.escape(sm.name)}</h2><p class='note'>{sm.scored} of {sm.utterances} utterances scored, "
                 f"{sm.audio_seconds / 60:.1f} min of audio; n-best oracle WER {oracle}; Whisper English normalizer; "
@@ -451,7 +455,7 @@ def render_markdown(summary: RunSummary) -> str:
             f"utterances went through every stage, {summary.audio_seconds / 60:.1f} min of audio, "
             f"wall time {summary.wall_seconds:.1f} s.\n\n{changes}"
         )
-    oracle = " ".join(f"k={k}: {_pct(x)}" for k, x in enumerate(summary.oracle, 1))
+    oracle = " ".join(f"k={k}: {percent(x)}" for k, x in enumerate(summary.oracle, 1))
     return (
         f"# Run {summary.name}\n\n{summary.scored} of {summary.utterances} utterances scored, "
         f"{summary.audio_seconds / 60:.1f} min of audio, wall time {summary.wall_seconds:.1f} s.\n"

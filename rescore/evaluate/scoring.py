@@ -25,6 +25,14 @@ class ScoreReport:
     oracle: list[float] = field(default_factory=list)  # WER at k = 1..N, Whisper normalizer
     features: dict[str, float] = field(default_factory=dict)  # score key -> share of hypotheses that have it
 
+    def rate(self, normalizer: str = "whisper", *, chars: bool = False) -> float:
+        """The corpus WER (CER with ``chars``) as a fraction, under one normalizer (default Whisper's English one,
+        the usual one for reporting); ``wer``/``cer`` hold every normalizer's with counts and intervals."""
+        for e in self.cer if chars else self.wer:
+            if e.normalizer == normalizer:
+                return e.rate
+        raise KeyError(f"no {'CER' if chars else 'WER'} under normalizer {normalizer!r} (scored: {self.scored})")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["wer"] = {e.normalizer: e.to_dict() for e in self.wer}

@@ -10,11 +10,8 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
+from rescore.evaluate.metrics import percent
 from rescore.evaluate.report import RunSummary, nothing_scored
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None or x != x else f"{100 * x:.2f}"
 
 
 def stage_table(summary: RunSummary) -> Table:
@@ -27,8 +24,8 @@ def stage_table(summary: RunSummary) -> Table:
     for s in summary.stages:
         table.add_row(
             s.stage,
-            _pct(s.wer),
-            f"{_pct(s.ci_low)}-{_pct(s.ci_high)}" if s.ci_low == s.ci_low else "",
+            percent(s.wer),
+            f"{percent(s.ci_low)}-{percent(s.ci_high)}" if s.ci_low == s.ci_low else "",
             str(s.better),
             str(s.worse),
             "" if s.gap_closed is None else f"{100 * s.gap_closed:.1f}",
@@ -81,7 +78,7 @@ def compare_table(summaries: Sequence[RunSummary]) -> Table:
     table.add_column("oracle", justify="right")
     for sm in summaries:
         by = {s.stage: s for s in sm.stages}
-        cells = [_pct(by[st].wer) if st in by and sm.scored else "" for st in stages]
-        oracle = _pct(sm.oracle[-1]) if sm.oracle and sm.scored else ""
+        cells = [percent(by[st].wer) if st in by and sm.scored else "" for st in stages]
+        oracle = percent(sm.oracle[-1]) if sm.oracle and sm.scored else ""
         table.add_row(sm.name if sm.scored else f"{sm.name} (not scored)", *cells, oracle)
     return table

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from rescore.recognize.ctc_decode import (
 )
 from rescore.recognize.ctc_head import load_ctc_head, resolve_checkpoint
 from rescore.records import Hypothesis, NBest
-
-if TYPE_CHECKING:
-    pass
 
 
 class CTCRecognizer:

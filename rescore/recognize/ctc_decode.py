@@ -8,17 +8,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rescore.recognize.ctc_head import BLANK, CHARS, CharVocab
 
-if TYPE_CHECKING:
-    pass
-
-# word-LM fusion defaults, picked on the first 30 utterances of librispeech-dev (eval/bench_recognizers.py
-# reports the other 80); the --lm-weight and --word-bonus options of `rescore transcribe` override them
+# word-LM fusion defaults (picked on the first 30 utterances of librispeech-dev; the shipped head's
+# rescore/data/ctc-head.json has its figures); `rescore transcribe --lm-weight --word-bonus` override them
 LM_WEIGHT = 0.5
 WORD_BONUS = 1.5
 

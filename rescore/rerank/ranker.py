@@ -27,47 +27,21 @@ from rescore.score import LMLoadError, LMScorer
 # Relative grids (see _search): 1 = the feature moves the total as much as the acoustic score does.
 LM_GRID = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 LENGTH_GRID = tuple(float(x) for x in np.arange(-2.0, 3.01, 0.125))
-# Summed-`am` form, close to what `tune` found on librispeech-dev with smollm2-135m (kept for callers
-# that build {"am": 1, lm: DEFAULT_LM_WEIGHT}); brittle on other sets, prefer default_weights().
-DEFAULT_LM_WEIGHT = 0.2
-DEFAULT_LENGTH_BONUS = 1.5
-# Per-token form (`am_norm`, the recognizer's own ranking, plus small LM and length terms), fitted on training
-# sets only (python -m eval.fit_defaults --per-set 80 --min-length-bonus 0: 80 seeded utterances each of
-# an4-train, arctic-cathy and speechocean-train, tiny.en 8-best, smollm2-135m): 0.016037 and 0.051605, rounded.
-# The length bonus is searched from 0 up: short training utterances teach a negative one, which truncates long
-# utterances (librispeech-dev 4.58 -> 8.67 %). Used with the truncation guard DEFAULT_MIN_LENGTH_RATIO; the
-# summed form fitted the same way did better in training CV but made an4-test worse (37.9 -> 43.0 %), and
-# this form with the guard was picked after seeing that, so the report-set figures (eval/RESULTS.md,
-# fit_defaults-bounded: librispeech-dev 4.58 -> 4.22 %, an4-test 37.92 -> 37.71 %) are not independent of
-# that choice. (Before: 0.004 and 0.03, tuned on the whole of librispeech-dev: in-sample there.)
-DEFAULT_NORM_LM_WEIGHT = 0.016
-DEFAULT_NORM_LENGTH_BONUS = 0.05
-# truncation guard of the default weights: a hypothesis with fewer than half the words of the recognizer's
-# first is never chosen (Whisper's lists hold hypotheses cut after the first sentence of a long utterance)
-DEFAULT_MIN_LENGTH_RATIO = 0.5
-
-
-# Summed form for `rerank --am am` (per-token weights mean nothing on a summed score): what `tune` chose with
-# `am` fixed at 1 on training sets, never the dev set: the first 30 utterances of arctic-cathy and of
-# speechocean-train (tiny.en 8-best as eval/nbest_cache.py makes them, smollm2-135m, Whisper normalizer).
-# Tuned 0.102 and 0.424 (the 5 folds: LM 0.10-0.16, bonus 0.41-0.54); rounded, they give the same choices.
-# 5-fold cross-validated WER 18.7 -> 17.5 % (5 better, 4 worse; p 0.19); in-sample 17.0 % (speechocean
-# 58.6 -> 52.6 %, arctic-cathy unchanged at 2.8 %). With several LMs each gets this weight, as with am_norm.
-DEFAULT_SUM_LM_WEIGHT = 0.1
-DEFAULT_SUM_LENGTH_BONUS = 0.4
+# The default weights and their provenance (data, command, figures) live in rescore/data/default-weights.json.
+_DEFAULTS = json.loads((Path(__file__).resolve().parent.parent / "data" / "default-weights.json").read_text())
+DEFAULT_NORM_LM_WEIGHT = _DEFAULTS["am_norm"]["lm_weight"]
+DEFAULT_NORM_LENGTH_BONUS = _DEFAULTS["am_norm"]["length_bonus"]
+DEFAULT_MIN_LENGTH_RATIO = _DEFAULTS["am_norm"]["min_length_ratio"]  # the truncation guard of the default weights
+DEFAULT_SUM_LM_WEIGHT = _DEFAULTS["am"]["lm_weight"]
+DEFAULT_SUM_LENGTH_BONUS = _DEFAULTS["am"]["length_bonus"]
 AM_KEYS = ("am_norm", "am")  # the acoustic scores default_weights has weights for
 
-# Text-only lists (imported n-best without acoustic scores, e.g. HyPoradise CHiME-4): the list's own order is
-# the prior. `rank` is the 0-based position the importer kept (rescore.io.formats), weighted -1 so that with no
-# other evidence the first hypothesis wins; the LM weight and length bonus are on that scale (one rank step).
+# Text-only lists (imported n-best without acoustic scores): the list's own order is the prior. `rank` is the
+# 0-based position the importer kept, weighted -1 so that with no other evidence the first hypothesis wins.
 RANK_KEY = "rank"
-RANK_WEIGHT = -1.0
-# What `tune` chose with `rank` fixed at -1 on the whole HyPoradise ATIS train list (3964 utterances, Whisper
-# 5-best, smollm2-135m without context, hyporadise normalizer; never a reported set): 0.232 and 2.18 (the 5
-# folds: LM 0.21-0.23, bonus 2.07-2.40), rounded. 5-fold cross-validated WER there 7.59 -> 7.00 % (285 better,
-# 131 worse, p < 0.001); on the test sets see eval/RESULTS.md (python -m eval.bench_hyporadise).
-DEFAULT_RANK_LM_WEIGHT = 0.23
-DEFAULT_RANK_LENGTH_BONUS = 2.2
+RANK_WEIGHT = _DEFAULTS["rank"]["rank_weight"]
+DEFAULT_RANK_LM_WEIGHT = _DEFAULTS["rank"]["lm_weight"]
+DEFAULT_RANK_LENGTH_BONUS = _DEFAULTS["rank"]["length_bonus"]
 DEFAULT_KEYS = (*AM_KEYS, RANK_KEY)  # the keys default_weights has weights for
 
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rescore.io.datasets import Utterance
 from rescore.recognize.ctc_head import BLANK, load_ctc_head
 from rescore.records import NBest
-
-if TYPE_CHECKING:
-    pass
 
 
 def ctc_sequence_log_probs(log_probs: np.ndarray, label_seqs: list[list[int]], blank: int = BLANK) -> list[float]:

@@ -6,7 +6,7 @@ States are trimmed to the audio's length (50 frames per second) and stored as fl
 
 Two windows (``WINDOWS``): ``padded`` encodes every window padded to Whisper's 30 s, as Whisper was trained and
 as its decoder reads it; ``own`` encodes each window at its own length, about a tenth of the CPU time on short
-utterances (eval/RESULTS.md `bench_encoder_window`). The two give different states (mean per-frame cosine
+utterances. The two give different states (mean per-frame cosine
 0.88-0.99), so a model trained on one must be decoded on the same one: the choice is part of the cache's name
 and of a deep model's config.
 """
