@@ -12,15 +12,15 @@ import json
 import math
 import os
 import random
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rescore.correct.guards import GuardConfig, prepare_input, prompt_texts
 from rescore.correct.prompts import load_template
 from rescore.records import NBest
+from rescore.train.scaffold import Budget, EarlyStopping, atomic_write, held_out_split, training_device
 
 INFO = "rescore-lora.json"
 
@@ -105,15 +105,9 @@ def split_pairs(pairs: list[Any], share: float, seed: int, most: int | None = No
     """(train, held out): a seeded ``share`` of the pairs held out, at most ``most`` (none when fewer than 10
     pairs). The held-out loss is measured every few steps, so on a large set the cap keeps it from costing
     more than the training."""
-    n_held = int(round(share * len(pairs))) if share > 0 and len(pairs) >= 10 else 0
-    if most is not None:
-        n_held = min(n_held, most)
-    if n_held == 0:
+    if len(pairs) < 10:
         return list(pairs), []
-    idx = list(range(len(pairs)))
-    random.Random(seed + 1).shuffle(idx)
-    held = set(idx[:n_held])
-    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+    return held_out_split(pairs, share, seed=seed + 1, most=most)
 
 
 def padded(batch: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
@@ -147,27 +141,6 @@ def held_loss(model: Any, held: Sequence[tuple[list[int], list[int]]], pad: int,
     return total / max(1, count)
 
 
-@dataclass
-class EarlyStopping:
-    """The best held-out loss so far, the adapter weights at it, and how many measurements since."""
-
-    best: float = float("inf")
-    best_step: int = 0
-    best_state: dict[str, Any] | None = None
-    stale: int = 0
-    history: list[list[float]] = field(default_factory=list)
-
-    def measure(self, step: int, loss: float, model: Any) -> None:
-        from peft import get_peft_model_state_dict
-
-        self.history.append([step, round(loss, 5)])
-        if loss < self.best:
-            self.best, self.best_step, self.stale = loss, step, 0
-            self.best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-        else:
-            self.stale += 1
-
-
 def train_lora(
     records: Sequence[NBest],
     out_dir: str | os.PathLike[str],
@@ -184,17 +157,17 @@ def train_lora(
     """
     import torch
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import get_peft_model, get_peft_model_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rescore.score.convert import ensure_hf_model
 
-    t0 = time.perf_counter()
+    budget = Budget(minutes=cfg.max_minutes)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = training_device(cfg.device)
     folder = ensure_hf_model(cfg.llm)
     tok = AutoTokenizer.from_pretrained(folder)
     pairs = encode_pairs(records, tok, cfg)
@@ -220,9 +193,13 @@ def train_lora(
     order: list[int] = []
     losses: list[float] = []
     step = 0
-    stop = EarlyStopping()
-    deadline = t0 + 60 * cfg.max_minutes
-    while step < total and time.perf_counter() < deadline:
+    stop = EarlyStopping(patience=cfg.patience)
+    budget.max_steps = total
+
+    def adapter_state() -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    while not budget.spent(step):
         if len(order) < cfg.batch_size:
             more = list(range(len(pairs)))
             random.shuffle(more)
@@ -241,19 +218,16 @@ def train_lora(
         if on_step:
             on_step(step, total, sum(losses[-10:]) / len(losses[-10:]))
         if held and (step % cfg.eval_every == 0 or step == total):
-            stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), model)
-            if stop.stale >= cfg.patience:
+            stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), adapter_state)
+            if stop.should_stop:
                 break
     if held and (not stop.history or stop.history[-1][0] != step):  # the last steps, when not yet measured
-        stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), model)
+        stop.measure(step, held_loss(model, held, pad, dev, cfg.batch_size), adapter_state)
     if stop.best_state is not None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, stop.best_state)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    seconds = time.perf_counter() - t0
+    seconds = budget.elapsed()
     summary = {
         "llm": cfg.llm,
         "template": cfg.template,
@@ -272,11 +246,16 @@ def train_lora(
         "held_out_pairs": len(held),
         "held_out_losses": stop.history,  # [step, loss] at each measurement
         "best_step": stop.best_step if held else step,
-        "early_stopped": bool(held) and stop.stale >= cfg.patience,
+        "early_stopped": bool(held) and stop.should_stop,
     }
     if command:
         summary["command"] = command
-    (out / INFO).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+    def write_adapter(folder: Path) -> None:
+        model.save_pretrained(folder)
+        (folder / INFO).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+    atomic_write(Path(out_dir), write_adapter)
     return summary
 
 

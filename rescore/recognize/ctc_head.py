@@ -188,15 +188,14 @@ def build_ctc_head(cfg: CTCHeadConfig | None = None) -> torch.nn.Module:
 
 def save_ctc_head(head: torch.nn.Module, path: Path, meta: dict[str, Any] | None = None) -> None:
     """Weights and config in one ``.pt`` file (plus a readable ``config.json`` beside it), atomically."""
-    import os
-
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from rescore.train.scaffold import atomic_write
+
     cfg = asdict(head.config)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save({"config": cfg, "state_dict": head.state_dict(), "meta": meta or {}}, tmp)
-    os.replace(tmp, path)
+    atomic_write(
+        path, lambda tmp: torch.save({"config": cfg, "state_dict": head.state_dict(), "meta": meta or {}}, tmp)
+    )
     (path.parent / "config.json").write_text(json.dumps({"config": cfg, "meta": meta or {}}, indent=2) + "\n")
 
 

@@ -9,7 +9,6 @@ the evaluation sets are never seen by training nor by the choice of the checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import time
@@ -22,6 +21,7 @@ import numpy as np
 from rescore.io.datasets import load_dataset
 from rescore.recognize.ctc_decode import ctc_greedy
 from rescore.recognize.ctc_head import CharVocab, CTCHeadConfig, build_ctc_head, default_checkpoint, save_ctc_head
+from rescore.train.scaffold import Budget, EarlyStopping, held_out_split, stable_share, warmup_cosine
 
 DEFAULT_SETS = ("an4-train", "arctic-cathy", "speechocean-train")
 
@@ -105,8 +105,7 @@ def load_examples(
 
 def is_heldout(example_id: str, fraction: float) -> bool:
     """A stable split by id hash, so utterances added between epochs land on the same side every time."""
-    h = int(hashlib.sha1(example_id.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
+    return stable_share(example_id) < fraction
 
 
 def _min_frames(labels: list[int]) -> int:
@@ -220,8 +219,7 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
         log(f"... and {len(problems) - 20} more skipped")
     if not examples:
         raise ValueError("no usable training utterances")
-    held = [e for e in examples if is_heldout(e.id, cfg.heldout)]
-    train = [e for e in examples if not is_heldout(e.id, cfg.heldout)]
+    train, held = held_out_split(examples, cfg.heldout, group=lambda e: e.id)
     if not held:  # nothing held out (tiny sets, or heldout=0): pick the checkpoint on the training data
         log("no utterance held out: the checkpoint is picked on training data")
         held = list(train)
@@ -231,22 +229,20 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
     head.train()
     n_params = sum(p.numel() for p in head.parameters())
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    budget = cfg.minutes * 60
-    t_start = time.perf_counter()
-    best = {"cer": math.inf}
+    budget = Budget(minutes=cfg.minutes)
+    stopping = EarlyStopping()  # the checkpoint with the best held-out CER is kept; the budget ends the run
+    best: dict = {"cer": math.inf}
     if cfg.init:  # only an improvement over the starting point replaces a checkpoint
         loss0, cer0 = evaluate_heldout(head, held, cfg.batch_frames)
         best = {"cer": cer0, "loss": loss0, "epoch": 0}
+        stopping.measure(0, cer0)
         log(f"start: held-out loss {loss0:.3f}, CER {100 * cer0:.1f} %")
     total_minutes = cfg.minutes + float(previous.get("total_minutes", previous.get("train", {}).get("minutes", 0.0)))
     history = []
     step, epoch = 0, 0
     late_heldout: set[str] = set()
 
-    def progress() -> float:
-        return (time.perf_counter() - t_start) / budget
-
-    while epoch < cfg.max_epochs and progress() < 1.0:
+    while epoch < cfg.max_epochs and not budget.spent():
         epoch += 1
         if cfg.cached_only and epoch > 1:  # utterances cached since the last epoch join the training
             seen = {e.id for e in train} | {e.id for e in held} | late_heldout
@@ -258,16 +254,10 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
                 log(f"epoch {epoch}: {len(added)} newly cached utterances added ({len(train)}, {hours:.2f} h)")
         tot, n_lab = 0.0, 0
         for batch in _batches(train, cfg.batch_frames, rng):
-            frac = progress()
-            if frac >= 1.0:
+            if budget.spent():
                 break
-            scale = (
-                frac / cfg.warmup
-                if frac < cfg.warmup
-                else 0.5 * (1 + math.cos(math.pi * (frac - cfg.warmup) / (1 - cfg.warmup)))
-            )
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * max(scale, 0.01)
+                g["lr"] = cfg.lr * max(warmup_cosine(budget.progress(), warmup=cfg.warmup), 0.01)
             x, lengths, targets, target_lengths = _collate(batch)
             x = _augment(x, lengths, cfg, gen)
             lp, out_len = head(x, lengths)
@@ -288,9 +278,9 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
             tot += float(loss.detach())
             n_lab += int(target_lengths.sum())
             if step % 50 == 0:
-                log(f"  step {step} ({(time.perf_counter() - t_start) / 60:.1f} min): train loss {tot / n_lab:.3f}")
+                log(f"  step {step} ({budget.elapsed() / 60:.1f} min): train loss {tot / n_lab:.3f}")
         val_loss, val_cer = evaluate_heldout(head, held, cfg.batch_frames)
-        minutes = (time.perf_counter() - t_start) / 60
+        minutes = budget.elapsed() / 60
         row = {"epoch": epoch, "step": step, "minutes": round(minutes, 2), "train_loss": tot / max(n_lab, 1)}
         row |= {"heldout_loss": val_loss, "heldout_cer": val_cer}
         history.append(row)
@@ -298,7 +288,7 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
             f"epoch {epoch} step {step} {minutes:.1f} min: train loss {row['train_loss']:.3f}, "
             f"held-out loss {val_loss:.3f}, CER {100 * val_cer:.1f} %"
         )
-        if val_cer < best["cer"]:
+        if stopping.measure(epoch, val_cer):
             best = {"cer": val_cer, "loss": val_loss, "epoch": epoch}
             meta = {
                 "train": {k: v for k, v in asdict(cfg).items() if k != "head"},
@@ -313,6 +303,6 @@ def train_ctc_head(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict
             }
             save_ctc_head(head, out, meta)
     summary = {"output": str(out), "epochs": epoch, "steps": step, "params": n_params, "best": best}
-    summary |= {"minutes": round((time.perf_counter() - t_start) / 60, 2), "history": history}
+    summary |= {"minutes": round(budget.elapsed() / 60, 2), "history": history}
     log(f"saved {out} (epoch {best.get('epoch')}, held-out CER {100 * best['cer']:.1f} %)")
     return summary
