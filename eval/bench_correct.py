@@ -1,37 +1,41 @@
-"""Benchmark of generative error correction: WER per stage with intervals, win/loss counts, guards, speed.
+"""Correction: does an LLM's edit help once the guards and the audio have a say?
 
-Reads the tiny.en 8-best lists of a set (made by ``rescore transcribe``), optionally the reranked records of
-issue 3's ``rescore rerank``, corrects them with ``rescore.correct`` (resumable: the corrected records are
-kept under the cache), and writes its section of eval/RESULTS.md with the exact command. Few-shot examples
-and the domain vocabulary come only from training sets (an4-train), never from the reported set.
+    python -m eval.bench_correct verify --set librispeech-dev --skip 40 --limit 110 \\
+        --llm smollm2-135m qwen2.5-0.5b qwen2.5-1.5b --threads 1
+    python -m eval.bench_correct correct --set an4-test --template spelling --domain an4 --examples an4-train \\
+        --vocab an4-train --tune-guards an4-train --threads 1
 
-    python -m eval.bench_correct --set an4-test --template spelling --domain an4 --examples an4-train
-    python -m eval.bench_correct --set librispeech-dev --template nbest --limit 30
-    python -m eval.bench_correct --set an4-test --speed 6      # prefix KV reuse on vs off, same run
+verify: the set's tiny.en 8-best reranked by the default rerank stage, then for each corrector one correction run
+(``rescore correct``'s stage, guards only; resumable, cached) decided three ways: by the text guards alone, and by
+the guards plus verification (``rescore.correct.verify``) judged by the record's own rerank weights or by
+whisper-base's summed score (the default). Rows: WER, utterances made better/worse than the reranked text, harm
+(worse / changed), the paired bootstrap p against rerank, seconds per utterance.
+
+correct: the corrector on a set's 1-best (no rerank), with a template, a domain, few-shot examples and a guard
+vocabulary from a training set, and the guards tuned on that training set's corrections (``rescore correct
+tune-guards``); with the ``spelling`` template also its deterministic spelled view, the ``spelling`` preset's
+output. Few-shot examples, vocabulary and guard tuning come only from training sets, never from the reported set.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import shlex
 import sys
 import time
 from collections import Counter
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from eval.nbest_cache import nbest_for
-from eval.results import update_section
-from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector, examples_from_records
-from rescore.correct.prompts import spelled
-from rescore.correct.tuning import GuardTuning, reguard, tune_guards
-from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, paired_bootstrap, paired_change
+from eval.common import DATA, ROW_HEAD, command, corrected, errors, nbest_for, row
+from eval.results import add_publish_options, publish
+from rescore.correct.tuning import reguard
 from rescore.io.models import cache_dir
 from rescore.records import NBest, NBestWriter, read_nbest
+from rescore.stages import CorrectOptions, CorrectStage
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOMAINS = {
     "an4": (
         "names spelled letter by letter, phone and zip numbers, dates, and the command words RUBOUT, ERASE, "
@@ -40,320 +44,246 @@ DOMAINS = {
 }
 
 
-def nbest_path(name: str) -> Path:
-    """The set's tiny.en 8-best file in the cache folder (made on first use; see eval/nbest_cache.py)."""
-    return nbest_for(name)
+# --- correct ----------------------------------------------------------------------------------------------
 
 
-def training_vocabulary(train_set: str) -> Path:
+def training_vocabulary(train_set: str) -> str:
     """The words of a training set's references, one per line: the context list for the novel-word guard."""
-    words = sorted(
-        {
-            w
-            for line in (DATA / train_set / "manifest.jsonl").read_text().splitlines()
-            for w in json.loads(line)["text"].split()
-        }
-    )
+    lines = (DATA / train_set / "manifest.jsonl").read_text().splitlines()
+    words = sorted({w for line in lines for w in json.loads(line)["text"].split()})
     out = cache_dir() / "bench" / "correct" / f"{train_set}.vocab.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(words) + "\n")
-    return out
+    return str(out)
 
 
-def errors(refs: list[str], hyps: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    c = edit_counts([normalize(r) for r in refs], [normalize(h) for h in hyps])
-    return c.errors, c.ref
+def usable(set_name: str) -> list[NBest]:
+    return [r for r in read_nbest(nbest_for(set_name)) if r.ok and r.hypotheses and r.reference]
 
 
-def wer_row(name: str, refs: list[str], hyps: list[str], base: np.ndarray | None, ref_len: np.ndarray) -> str:
-    e, n = errors(refs, hyps)
-    lo, hi = bootstrap_ci(e, n)
-    rate = e.sum() / n.sum()
-    if base is None:
-        return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | | |"
-    c = paired_change(base, e, ref_len)
-    change = f"{c.better}/{c.worse}/{c.unchanged}"
-    return f"| {name} | {100 * rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {change} | {c.p:.3f} |"
+def correct(args: argparse.Namespace) -> tuple[str, str]:
+    from rescore.correct.prompts import spelled
+    from rescore.correct.tuning import tune_guards
 
-
-def default_wer(tuning: GuardTuning) -> float:
-    d = GuardConfig()
-    return next(w for r, n, w in tuning.tried if r == d.max_edit_ratio and n == d.max_novel_words)
-
-
-def lm_scored(set_name: str, lm_or_file: str) -> list[NBest]:
-    """The set's n-best with ``lm:`` scores: read from a file, or scored by the named LM (cached)."""
-    if Path(lm_or_file).is_file():
-        return list(read_nbest(lm_or_file))
-    from eval.bench_rerank import scored_records
-
-    return scored_records(nbest_path(set_name), lm_or_file, "", f"{lm_or_file}.plain")
-
-
-def lora_adapter(args: argparse.Namespace) -> Path:
-    """The LoRA adapter trained on the n-best of ``--lora-train`` sets (training sets only), made once."""
-    from rescore.correct.lora import LoraConfig, train_lora
-
-    sets = args.lora_train.split(",")
-    if args.set in sets:
-        raise SystemExit(f"--lora-train must not include the reported set {args.set}")
-    out = cache_dir() / "correct" / f"lora-{args.llm}-{args.template}-{'+'.join(sets)}"
-    if (out / "rescore-lora.json").exists():
-        return out
-    records = [r for s in sets for r in read_nbest(nbest_path(s)) if r.ok and r.hypotheses and r.reference]
-    cfg = LoraConfig(
-        llm=args.llm,
-        template=args.template,
-        max_hypotheses=args.max_hypotheses,
-        lr=args.lora_lr,
-        batch_size=8,
-        max_minutes=args.lora_minutes,
-        threads=args.threads,
-    )
-    print(f"training a LoRA adapter on {len(records)} pairs of {', '.join(sets)} into {out}", flush=True)
-    summary = train_lora(records, out, cfg, on_step=lambda s, t, loss: print(f"  step {s}/{t} loss {loss:.3f}"))
-    info_path = out / "rescore-lora.json"
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    info["command"] = f"python -m eval.bench_correct {' '.join(shlex.quote(a) for a in sys.argv[1:])}"
-    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    print(f"adapter: {summary['steps']} steps, loss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f}")
-    return out
-
-
-def run(args: argparse.Namespace) -> None:
-    records = [r for r in read_nbest(nbest_path(args.set)) if r.ok and r.hypotheses and r.reference]
-    reranked = "no (issue 3's rerank output not given: the reranked text is the 1-best)"
-    if args.rerank:
-        chosen = {r.id: r.chosen for r in read_nbest(args.rerank)}
-        for r in records:
-            r.chosen = chosen.get(r.id)
-        reranked = f"yes, from {args.rerank}"
-    elif args.rerank_cv:
-        # issue 3's LM scores; each utterance ranked by weights tuned on the other folds (never on itself)
-        from rescore.rerank.grid import cross_validate
-
-        scored = [r for r in lm_scored(args.set, args.rerank_cv) if r.ok and r.hypotheses and r.reference]
-        keys = sorted({k for r in scored for k in r.hypotheses[0].scores if k.startswith("lm:")})
-        cv = cross_validate(scored, keys, folds=5, seed=0)
-        for r in records:
-            r.chosen = cv.chosen.get(r.id)
-        reranked = f"yes: {', '.join(keys)} scores from {args.rerank_cv}, weights by 5-fold CV (held-out choices)"
-    if args.limit:
-        records = records[: args.limit]
-    if args.lora_train:
-        args.adapter = str(lora_adapter(args))
-    examples = []
-    if args.examples:
-        examples = examples_from_records(read_nbest(nbest_path(args.examples), strict=False), args.n_examples)
-    cfg = CorrectorConfig(
+    if args.set in (args.tune_guards, args.examples, args.vocab):
+        raise SystemExit("--tune-guards, --examples and --vocab must be training sets, not the reported set")
+    records = usable(args.set)[: args.limit or None]
+    options = CorrectOptions(
         llm=args.llm,
         backend=args.backend,
-        template=args.template,
-        adapter=args.adapter,
+        prompt=args.template,
         domain=DOMAINS.get(args.domain, args.domain) if args.domain else None,
-        entities=str(training_vocabulary(args.vocab)) if args.vocab else None,
-        n_threads=args.threads,
+        entities=training_vocabulary(args.vocab) if args.vocab else None,
+        examples=str(nbest_for(args.examples)) if args.examples else None,
+        n_examples=args.n_examples,
         max_hypotheses=args.max_hypotheses,
-        guards=GuardConfig(),
-        examples=examples,
+        threads=args.threads,
+        verify=False,
     )
-    corrector = LLMCorrector(cfg)
-    if args.speed:
-        return speed(corrector, records[: args.speed], args)
-    tag = args.name or f"{args.set}-{args.template}{'-lora' if args.adapter else ''}"
+    stage = CorrectStage(options)
+    tag = f"{args.set}-{args.template}-distinct" + ("" if args.llm == "qwen2.5-0.5b" else f"-{args.llm}")
     t0 = time.perf_counter()
-    recs = corrected(corrector, records, cache_dir() / "bench" / "correct" / f"{tag}.jsonl")
+    recs = corrected(stage, records, cache_dir() / "bench" / "correct" / f"{tag}.jsonl")
     wall = time.perf_counter() - t0
-    tuned = None
-    if args.tune_guards:
-        if args.tune_guards == args.set:
-            raise SystemExit("--tune-guards must be a training set, not the reported set")
-        tune_recs = [r for r in read_nbest(nbest_path(args.tune_guards)) if r.ok and r.hypotheses and r.reference]
-        tune_recs = tune_recs[: args.tune_limit]  # their reranked text is the 1-best
-        tune_out = cache_dir() / "bench" / "correct" / f"{tag}.tune-{args.tune_guards}.jsonl"
-        tuning = tune_guards(corrected(corrector, tune_recs, tune_out), cfg.guards, vocab=corrector.vocab)
-        tuned = (tuning, [reguard(r, tuning.guards, corrector.vocab) for r in recs])
-    report(recs, args, cfg, tag, reranked, wall, tuned)
-
-
-def corrected(corrector: LLMCorrector, records: list[NBest], out: Path) -> list[NBest]:
-    """``records`` corrected, resuming (and then reading back) the cache file ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with NBestWriter(out, resume=True) as w:
-        todo = [r for r in records if r.id not in w.done]
-        print(f"{len(records) - len(todo)} already corrected in {out}; {len(todo)} to go", flush=True)
-        for i, r in enumerate(todo, 1):
-            corrector.correct(r)
-            w.write(r)
-            c = r.correction or {}
-            print(f"[{i}/{len(todo)}] {r.timing.get('correct', 0):.1f}s {c.get('reason')}: {r.corrected!r}", flush=True)
-    done = {r.id: r for r in read_nbest(out)}
-    return [done[r.id] for r in records if r.id in done]
-
-
-def report(
-    recs: list[NBest],
-    args: argparse.Namespace,
-    cfg: CorrectorConfig,
-    tag: str,
-    reranked: str,
-    wall: float,
-    tuned: tuple[GuardTuning, list[NBest]] | None = None,
-) -> None:
     refs = [r.reference or "" for r in recs]
     first = [r.text("first-pass") for r in recs]
-    rer = [r.text("rerank") for r in recs]
-    corr = [r.corrected or r.text("rerank") for r in recs]
-    base, ref_len = errors(refs, first)
-    rer_e, _ = errors(refs, rer)
-    lora = f", LoRA {cfg.adapter}" if cfg.adapter else ""
     lines = [
-        f"Set: {args.set} ({len(recs)} utterances{', the first ' + str(args.limit) if args.limit else ''}), "
-        f"tiny.en 8-best ({cfg.max_hypotheses} shown to the LLM); corrector {cfg.llm} ({cfg.backend}{lora}), "
-        f"template `{cfg.template}`, {len(cfg.examples)} few-shot examples"
-        f"{' from ' + args.examples if args.examples else ''}, domain: {cfg.domain or 'none'}; "
-        f"context vocabulary for the guard: {args.vocab or 'none'}; reranked: {reranked}.",
+        f"### Correction: {args.set}, template `{args.template}`",
         "",
-        "WER % (Whisper normalizer), 95 % bootstrap interval; better/worse/unchanged utterances and paired",
-        "bootstrap p (share of resamples where the system does not beat 1-best) against the 1-best:",
+        f"Command: `{args.cmd}`",
         "",
-        "| system | WER % | 95 % CI | better/worse/same vs 1-best | p |",
-        "|---|---|---|---|---|",
-        wer_row("1-best", refs, first, None, ref_len),
+        f"Reported on {args.set} ({len(recs)} utterances), tiny.en 8-best ({args.max_hypotheses} shown to the LLM, "
+        f"distinct after normalisation), no rerank; corrector {args.llm} ({args.backend}), "
+        f"{len(stage.config.examples)} few-shot examples from {args.examples or 'nowhere'}, domain "
+        f"{args.domain or 'none'}, guard vocabulary from {args.vocab or 'nowhere'}; guards tuned on "
+        f"{args.tune_guards or 'nothing'}. Better/worse and p against the 1-best.",
+        "",
+        ROW_HEAD,
+        "|---|---|---|---|",
+        row("1-best", refs, first),
     ]
-    if args.rerank or args.rerank_cv:
-        lines.append(wer_row("reranked", refs, rer, base, ref_len))
-    if cfg.template == "spelling":
+    if args.template == "spelling":
+        lines.append(row("spelled view of the 1-best, no LLM", refs, [spelled(t) for t in first], first))
+    lines.append(row("corrected, default guards", refs, [r.corrected or r.text("rerank") for r in recs], first))
+    notes = [""]
+    if args.tune_guards:
+        corrector = stage.load()
+        train = usable(args.tune_guards)[: args.tune_limit]  # their reranked text is the 1-best
+        train_out = cache_dir() / "bench" / "correct" / f"{tag}.tune-{args.tune_guards}.jsonl"
+        tuning = tune_guards(corrected(stage, train, train_out), stage.config.guards, vocab=corrector.vocab)
+        tuned = [reguard(r, tuning.guards, corrector.vocab) for r in recs]
         lines.append(
-            wer_row("spelled view of the reranked text, no LLM", refs, [spelled(t) for t in rer], base, ref_len)
+            row(
+                f"corrected, guards tuned on {args.tune_guards}",
+                refs,
+                [r.corrected or r.text("rerank") for r in tuned],
+                first,
+            )
         )
-    lines.append(wer_row(f"corrected ({cfg.template})", refs, corr, base, ref_len))
-    if tuned:
-        t_corr = [r.corrected or r.text("rerank") for r in tuned[1]]
-        lines.append(wer_row(f"corrected, guards tuned on {args.tune_guards}", refs, t_corr, base, ref_len))
-    ce, _ = errors(refs, corr)
-    b, w = int((ce < rer_e).sum()), int((ce > rer_e).sum())
-    lines += [
-        "",
-        f"Corrected vs reranked: {b} better, {w} worse, {len(ce) - b - w} unchanged; "
-        f"WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * ce.sum() / ref_len.sum():.2f} % "
-        f"(paired bootstrap p {paired_bootstrap(rer_e, ce, ref_len):.3f} that correction is not better).",
-    ]
-    if tuned:
-        tuning, t_recs = tuned
-        te, _ = errors(refs, [r.corrected or r.text("rerank") for r in t_recs])
-        tb, tw = int((te < rer_e).sum()), int((te > rer_e).sum())
         g = tuning.guards
-        chosen = (
-            "the corrector off (the reranked text kept everywhere)"
-            if g is None
-            else f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words}"
-        )
-        lines.append(
-            f"Guards tuned on the first {tuning.utterances} utterances of {args.tune_guards} (a training set; "
-            f"their reranked text is the 1-best), corrected by the same model: of {len(tuning.tried)} settings "
-            f"(corrector off, or edit budget x novel-word limit) the lowest WER there, {100 * tuning.wer:.2f} %, "
-            f"came with {chosen} (off: {100 * tuning.tried[0][2]:.2f} %; defaults 0.3 and 1: "
-            f"{100 * default_wer(tuning):.2f} %). Applied to the stored outputs here: {tb} better, {tw} worse than "
-            f"reranked, WER {100 * rer_e.sum() / ref_len.sum():.2f} -> {100 * te.sum() / ref_len.sum():.2f} % "
-            f"(paired bootstrap p {paired_bootstrap(rer_e, te, ref_len):.3f})."
-        )
+        chosen = "the corrector off" if g is None else f"edit ratio {g.max_edit_ratio}, novel words {g.max_novel_words}"
+        notes += [
+            f"- Guards tuned on the first {tuning.utterances} utterances of {args.tune_guards}: of {len(tuning.tried)} "
+            f"settings the lowest WER there, {100 * tuning.wer:.2f} %, came with {chosen} (off: "
+            f"{100 * tuning.tried[0][2]:.2f} %).",
+        ]
     cs = [r.correction or {} for r in recs]
     reasons = Counter(c.get("reason", "?").split(" (")[0].split(":")[0] for c in cs if not c.get("accepted"))
-    acc = sum(bool(c.get("accepted")) for c in cs)
-    changed = sum(bool(c.get("changed")) for c in cs)
-    lines += [
-        f"Guards: {acc} accepted ({changed} changed the text), {len(cs) - acc} abstained"
+    accepted = sum(bool(c.get("accepted")) for c in cs)
+    secs = [r.timing.get("correct", 0.0) for r in recs]
+    lines += notes + [
+        f"- Default guards: {accepted} accepted ({sum(bool(c.get('changed')) for c in cs)} changed the text), "
+        f"{len(cs) - accepted} abstained"
         + (": " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) if reasons else "")
-        + f"; {sum(bool(c.get('guards', {}).get('cleaning')) for c in cs)} outputs cleaned.",
+        + ".",
+        f"- {np.mean(secs):.2f} s per utterance (median {np.median(secs):.2f}) on the shared 2-core CPU; {wall:.0f} s "
+        "for this invocation (a rerun only rescores the kept corrections).",
     ]
-    secs = np.array([r.timing.get("correct", 0.0) for r in recs])
-    gen_s = sum(c.get("generate_seconds", 0.0) for c in cs)
-    new_t = sum(c.get("new_tokens", 0) for c in cs)
-    prompt_t = sum(c.get("prompt_tokens", 0) for c in cs)
-    reused = sum(c.get("reused_tokens", 0) for c in cs)
-    lines += [
-        f"Speed (shared 2-core CPU, other jobs running): {secs.mean():.2f} s per utterance "
-        f"(median {np.median(secs):.2f}), "
-        f"{(prompt_t - reused + new_t) / max(gen_s, 1e-9):.1f} tokens/s computed (prompt tokens not in the cache "
-        f"plus new ones), {new_t / max(gen_s, 1e-9):.1f} new tokens/s over the whole generate call; "
-        f"{prompt_t / len(cs):.0f} prompt tokens per utterance, {100 * reused / max(prompt_t, 1):.0f} % of them "
-        f"reused from the KV cache of the fixed prefix; {wall:.0f} s wall for this invocation "
-        f"(a rerun of the same command only rescores the kept records).",
-    ]
-    if cfg.adapter:
-        info = json.loads((Path(cfg.adapter) / "rescore-lora.json").read_text())
-        state = "time-boxed" if info["time_boxed"] else "complete"
-        lines += [
-            "",
-            f"LoRA adapter: {info['llm']}, template `{info['template']}`, {info['pairs']} training pairs, "
-            f"{info['steps']} of {info['planned_steps']} planned steps ({state}), {info['seconds'] / 60:.1f} min on "
-            f"{info['device']}, loss {info['first_loss']:.3f} -> {info['last_loss']:.3f}; "
-            f"made by `{info.get('command', '?')}`.",
-        ]
-    lines += [
+    return "\n".join(lines), f"correct-{tag}"
+
+
+# --- verify -----------------------------------------------------------------------------------------------
+
+CACHE = cache_dir() / "bench" / "verify"
+
+
+def weights_tag() -> str:
+    """The default rerank weights shape the reranked text and so the prompts: a change of them is a new cache."""
+    from rescore.rerank.ranker import DEFAULT_MIN_LENGTH_RATIO, DEFAULT_NORM_LENGTH_BONUS, DEFAULT_NORM_LM_WEIGHT
+
+    return f"w{DEFAULT_NORM_LM_WEIGHT:g}-{DEFAULT_NORM_LENGTH_BONUS:g}-{DEFAULT_MIN_LENGTH_RATIO:g}"
+
+
+def reranked(set_name: str, limit: int) -> list[NBest]:
+    """The set's first ``limit`` tiny.en 8-best records reranked by the default rerank stage (cached)."""
+    from rescore.stages import RerankOptions, RerankStage
+
+    out = CACHE / f"{set_name}.rerank.{limit}.{weights_tag()}.jsonl"
+    if not out.exists():
+        records = list(read_nbest(nbest_for(set_name)))[:limit]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with NBestWriter(out) as w:
+            for r in RerankStage(RerankOptions()).process(records):
+                w.write(r)
+    return list(read_nbest(out))
+
+
+def prompt_tag(max_hypotheses: int, distinct: bool) -> str:
+    """The cache name's part for the prompt's hypotheses ("" for the 8 of every list, the first setting)."""
+    return "" if (max_hypotheses, distinct) == (8, False) else f".h{max_hypotheses}{'d' if distinct else ''}"
+
+
+def verify_row(name: str, recs: list[NBest], hyps: list[str], base: Any = None, seconds: str = "") -> str:
+    """WER, better/worse against rerank, harm (worse / changed), p against rerank."""
+    from rescore.evaluate.metrics import bootstrap_ci, paired_change
+
+    e, n = errors([r.reference or "" for r in recs], hyps)
+    lo, hi = bootstrap_ci(e, n)
+    rate = f"{100 * e.sum() / n.sum():.2f} ({100 * lo:.2f}-{100 * hi:.2f})"
+    if base is None:
+        return f"| {name} | {rate} | | | | {seconds} |"
+    c = paired_change(base, e, n)
+    changed = sum(1 for r, h in zip(recs, hyps, strict=True) if h != r.text("rerank"))
+    return f"| {name} | {rate} | {c.better}/{c.worse} | {c.worse}/{changed} | {c.p:.3f} | {seconds} |"
+
+
+def verify(args: argparse.Namespace) -> tuple[str, str]:
+    from rescore.correct.guards import GuardConfig
+    from rescore.correct.verify import reverify
+
+    t0 = time.perf_counter()
+    recs = reranked(args.set, args.limit)[args.skip :]
+    span = f"{args.skip + 1}-{args.skip + len(recs)}"
+    prompt = {"max_hypotheses": args.max_hypotheses, "distinct": not args.no_distinct}
+    base, _ = errors([r.reference or "" for r in recs], [r.text("rerank") for r in recs])
+    lines = [
+        f"### Correction with acoustic verification: {args.set}, utterances {span}",
         "",
-        f"Command: `python -m eval.bench_correct {' '.join(shlex.quote(a) for a in sys.argv[1:])}`",
+        f"Command: `{args.cmd}`",
+        "",
+        f"Reported on {args.set}, utterances {span} in file order, tiny.en 8-best. Rerank: the default stage "
+        "(am_norm + smollm2-135m, weights fitted on an4-train, arctic-cathy and speechocean-train, truncation guard "
+        "0.5: `rerank-defaults-bounded`). The guards are the current defaults (stored corrections decided again "
+        f"under them); verification has one setting, the margin ({args.margin:g}), not tuned. The prompt shows up to "
+        f"{args.max_hypotheses} hypotheses{'' if args.no_distinct else ', distinct after normalisation'}. "
+        "Better/worse and p against the reranked text; harm: worse / changed.",
+        "",
+        "| stage | WER % (95 % CI) | better/worse | harm | p vs rerank | s/utt |",
+        "|---|---|---|---|---|---|",
+        verify_row("first pass (1-best)", recs, [r.text("first-pass") for r in recs], base),
+        verify_row("rerank", recs, [r.text("rerank") for r in recs]),
     ]
-    md = "\n".join(lines)
-    print(md)
-    update_section(f"correct-{tag}", f"### Correction: {tag}\n\n{md}")
+    for llm in args.llm:
+        stage = CorrectStage(CorrectOptions(llm=llm, verify=False, threads=args.threads, **prompt))
+        out = CACHE / f"{args.set}.{weights_tag()}.{llm}{prompt_tag(**prompt)}.jsonl"  # by id: --skip/--limit resume it
+        todo = recs[: args.n_llm] if args.n_llm else recs
+        # decided again under the current default guards (a cache made before a new guard holds old decisions)
+        done = [reguard(r, GuardConfig()) for r in corrected(stage, [copy.deepcopy(r) for r in todo], out)]
+        secs = np.mean([r.timing.get("correct", 0.0) for r in done])
+        ids = {r.id for r in done}
+        sub = [r for r in recs if r.id in ids]
+        base, _ = errors([r.reference or "" for r in sub], [r.text("rerank") for r in sub])
+        if len(sub) < len(recs):  # the rerank row again on the corrected subset, for a like-for-like reading
+            lines.append(verify_row(f"rerank, first {len(sub)}", sub, [r.text("rerank") for r in sub]))
+        lines.append(verify_row(f"{llm}, guards", done, [r.text("correct") for r in done], base, f"{secs:.2f}"))
+        for judge, label in (([], "the record's rerank weights"), (["whisper-base"], "whisper-base, summed")):
+            verifier = CorrectStage(CorrectOptions(llm=llm, verify_margin=args.margin, verify_with=judge)).verifier()
+            t = time.perf_counter()
+            checked = [reverify(r, verifier) for r in done]
+            n_checked = sum(1 for r in checked if ((r.correction or {}).get("verification") or {}).get("checked"))
+            vsecs = (time.perf_counter() - t) / max(1, n_checked)
+            lines.append(
+                verify_row(
+                    f"{llm}, guards + verification by {label} ({n_checked} word edits checked)",
+                    checked,
+                    [r.text("correct") for r in checked],
+                    base,
+                    f"{secs:.2f} + {vsecs:.2f} per checked",
+                )
+            )
+        print("\n".join(lines[-3:]), flush=True)
+    lines += ["", f"Wall time {time.perf_counter() - t0:.0f} s."]
+    tag = "" if prompt == {"max_hypotheses": 8, "distinct": True} else prompt_tag(**prompt)
+    return "\n".join(lines), f"verify-{args.set}-{span}{tag}"
 
 
-def speed(corrector: LLMCorrector, records: list[NBest], args: argparse.Namespace) -> None:
-    """Seconds per utterance with and without KV reuse of the fixed prefix, interleaved in one run."""
-    llm = corrector.llm
-    times: dict[bool, list[float]] = {True: [], False: []}
-    toks: dict[bool, list[float]] = {True: [], False: []}
-    for reuse in (False, True):  # all without reuse, then all with: each prompt follows another utterance's
-        for r in records:
-            llm.reuse_prefix = reuse  # type: ignore[attr-defined]
-            x = NBest.from_dict(json.loads(r.to_json()))
-            corrector.correct(x)
-            times[reuse].append(x.timing["correct"])
-            toks[reuse].append(x.correction["new_tokens"] / max(x.correction["generate_seconds"], 1e-9))
-    on, off = np.mean(times[True]), np.mean(times[False])
-    md = (
-        f"Set: {args.set}, first {len(records)} utterances, {corrector.config.llm} ({corrector.config.backend}), "
-        f"template `{corrector.config.template}`, {len(corrector.config.examples)} few-shot examples. Each utterance "
-        f"is corrected without reuse of the KV cache (reset before each), then all again with reuse; each prompt "
-        f"follows another utterance's, so only the shared fixed prefix is reused.\n\n"
-        f"| prefix KV reuse | s per utterance | new tokens/s |\n|---|---|---|\n"
-        f"| off | {off:.2f} | {np.mean(toks[False]):.1f} |\n| on | {on:.2f} | {np.mean(toks[True]):.1f} |\n\n"
-        f"Speed-up from prefix reuse (ratio within this run): {off / on:.2f}x.\n\n"
-        f"Command: `python -m eval.bench_correct {' '.join(shlex.quote(a) for a in sys.argv[1:])}`"
-    )
-    print(md)
-    update_section(f"correct-speed-{args.set}", f"### Correction speed: prefix KV reuse\n\n{md}")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default="an4-test")
-    ap.add_argument("--llm", default="qwen2.5-0.5b")
-    ap.add_argument("--backend", default="llama-cpp")
-    ap.add_argument("--adapter", default=None)
-    ap.add_argument("--template", default="nbest")
-    ap.add_argument("--domain", default=None, help="a key of DOMAINS (an4) or a description")
-    ap.add_argument("--examples", default=None, help="training set whose n-best gives few-shot examples")
-    ap.add_argument("--n-examples", type=int, default=6)
-    ap.add_argument("--vocab", default=None, help="training set whose reference words are the guard's context list")
-    ap.add_argument("--rerank", default=None, help="reranked n-best file of the same set (rescore rerank)")
-    ap.add_argument(
-        "--rerank-cv", default=None, help="LM name (scored here, cached) or n-best file with lm: scores; 5-fold CV"
-    )
-    ap.add_argument("--tune-guards", default=None, help="training set whose corrections tune the guard thresholds")
-    ap.add_argument("--tune-limit", type=int, default=60, help="utterances of --tune-guards corrected for tuning")
-    ap.add_argument("--lora-train", default=None, help="training sets (comma) to train a LoRA adapter on first")
-    ap.add_argument("--lora-minutes", type=float, default=20.0, help="time box of the LoRA training")
-    ap.add_argument("--lora-lr", type=float, default=3e-4)
-    ap.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
-    ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--speed", type=int, default=0, help="only compare prefix reuse on/off on this many utterances")
-    ap.add_argument("--name", default=None, help="section/output tag")
-    run(ap.parse_args())
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("verify", help="correction with and without acoustic verification, per corrector")
+    p.add_argument("--set", default="librispeech-dev")
+    p.add_argument("--limit", type=int, default=40, help="the first N utterances of the set")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N (e.g. utterances a choice was made on)")
+    p.add_argument("--llm", nargs="+", default=["smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b"])
+    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-llm", type=int, default=0, help="correct only the first N records (0: all of --limit)")
+    p.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
+    p.add_argument("--no-distinct", action="store_true", help="show hypotheses equal after normalisation again")
+    p.set_defaults(run=verify)
+    p = sub.add_parser("correct", help="the corrector on a set's 1-best, guards tuned on a training set")
+    p.add_argument("--set", default="an4-test")
+    p.add_argument("--llm", default="qwen2.5-0.5b")
+    p.add_argument("--backend", default="llama-cpp")
+    p.add_argument("--template", default="nbest")
+    p.add_argument("--domain", default=None, help="a key of DOMAINS (an4) or a description")
+    p.add_argument("--examples", default=None, help="training set whose n-best gives few-shot examples")
+    p.add_argument("--n-examples", type=int, default=6)
+    p.add_argument("--vocab", default=None, help="training set whose reference words are the guard's context list")
+    p.add_argument("--tune-guards", default=None, help="training set whose corrections tune the guard thresholds")
+    p.add_argument("--tune-limit", type=int, default=60, help="utterances of --tune-guards corrected for tuning")
+    p.add_argument("--max-hypotheses", type=int, default=8, help="hypotheses shown to the LLM")
+    p.add_argument("--limit", type=int, default=0, help="the first N utterances (0: all)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(run=correct)
+    for p in sub.choices.values():
+        add_publish_options(p)
+    args = ap.parse_args(argv)
+    args.cmd = command("bench_correct", argv)
+    markdown, section = args.run(args)
+    publish(markdown, args.section or section, write=not args.no_write)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

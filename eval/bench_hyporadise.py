@@ -1,43 +1,44 @@
-"""HyPoradise benchmark: rescore's rerank and correct on somebody else's published n-best lists.
+"""HyPoradise: rescore's rerank and correct on somebody else's published n-best lists (text only).
 
-The HyPoradise files (../shared/data/hyporadise: WSJ, ATIS and CHiME-4 test, ATIS train; Whisper 5-best lists
-with references, text only) are imported with ``rescore.io.formats`` and scored beside the paper's table:
+    python -m eval.bench_hyporadise --lm smollm2-135m --correct-n 20 --correct-train-n 24
+    python -m eval.bench_hyporadise --llm qwen2.5-1.5b --correct-n 40 --correct-train-n 24 --correct-sets wsj atis \\
+        --section hyporadise-qwen1.5b
+    python -m eval.bench_hyporadise --llm smollm2-135m --backend transformers --lora-minutes 12 --correct-n 60 \\
+        --correct-train-n 24 --correct-sets wsj atis --section hyporadise-lora
 
-- the 1-best and the 5-best oracle WER the files give, under no normalisation and the ``hyporadise``
-  normalizer (lower case, punctuation deleted: the paper's convention), beside the paper's baseline and o_nb;
-- rerank with each LM (``--lms``), weights tuned on ATIS train only (never on a reported set): the text-only
-  form (the list's ``rank`` as a prior, -1 per position, + LM + length bonus; the only form for CHiME-4,
-  whose file has no scores) and, where the file has them, the per-token acoustic scores ``am_norm`` + LM +
-  length bonus; beside the paper's LM-rescoring column;
-- correct with ``--llm`` (llama.cpp) on a fixed seeded random subset of ``--correct-n`` utterances per test
-  set (the LLM takes seconds per utterance on this CPU), on top of the text-only rerank, with the guards at
-  their defaults and tuned on the corrections of ``--correct-train-n`` ATIS train utterances; beside the
-  paper's T5-LoRA and LLaMA-7B-LoRA columns.
+The HyPoradise files (../shared/data/hyporadise: WSJ, ATIS and CHiME-4 test, ATIS train; Whisper 5-best lists with
+references) are imported as ``rescore import hyporadise`` does and scored beside the paper's table:
 
-Every table shows utterances made better and worse than the 1-best and the paired bootstrap p (share of
-resamples where the system is not better). LM scores and corrections are cached under the rescore cache
-folder, so a rerun only redoes what changed.
+- the 1-best and the 5-best oracle the files give, under no normalisation and the ``hyporadise`` normalizer (lower
+  case, punctuation deleted: the paper's convention), beside the paper's baseline and o_nb;
+- rerank with ``--lm``, weights tuned (``rescore tune``'s grid) on ATIS train only: the text-only form (the list's
+  ``rank`` as a prior, -1 per position, + LM + length bonus; the only form for CHiME-4, whose file has no scores) and,
+  where the file has them, the per-token acoustic scores ``am_norm`` + LM + length bonus;
+- correct with ``--llm`` (``rescore correct``'s stage; text only, so the guards alone decide) on a seeded random
+  subset of ``--correct-n`` utterances per test set, on top of the text-only rerank, with the guards at their
+  defaults and tuned on the corrections of ``--correct-train-n`` ATIS train utterances; with ``--lora-minutes`` the
+  LLM first gets a LoRA adapter trained on the other ATIS train pairs.
 
-    python -m eval.bench_hyporadise --lms smollm2-135m --correct-n 100
+Tables show utterances made better and worse than the 1-best and the paired bootstrap p. LM scores and corrections
+are cached under the rescore cache folder, so a rerun only redoes what changed.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
+import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from eval.bench_correct import corrected
-from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, paired_change
+from eval.common import DATA, command, corrected, errors, row
+from eval.results import add_publish_options, publish
 from rescore.io.formats import import_records
 from rescore.io.models import cache_dir
 from rescore.records import NBest, read_nbest, write_nbest
+from rescore.rerank.ranker import Ranker, lm_key
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hyporadise"
 FILES = {
     "wsj": "test_wsj.json",
     "atis": "test_atis.json",
@@ -55,10 +56,11 @@ PAPER = {
     "chime4": {"baseline": 11.1, "LM_rank": 11.0, "T5-ft": 7.9, "T5-LoRA": 7.0, "LLaMA-7B-LoRA": 6.6, "o_nb": 9.1},
 }
 CACHE = cache_dir() / "bench-hyporadise"
+HEAD = ["| set, system | WER % (95 % CI) | better/worse vs 1-best | p | paper |", "|---|---|---|---|---|"]
 
 
 def records(name: str) -> list[NBest]:
-    return import_records("hyporadise", DATA / FILES[name])
+    return import_records("hyporadise", DATA / "hyporadise" / FILES[name])
 
 
 def scored(name: str, lm: str) -> list[NBest]:
@@ -72,167 +74,92 @@ def scored(name: str, lm: str) -> list[NBest]:
     recs = records(name)
     t0 = time.perf_counter()
     score_nbest(recs, make_scorer(lm, "hf", threads=2))
-    n = sum(len(r.hypotheses) for r in recs)
-    print(f"scored {name} ({n} hypotheses) with {lm} in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"scored {name} with {lm} in {time.perf_counter() - t0:.0f} s", flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     write_nbest(cache, recs)
     return recs
 
 
-def with_lms(name: str, lms: list[str]) -> list[NBest]:
-    """The set's records carrying every LM's score (merged from the per-LM caches)."""
-    base = scored(name, lms[0])
-    for lm in lms[1:]:
-        other = {r.id: r for r in scored(name, lm)}
-        for r in base:
-            for h, o in zip(r.hypotheses, other[r.id].hypotheses, strict=True):
-                h.scores[f"lm:{lm}"] = o.scores[f"lm:{lm}"]
-    return base
-
-
-def errors(refs: list[str], hyps: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    c = edit_counts([normalize(r, NORM) for r in refs], [normalize(h, NORM) for h in hyps])
-    return c.errors, c.ref
-
-
 def oracle(recs: list[NBest], norm: str) -> float:
-    refs = [normalize(r.reference or "", norm) for r in recs]
-    per = np.stack([edit_counts(refs, [normalize(r.hypotheses[j].text, norm) for r in recs]).errors for j in range(5)])
-    ref_len = edit_counts(refs, refs).ref
-    return float(per.min(0).sum() / ref_len.sum())
+    refs = [r.reference or "" for r in recs]
+    per = np.stack([errors(refs, [r.hypotheses[j].text for r in recs], norm)[0] for j in range(5)])
+    return float(per.min(0).sum() / errors(refs, refs, norm)[1].sum())
 
 
-def wer_none(recs: list[NBest]) -> float:
-    c = edit_counts(
-        [normalize(r.reference or "", "none") for r in recs], [normalize(r.text("first-pass"), "none") for r in recs]
-    )
-    return c.rate()
+def wer(recs: list[NBest], norm: str = NORM, stage: str = "first-pass") -> float:
+    e, n = errors([r.reference or "" for r in recs], [r.text(stage) for r in recs], norm)
+    return float(e.sum() / n.sum())
 
 
-def row(
-    name: str, refs: list[str], hyps: list[str], base: np.ndarray | None, ref_len: np.ndarray, paper: str = ""
-) -> str:
-    e, n = errors(refs, hyps)
-    lo, hi = bootstrap_ci(e, n)
-    rate = 100 * e.sum() / n.sum()
-    if base is None:
-        return f"| {name} | {rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | | | {paper} |"
-    c = paired_change(base, e, ref_len)
-    return (
-        f"| {name} | {rate:.2f} | {100 * lo:.2f}-{100 * hi:.2f} | {c.better}/{c.worse}/{c.unchanged} | {c.p:.3f} | "
-        f"{paper} |"
-    )
-
-
-def baselines() -> str:
+def baselines() -> list[str]:
     lines = [
         "| set | utterances | 1-best WER %, none | 1-best, hyporadise | paper baseline | 5-best oracle, none "
         "| oracle, hyporadise | paper o_nb |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in TESTS:
         recs = records(s)
-        e, n = errors([r.reference or "" for r in recs], [r.text("first-pass") for r in recs])
         lines.append(
-            f"| {NAMES[s]} | {len(recs)} | {100 * wer_none(recs):.2f} | {100 * e.sum() / n.sum():.2f} "
+            f"| {NAMES[s]} | {len(recs)} | {100 * wer(recs, 'none'):.2f} | {100 * wer(recs):.2f} "
             f"| {PAPER[s]['baseline']} | {100 * oracle(recs, 'none'):.2f} | {100 * oracle(recs, NORM):.2f} "
             f"| {PAPER[s]['o_nb']} |"
         )
-    return "\n".join(lines)
+    return lines
 
 
-def tuned_weights(lms: list[str]):
+def tuned_weights(lm: str) -> dict:
     """Weights tuned on ATIS train: the text-only (rank) form and the am_norm form, with their train WER."""
     from rescore.rerank.grid import tune
 
-    train = with_lms(TRAIN, lms)
-    keys = [f"lm:{lm}" for lm in lms]
-    out = {}
-    for form, fixed in (("rank", {"rank": -1.0}), ("am_norm", {"am_norm": 1.0})):
-        t0 = time.perf_counter()
-        res = tune(train, keys=keys, fixed=fixed, normalizer=NORM)
-        out[form] = res
-        print(
-            f"tuned {form} on {TRAIN} in {time.perf_counter() - t0:.0f} s: {res.weights.describe()} "
-            f"(in-sample {100 * res.wer:.2f} %)",
-            flush=True,
+    train = scored(TRAIN, lm)
+    return {
+        form: tune(train, keys=[lm_key(lm)], fixed=fixed, normalizer=NORM)
+        for form, fixed in (("rank", {"rank": -1.0}), ("am_norm", {"am_norm": 1.0}))
+    }
+
+
+def rerank_part(lm: str) -> tuple[list[str], dict[str, list[NBest]]]:
+    from rescore.rerank.ranker import default_weights
+
+    w = tuned_weights(lm)
+    lines, defaults, text_only = list(HEAD), [], {}
+    for s in TESTS:
+        recs = scored(s, lm)
+        refs, first = [r.reference or "" for r in recs], [r.text("first-pass") for r in recs]
+        lines.append(
+            row(f"{NAMES[s]}: 1-best", refs, first, normalizer=NORM, extra=[f"baseline {PAPER[s]['baseline']}"])
         )
-    return out
-
-
-def rerank_part(lm_sets: list[list[str]]) -> tuple[str, dict[str, list[NBest]]]:
-    from rescore.rerank.ranker import Ranker, default_weights
-
-    lines = [
-        "| set, system | WER % | 95 % CI | better/worse/same vs 1-best | p | paper |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    notes = []
-    defaults: list[str] = []
-    text_only: dict[str, list[NBest]] = {}
-    for lms in lm_sets:
-        tag = " + ".join(lms)
-        w = tuned_weights(lms)
-        train_base = records(TRAIN)
-        e0, _ = errors([r.reference or "" for r in train_base], [r.text("first-pass") for r in train_base])
-        notes.append(
-            f"- {tag}, tuned on ATIS train ({len(train_base)} utterances, 1-best {100 * e0.sum() / _.sum():.2f} %): "
-            f"text-only `{w['rank'].weights.describe()}` (in-sample {100 * w['rank'].wer:.2f} %); "
-            f"with acoustic scores `{w['am_norm'].weights.describe()}` (in-sample {100 * w['am_norm'].wer:.2f} %)."
-        )
-        for s in TESTS:
-            recs = with_lms(s, lms)
-            refs = [r.reference or "" for r in recs]
-            base, ref_len = errors(refs, [r.text("first-pass") for r in recs])
-            if lms == lm_sets[0]:
-                lines.append(
-                    row(
-                        f"{NAMES[s]}: 1-best",
-                        refs,
-                        [r.text("first-pass") for r in recs],
-                        None,
-                        ref_len,
-                        f"baseline {PAPER[s]['baseline']}",
-                    )
+        forms = ["rank"] + (["am_norm"] if all("am_norm" in h.scores for r in recs for h in r.hypotheses) else [])
+        for form in forms:
+            ranker = Ranker(w[form].weights)
+            for r in recs:
+                ranker.rank(r)
+            label = "rank prior" if form == "rank" else "am_norm"
+            hyps = [r.text("rerank") for r in recs]
+            lines.append(
+                row(
+                    f"{NAMES[s]}: rerank, {label} + LM + length",
+                    refs,
+                    hyps,
+                    first,
+                    normalizer=NORM,
+                    extra=[f"LM_rank {PAPER[s]['LM_rank']}"],
                 )
-            forms = ["rank"] + (["am_norm"] if all("am_norm" in h.scores for r in recs for h in r.hypotheses) else [])
-            for form in forms:
-                ranker = Ranker(w[form].weights)
-                for r in recs:
-                    ranker.rank(r)
-                label = "rank prior" if form == "rank" else "am_norm"
-                lines.append(
-                    row(
-                        f"{NAMES[s]}: rerank, {tag}, {label} + LM + length",
-                        refs,
-                        [r.text("rerank") for r in recs],
-                        base,
-                        ref_len,
-                        f"LM_rank {PAPER[s]['LM_rank']}",
-                    )
-                )
-                print(lines[-1], flush=True)
-                if form == "rank" and lms == lm_sets[0]:
-                    text_only[s] = [NBest.from_dict(r.to_dict()) for r in recs]
-            if lms == ["smollm2-135m"]:  # what `rescore rerank` does without a config: the rounded defaults
-                ranker = Ranker(default_weights(["lm:smollm2-135m"], am="rank"))
-                for r in recs:
-                    ranker.rank(r)
-                e, n = errors(refs, [r.text("rerank") for r in recs])
-                defaults.append(f"{NAMES[s]} {100 * e.sum() / n.sum():.2f} %")
-    if defaults:
-        dw = default_weights(["lm:smollm2-135m"], am="rank").describe()
-        notes.append(f"- The rounded text-only defaults of `rescore rerank` (`{dw}`) give {', '.join(defaults)}.")
-    md = [
-        f"Weights tuned on ATIS train only (grid + refinement, minimum corpus WER, `{NORM}` normalizer); "
-        "applied unchanged to each test set. WER with the `hyporadise` normalizer; better/worse/same and p "
-        "against the file's 1-best (p: paired bootstrap share of resamples where the system is not better).",
+            )
+            if form == "rank":
+                text_only[s] = [NBest.from_dict(r.to_dict()) for r in recs]
+        ranker = Ranker(default_weights([lm_key(lm)], am="rank"))  # `rescore rerank` without a config
+        defaults.append(f"{NAMES[s]} {100 * wer([ranker.rank(r) for r in recs], stage='rerank'):.2f} %")
+    train = records(TRAIN)
+    lines += [
         "",
-        *lines,
-        "",
-        *notes,
+        f"- Tuned on ATIS train ({len(train)} utterances, 1-best {100 * wer(train):.2f} %): text-only "
+        f"`{w['rank'].weights.describe()}` (in-sample {100 * w['rank'].wer:.2f} %); with acoustic scores "
+        f"`{w['am_norm'].weights.describe()}` (in-sample {100 * w['am_norm'].wer:.2f} %).",
+        f"- `rescore rerank`'s rounded text-only defaults (`{default_weights([lm_key(lm)], am='rank').describe()}`) "
+        f"give {', '.join(defaults)}.",
     ]
-    return "\n".join(md), text_only
+    return lines, text_only
 
 
 def sample(recs: list[NBest], n: int, seed: int) -> list[NBest]:
@@ -243,10 +170,8 @@ def sample(recs: list[NBest], n: int, seed: int) -> list[NBest]:
     return [recs[i] for i in idx]
 
 
-def atis_adapter(args: argparse.Namespace, pairs: list[NBest]) -> tuple[Path, str]:
+def atis_adapter(args: argparse.Namespace, pairs: list[NBest]) -> tuple[str, str]:
     """A LoRA adapter of ``--llm`` trained on ATIS train pairs (cached by model and time box) and a note on it."""
-    import json
-
     from rescore.correct.lora import LoraConfig, train_lora
 
     out = cache_dir() / "correct" / f"lora-{args.llm}-nbest-atis-train-{args.lora_minutes:g}min"
@@ -260,157 +185,123 @@ def atis_adapter(args: argparse.Namespace, pairs: list[NBest]) -> tuple[Path, st
         f" stopping; the best held-out step {info['best_step']} of {info['steps']} kept; {info['seconds'] / 60:.0f}"
         f" min on {info['device']}; the guard-tuning utterances left out)"
     )
-    return out, note
+    return str(out), note
 
 
-def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) -> str:
-    from rescore.correct import CorrectorConfig, GuardConfig, LLMCorrector
+def correct_part(args: argparse.Namespace, text_only: dict[str, list[NBest]]) -> list[str]:
     from rescore.correct.tuning import reguard, tune_guards
-    from rescore.rerank.ranker import Ranker
+    from rescore.stages import CorrectOptions, CorrectStage
 
-    lm = args.lms[0]
-    # guards: tuned on corrections of ATIS train utterances (reranked by the same text-only weights)
-    w = tuned_weights([lm])["rank"].weights
-    atis_train = with_lms(TRAIN, [lm])
+    atis_train = scored(TRAIN, args.lm)
+    ranker = Ranker(tuned_weights(args.lm)["rank"].weights)  # reranked as the test sets are
     for r in atis_train:
-        Ranker(w).rank(r)
+        ranker.rank(r)
     train = sample(atis_train, args.correct_train_n, args.seed)
     adapter, lora_note = None, ""
     if args.lora_minutes:  # the LoRA pairs: ATIS train less the utterances the guards are tuned on
         tuned_on = {r.id for r in train}
         adapter, lora_note = atis_adapter(args, [r for r in atis_train if r.id not in tuned_on])
-    cfg = CorrectorConfig(
-        llm=args.llm,
-        backend="transformers" if adapter else args.backend,
-        adapter=str(adapter) if adapter else None,
-        template="nbest",
-        n_threads=args.llm_threads,
-        guards=GuardConfig(),
+    options = CorrectOptions(
+        llm=args.llm, backend=args.backend, adapter=adapter, prompt="nbest", threads=args.llm_threads, verify=False
     )
-    corrector = LLMCorrector(cfg)
-    tag = f"{args.llm}-{cfg.backend}-nbest{'-distinct' if cfg.distinct else ''}-{lm}"  # the prompt shapes the cache
-    if adapter:
-        tag += f"-lora{args.lora_minutes:g}"
-    train_c = corrected(corrector, train, CACHE / f"correct.{tag}.{TRAIN}.seed{args.seed}.jsonl")
-    tuning = tune_guards(train_c, cfg.guards, vocab=corrector.vocab)
+    stage = CorrectStage(options)
+    cfg = stage.config
+    tag = f"{cfg.llm}-{cfg.backend}-nbest{'-distinct' if cfg.distinct else ''}-{args.lm}"  # the prompt shapes the cache
+    tag += f"-lora{args.lora_minutes:g}" if adapter else ""
+    tuning = tune_guards(corrected(stage, train, CACHE / f"correct.{tag}.{TRAIN}.seed{args.seed}.jsonl"), cfg.guards)
     g = tuning.guards
-    chosen = (
-        "the corrector off" if g is None else f"max_edit_ratio {g.max_edit_ratio}, max_novel_words {g.max_novel_words}"
-    )
-    lines = [
-        "| set, system | WER % | 95 % CI | better/worse/same vs 1-best | p | paper (whole set) |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    secs = []
+    chosen = "the corrector off" if g is None else f"edit ratio {g.max_edit_ratio}, novel words {g.max_novel_words}"
+    lines, secs = list(HEAD), []
     for s in args.correct_sets:
         recs = corrected(
-            corrector,
-            sample(text_only[s], args.correct_n, args.seed),
-            CACHE / f"correct.{tag}.{s}.seed{args.seed}.jsonl",
+            stage, sample(text_only[s], args.correct_n, args.seed), CACHE / f"correct.{tag}.{s}.seed{args.seed}.jsonl"
         )
         secs += [r.timing.get("correct", 0.0) for r in recs]
-        refs = [r.reference or "" for r in recs]
-        first = [r.text("first-pass") for r in recs]
-        base, ref_len = errors(refs, first)
+        refs, first = [r.reference or "" for r in recs], [r.text("first-pass") for r in recs]
+        tuned = [reguard(r, g) for r in recs]
         p = PAPER[s]
         lines += [
-            row(f"{NAMES[s]} ({len(recs)}): 1-best", refs, first, None, ref_len, f"baseline {p['baseline']}"),
+            row(f"{NAMES[s]} ({len(recs)}): 1-best", refs, first, normalizer=NORM, extra=[f"baseline {p['baseline']}"]),
             row(
-                f"{NAMES[s]}: rerank (rank prior + {lm})",
+                f"{NAMES[s]}: rerank (rank prior + {args.lm})",
                 refs,
                 [r.text("rerank") for r in recs],
-                base,
-                ref_len,
-                f"LM_rank {p['LM_rank']}",
+                first,
+                normalizer=NORM,
+                extra=[f"LM_rank {p['LM_rank']}"],
             ),
             row(
                 f"{NAMES[s]}: corrected, default guards",
                 refs,
                 [r.corrected or r.text("rerank") for r in recs],
-                base,
-                ref_len,
-                f"T5-LoRA {p['T5-LoRA']}, LLaMA-7B-LoRA {p['LLaMA-7B-LoRA']}",
+                first,
+                normalizer=NORM,
+                extra=[f"T5-LoRA {p['T5-LoRA']}, LLaMA-7B-LoRA {p['LLaMA-7B-LoRA']}"],
             ),
-        ]
-        tuned = [reguard(r, g, corrector.vocab) for r in recs]
-        lines.append(
             row(
                 f"{NAMES[s]}: corrected, guards tuned on ATIS train",
                 refs,
                 [r.corrected or r.text("rerank") for r in tuned],
-                base,
-                ref_len,
-                f"T5-ft {p['T5-ft']}",
-            )
-        )
-        acc = sum(bool((r.correction or {}).get("changed")) for r in recs)
-        print("\n".join(lines[-4:]), f"({acc} changed by the corrector, default guards)", flush=True)
-    md = [
-        f"Corrector {args.llm} ({cfg.backend}, {args.llm_threads} thread(s)), template `nbest` (the "
-        "HyPoradise-style prompt: the reranked hypothesis plus the others, each shown once after normalisation), "
-        f"{lora_note or 'zero-shot'}, on a fixed random subset "
-        f"of {args.correct_n} utterances "
-        f"of each test set corrected ({', '.join(NAMES[s] for s in args.correct_sets)}; numpy seed {args.seed}; "
-        f"the LLM took {np.mean(secs):.1f} s per utterance on average on the loaded shared CPU; with other jobs "
-        "running one llama.cpp thread was about 6x faster than two, and the cached corrections mix both), "
-        f"on top of the text-only rerank with {lm}. Guards tuned on the corrections of {tuning.utterances} "
-        f"random ATIS train utterances (seed {args.seed}): of {len(tuning.tried)} settings the lowest WER there "
-        f"({100 * tuning.wer:.2f} %, Whisper normalizer as `correct.tuning` counts) came with {chosen} "
-        f"(off: {100 * tuning.tried[0][2]:.2f} %). WER with the `hyporadise` normalizer, against the subset's "
-        "1-best; the paper's columns are whole-set figures of fine-tuned models (T5, LLaMA-7B), for scale.",
+                first,
+                normalizer=NORM,
+                extra=[f"T5-ft {p['T5-ft']}"],
+            ),
+        ]
+    return [
+        f"Corrector {cfg.llm} ({cfg.backend}, {args.llm_threads} thread(s)), template `nbest` (the reranked hypothesis "
+        f"plus the others, each shown once after normalisation), {lora_note or 'zero-shot'}; reported on a seeded "
+        f"random subset of {args.correct_n} utterances of each of {', '.join(NAMES[s] for s in args.correct_sets)} "
+        f"(numpy seed {args.seed}; {np.mean(secs):.1f} s per utterance), on top of the text-only rerank. Guards tuned "
+        f"on the corrections of {tuning.utterances} random ATIS train utterances: of {len(tuning.tried)} settings the "
+        f"lowest WER there ({100 * tuning.wer:.2f} %) came with {chosen} (off: {100 * tuning.tried[0][2]:.2f} %). "
+        "The paper's columns are whole-set figures of fine-tuned models (T5, LLaMA-7B), for scale.",
         "",
         *lines,
     ]
-    return "\n".join(md)
+
+
+def run(args: argparse.Namespace) -> str:
+    parts = [
+        "### HyPoradise: rerank and correct on published n-best lists",
+        "",
+        f"Command: `{args.cmd}`",
+        "",
+        "HyPoradise (Chen et al., NeurIPS 2023) Whisper 5-best lists, imported with `rescore import hyporadise` (the "
+        "per-token scores of WSJ and ATIS as `am_norm`, the list position as `rank`); fitted on ATIS train only, "
+        "reported on the WSJ, ATIS and CHiME-4 test lists. WER with the `hyporadise` normalizer; better/worse and p "
+        "against the file's 1-best.",
+        "",
+        *baselines(),
+        "",
+        f"**Rerank** (weights tuned on ATIS train with {args.lm}, applied unchanged to each test set):",
+        "",
+    ]
+    lines, text_only = rerank_part(args.lm)
+    parts += lines
+    if not args.skip_correct:
+        parts += ["", "**Correct** (subset):", "", *correct_part(args, text_only)]
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lms", nargs="+", default=["smollm2-135m"], help="LMs; with two, each and the pair")
+    ap.add_argument("--lm", default="smollm2-135m", help="the LM of the rerank")
     ap.add_argument("--llm", default="qwen2.5-0.5b")
     ap.add_argument("--backend", default="llama-cpp")
     ap.add_argument("--correct-n", type=int, default=100, help="utterances of each test set corrected (0: all)")
     ap.add_argument("--correct-train-n", type=int, default=60, help="ATIS train utterances corrected to tune guards")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-correct", action="store_true")
-    ap.add_argument("--llm-threads", type=int, default=1, help="llama.cpp threads (1: no spin-waiting on a busy CPU)")
+    ap.add_argument("--llm-threads", type=int, default=1, help="LLM threads (1: no spin-waiting on a busy CPU)")
     ap.add_argument("--correct-sets", nargs="+", default=list(TESTS), choices=TESTS, help="test sets to correct")
-    ap.add_argument("--section", default="hyporadise", help="the eval/RESULTS.md section written")
-    ap.add_argument(
-        "--lora-minutes", type=float, default=0, help="train a LoRA adapter of --llm on ATIS train first (time box)"
-    )
+    ap.add_argument("--lora-minutes", type=float, default=0, help="train a LoRA adapter of --llm on ATIS train first")
+    add_publish_options(ap, "hyporadise")
     args = ap.parse_args(argv)
+    args.cmd = command("bench_hyporadise", argv)
     import torch
 
     torch.set_num_threads(2)
-    from eval.results import update_section
-
-    cmd = "python -m eval.bench_hyporadise " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
-    lm_sets = [[lm] for lm in args.lms] + ([list(args.lms)] if len(args.lms) > 1 else [])
-    parts = [
-        f"Command: `{cmd.strip()}`",
-        "",
-        "HyPoradise (Chen et al., NeurIPS 2023) Whisper 5-best lists, imported with `rescore import hyporadise` "
-        "(the per-token scores of WSJ and ATIS as `am_norm`, the list position as `rank`). The paper's figures "
-        "are as the data README restates them. The WSJ file's 1-best differs from the paper's baseline (6.03 % "
-        "raw against 4.5 %); ATIS and CHiME-4 agree within 0.1 and 0.5 points once normalised.",
-        "",
-        "### The files: 1-best and 5-best oracle",
-        "",
-        baselines(),
-        "",
-        "### Rerank (weights tuned on ATIS train)",
-        "",
-    ]
-    md, text_only = rerank_part(lm_sets)
-    parts.append(md)
-    if not args.skip_correct:
-        parts += ["", "### Correct (subset)", "", correct_part(args, text_only)]
-    text = "## HyPoradise: rerank and correct on published n-best lists\n\n" + "\n".join(parts)
-    print(text)
-    update_section(args.section, text)
+    publish(run(args), args.section, write=not args.no_write)
     return 0
 
 

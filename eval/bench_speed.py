@@ -11,7 +11,8 @@ backend, correction per chat LLM. All ratios come from this one run on the same 
 - Correction: ``LLMCorrector`` with each chat LLM (llama.cpp): seconds per utterance, prompt tokens/s
   (tokens evaluated, not reused from the cache, per second of prompt evaluation) and generated tokens/s.
 
-    flock /tmp/rescore-cpu.lock python -m eval.bench_speed --n 20 --n-lm 10 --n-correct 10
+    python -m eval.bench_speed --n 20 --n-lm 10 --n-naive 16 --n-correct 8
+    python -m eval.bench_speed --skip first,lm --n-correct 8 --llms qwen2.5-0.5b,qwen2.5-1.5b --section speed-correct
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from eval import common
+from eval.common import DATA, command
+from eval.results import add_publish_options, publish
 from rescore.evaluate.metrics import error_rate
 from rescore.io.datasets import Utterance, load_dataset
 from rescore.io.models import resolve_model
 from rescore.records import NBest
-from rescore.registry import make_recognizer, make_scorer
+from rescore.registry import make_scorer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech-dev"
 THREADS = 2
 
 
@@ -57,7 +59,7 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 def rescore_pass(utts: list[Utterance], backend: str, nbest: int) -> tuple[list[NBest], Timed]:
     """rescore's recognizer (warmed on one utterance, model load not timed)."""
-    rec = make_recognizer(backend, model="whisper-tiny.en", beam_size=8, nbest=nbest, device="cpu")
+    rec = common.first_pass("whisper-tiny.en", backend=backend, beam_size=8, nbest=nbest)
     list(rec.recognize(utts[:1]))
     return timed(lambda: list(rec.recognize(utts)))  # type: ignore[return-value]
 
@@ -79,7 +81,7 @@ def faster_whisper_pass(utts: list[Utterance]) -> tuple[list[str], Timed]:
     return timed(lambda: run(utts))  # type: ignore[return-value]
 
 
-def first_pass(utts: list[Utterance], n_openai: int) -> tuple[list[str], list[NBest]]:
+def first_pass_section(utts: list[Utterance], n_openai: int) -> tuple[list[str], list[NBest]]:
     """The four first-pass rows; openai-whisper (about 20x slower) on the first ``n_openai`` utterances only,
     compared by real-time factor."""
     refs = [u.reference or "" for u in utts]
@@ -257,15 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lms", default="smollm2-135m,qwen2.5-1.5b")
     ap.add_argument("--llms", default="smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: first,lm,correct")
-    ap.add_argument("--no-write", action="store_true", help="print only, leave eval/RESULTS.md alone")
-    ap.add_argument("--section", default="speed", help="the eval/RESULTS.md section (a part run: its own one)")
+    add_publish_options(ap, "speed")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     t0 = time.perf_counter()
-    utts = load_dataset(DATA).utterances[: args.n]
+    utts = load_dataset(DATA / "librispeech-dev").utterances[: args.n]
     parts: list[str] = []
     if "first" not in skip:
-        md, nbest = first_pass(utts, args.n_openai)
+        md, nbest = first_pass_section(utts, args.n_openai)
         parts += [*md, ""]
     else:
         nbest, _ = rescore_pass(utts[: max(args.n_lm, args.n_correct + 1)], "ctranslate2", 8)
@@ -275,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         llms = [m for m in args.llms.split(",") if m]
         parts += [*correct_section(nbest[: args.n_correct], llms, nbest[min(args.n_correct, len(nbest) - 1)]), ""]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cmd = "python -m eval.bench_speed " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    parts.append(f"Whole run: {time.perf_counter() - t0:.0f} s, peak RSS {peak:.0f} MiB. Command: `{cmd.strip()}`")
-    text = "## Speed: first pass, LM scoring, correction\n\n" + "\n".join(parts)
-    from eval.results import publish
-
+    parts.append(f"Whole run: {time.perf_counter() - t0:.0f} s, peak RSS {peak:.0f} MiB.")
+    text = (
+        f"### Speed: first pass, LM scoring, correction\n\nCommand: `{command('bench_speed', argv)}`\n\n"
+        "librispeech-dev's first utterances; nothing fitted.\n\n" + "\n".join(parts)
+    )
     publish(text, args.section, write=not args.no_write)
     return 0
 
