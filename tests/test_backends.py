@@ -80,7 +80,7 @@ def test_ctc_backend_trained_here(utts, tmp_path) -> None:
 
     Seconds of training overfit one utterance, enough to read it back. 80 epochs (4 s): at 40 the best CER was
     0.19 on an Intel Xeon, under 0.1 on the AMD EPYC of earlier runs (float kernels differ). The head ``rescore ctc
-    train`` makes in 30 minutes is checked by the next test and measured by eval/bench_recognizers.py.
+    train`` makes in 30 minutes is checked by the next test and measured by eval/bench_recognize.py (backends).
     """
     from rescore.recognize.ctc_head import CTCHeadConfig
     from rescore.recognize.ctc_train import TrainConfig, train_ctc_head

@@ -1,4 +1,4 @@
-"""The learned reranker's logic on constructed lists (the real-model path: eval/bench_rerank_learned.py
+"""The learned reranker's logic on constructed lists (the real-model path: eval/bench_rerank.py learned
 and test_pipeline's default preset): it finds which score tells the better hypothesis, and the derived
 features are what the docstrings say."""
 
