@@ -45,35 +45,41 @@ class _Strict(BaseModel):
 class RayOptions(_Strict):
     """``engine = "ray"``: model actors per stage, records per batch, GPUs per actor (0 on CPU clusters)."""
 
-    actors: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    gpus_per_actor: float = Field(0.0, ge=0)
-    # each actor's OpenMP threads (OMP_NUM_THREADS); 0: the driver's own setting, else the cores shared out
-    threads_per_actor: int = Field(0, ge=0)
+    actors: int = Field(1, ge=1, description="Model actors per stage.")
+    batch_size: int = Field(8, ge=1, description="Records per batch sent to an actor.")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs per actor (0 on CPU clusters).")
+    threads_per_actor: int = Field(
+        0,
+        ge=0,
+        description="Each actor's OpenMP threads (OMP_NUM_THREADS); 0: the driver's own setting, else this"
+        " machine's cores shared out among the actors.",
+    )
 
 
 class AScoreSection(AScoreOptions):
     """Acoustic scoring of every hypothesis by every model (see ``rescore ascore``); off unless enabled."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Run this stage (`rescore run`).")
 
 
 class RunConfig(_Strict):
     """A whole run. Unknown keys anywhere are errors, so a typo never silently falls back to a default."""
 
-    input: str
-    reference: str | None = None
-    name: str | None = None
-    output: str = "runs"
-    engine: Literal["local", "ray"] = "local"
-    limit: int = Field(0, ge=0)
+    input: str = Field(description="Audio folder, JSONL manifest, LibriSpeech folder, Kaldi data dir or audio file.")
+    reference: str | None = Field(None, description="A manifest or dataset whose references replace the input's.")
+    name: str | None = Field(None, description="Run name, the run folder's (default: the input's name).")
+    output: str = Field("runs", description="Folder that holds the run folders.")
+    engine: Literal["local", "ray"] = Field("local", description="local, or ray: the stages in Ray actors ([ray]).")
+    limit: int = Field(0, ge=0, description="Only the first N utterances (0: all).")
     transcribe: TranscribeOptions = TranscribeOptions()
     ascore: AScoreSection = AScoreSection()
     rerank: RerankOptions = RerankOptions()
     correct: CorrectOptions = CorrectOptions()
     deep: DeepOptions = DeepOptions()
     ray: RayOptions = RayOptions()
-    output_format: list[str] = ["txt", "tsv"]  # final transcripts written into the run folder (writers.FORMATS)
+    output_format: list[str] = Field(
+        ["txt", "tsv"], description="Final transcripts written into the run folder: some of txt, tsv, json, srt, vtt."
+    )
 
     @property
     def run_name(self) -> str:

@@ -17,6 +17,8 @@ from typer.core import TyperGroup
 
 from rescore.cli.console import check_writable, console, fail, load_stage, out, progress_bar, run_stage_command, warn
 from rescore.cli.records_io import read_records, read_text_option
+from rescore.cli.stage_flags import StageFlags, stage_flags
+from rescore.stages import CorrectOptions
 
 
 class _DefaultGroup(TyperGroup):
@@ -43,9 +45,6 @@ LLMOpt = Annotated[
         " fallback text (the reranked text, or its spelled view for `spelling`).",
     ),
 ]
-PromptOpt = Annotated[
-    str | None, typer.Option("--prompt", help="Template name in prompts/ (see `rescore prompts list`) or a .j2 file.")
-]
 DomainOpt = Annotated[str | None, typer.Option(help="Domain description for the prompt (domain, entities, fewshot).")]
 DomainFileOpt = Annotated[Path | None, typer.Option(help="Read the domain description from a file.")]
 
@@ -55,91 +54,26 @@ def _domain(domain: str | None, domain_file: Path | None) -> str | None:
 
 
 @correct_app.command("run")
+@stage_flags(CorrectOptions, section="correct")
 def correct_run(
     file: Annotated[Path, typer.Argument(help="n-best JSONL (from transcribe or rerank).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
-    llm: LLMOpt = "qwen2.5-0.5b",
-    prompt: PromptOpt = None,
-    backend: Annotated[
-        str, typer.Option(help="llama-cpp (GGUF, its own chat template) or transformers.")
-    ] = "llama-cpp",
-    adapter: Annotated[
-        Path | None, typer.Option(help="LoRA adapter from `rescore correct train` (transformers backend).")
-    ] = None,
-    domain: DomainOpt = None,
+    flags: StageFlags[CorrectOptions],
     domain_file: DomainFileOpt = None,
-    entities: Annotated[Path | None, typer.Option(help="Entity list: one name or term per line.")] = None,
-    top_k: Annotated[int, typer.Option(help="Entities retrieved per utterance.")] = 5,
-    examples: Annotated[
-        Path | None, typer.Option(help="n-best JSONL with references (a training set): few-shot examples.")
-    ] = None,
-    n_examples: Annotated[int, typer.Option(help="Few-shot examples taken from --examples.")] = 6,
-    max_hypotheses: Annotated[int, typer.Option(help="Hypotheses shown to the LLM.")] = 8,
-    distinct: Annotated[
-        bool, typer.Option(help="Show hypotheses that read alike after normalisation once (shorter prompts).")
-    ] = True,
-    max_edit_ratio: Annotated[
-        float, typer.Option(help="Abstain beyond this share of edited words from every hypothesis (<0: off).")
-    ] = 0.3,
-    max_novel_words: Annotated[
-        int, typer.Option(help="Abstain when more words occur in no hypothesis nor list (<0: off).")
-    ] = 1,
-    quote: Annotated[bool, typer.Option(help="Quote and sanitize hypotheses as data in the prompt.")] = True,
-    clean: Annotated[bool, typer.Option(help="Strip quotes, prefixes and explanations from the output.")] = True,
-    verify: Annotated[
-        bool,
-        typer.Option(
-            help="Score an accepted edit against the audio (and LMs) with the weights the record was reranked "
-            "with; keep it only if it wins. Records without audio: the guards alone decide."
-        ),
-    ] = True,
-    verify_margin: Annotated[float, typer.Option(help="What the edit's total must beat the reranked one by.")] = 0.0,
-    verify_with: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Judge edits by these acoustic models' summed scores (repeatable; default whisper-base, a second"
-            " opinion); 'rerank': by the weights each record was reranked with."
-        ),
-    ] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads (0: up to 4).")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N records (0: all).")] = 0,
 ) -> None:
     """Correct each record's reranked text with an LLM; guards and acoustic verification keep the reranked
     text when the edit strays or the audio does not support it."""
-    from pydantic import ValidationError
-
-    from rescore.stages import CorrectOptions, CorrectStage
+    from rescore.stages import CorrectStage
 
     records = read_records(file)
     if limit:
         records = records[:limit]
-    # None: the stage's default judge; "rerank": each record's own rerank weights (no extra judge)
-    judges = ([] if verify_with == ["rerank"] else verify_with) if verify_with else None
+    options = flags.build(domain=_domain(flags.values.get("domain"), domain_file))
     try:
-        options = CorrectOptions(
-            llm=llm,
-            backend=backend,
-            prompt=prompt,
-            domain=_domain(domain, domain_file),
-            entities=str(entities) if entities else None,
-            top_k=top_k,
-            adapter=str(adapter) if adapter else None,
-            examples=str(examples) if examples else None,
-            n_examples=n_examples,
-            max_hypotheses=max_hypotheses,
-            distinct=distinct,
-            max_edit_ratio=max_edit_ratio,
-            max_novel_words=max_novel_words,
-            quote=quote,
-            clean=clean,
-            verify=verify,
-            verify_margin=verify_margin,
-            **({"verify_with": judges} if judges is not None else {}),
-            threads=threads,
-        )
         stage = CorrectStage(options)
-    except (ValidationError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:
         raise fail(str(e).splitlines()[0]) from None
     for note in stage.notes:
         warn(note)

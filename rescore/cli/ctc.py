@@ -10,6 +10,8 @@ import typer
 
 from rescore.cli.console import check_writable, console, fail, load_stage, run_stage_command, warn
 from rescore.cli.records_io import read_records
+from rescore.cli.stage_flags import StageFlags, stage_flags
+from rescore.stages import CTCScoreOptions
 
 ctc_app = typer.Typer(no_args_is_help=True, help="The CTC head over Whisper encoder states: train it, show it.")
 
@@ -100,18 +102,19 @@ def info(
 
 
 @ctc_app.command("score")
+@stage_flags(CTCScoreOptions)
 def score(
     nbest: Annotated[Path, typer.Argument(help="n-best JSONL from any recognizer.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL with a 'ctc' score per hypothesis.")],
-    model: Annotated[str, typer.Option(help="CTC head checkpoint, or 'default'.")] = "default",
-    key: Annotated[str, typer.Option(help="Score key to write.")] = "ctc",
+    flags: StageFlags[CTCScoreOptions],
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
 ) -> None:
     """Add the CTC head's log-probability of every hypothesis (joint CTC/attention scores for the reranker)."""
-    from rescore.stages import CTCScoreOptions, CTCScoreStage
+    from rescore.stages import CTCScoreStage
 
-    stage = CTCScoreStage(CTCScoreOptions(model=model, key=key))
+    options = flags.build()
+    stage = CTCScoreStage(options)
     records = read_records(nbest)
     check_writable(output, resume)
-    load_stage(stage, f"CTC head {model}", (FileNotFoundError, ValueError, RuntimeError))
+    load_stage(stage, f"CTC head {options.model}", (FileNotFoundError, ValueError, RuntimeError))
     run_stage_command(stage, records, output, resume=resume, label="ctc score")

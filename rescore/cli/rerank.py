@@ -7,67 +7,32 @@ from typing import Annotated
 
 import typer
 
-from rescore.cli.console import check_writable, console, fail, given, load_stage, out, pct, run_stage_command, warn
+from rescore.cli.console import check_writable, console, fail, load_stage, out, pct, run_stage_command, warn
 from rescore.cli.records_io import load_records, read_records, read_text_option
+from rescore.cli.stage_flags import StageFlags, stage_flags
 from rescore.cli.tables import comparison_table
+from rescore.stages import RerankOptions
 
-LMOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--lm",
-        help="LM: smollm2-135m, qwen2.5-0.5b, a GGUF file or a transformers folder. Repeat for an ensemble.",
-    ),
-]
-BackendOpt = Annotated[str, typer.Option(help="LM backend: hf (transformers, batched) or llamacpp (GGUF).")]
-ContextOpt = Annotated[str | None, typer.Option(help="Domain prompt the LM conditions on: P(hypothesis | prompt).")]
-ContextFileOpt = Annotated[Path | None, typer.Option(help="Read the domain prompt from a file.")]
-ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for the LM.")]
-BatchOpt = Annotated[int, typer.Option(help="Token budget of one forward pass (hf backend).")]
+ContextFileOpt = Annotated[Path | None, typer.Option(help="Read the domain prompt (`context`) from a file.")]
+LM_FLAGS = ("lm", "backend", "context", "threads", "batch_tokens")  # what `tune` takes of RerankOptions
 
 
+@stage_flags(RerankOptions, names={"weights": ("--config", "--weights")}, section="rerank")
 def rerank(
-    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="n-best JSONL (from transcribe).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
-    lm: LMOpt = None,
-    backend: BackendOpt = "hf",
-    config: Annotated[Path | None, typer.Option(help="Weights from `rescore tune` (also its LMs and context).")] = None,
-    lm_weight: Annotated[
-        list[float] | None,
-        typer.Option(help="Weight of each --lm, in order (without --config; default 0.016 with am_norm, 0.1 with am)."),
-    ] = None,
-    length_bonus: Annotated[
-        float | None, typer.Option(help="Bonus per word (without --config; default 0.05 with am_norm, 0.4 with am).")
-    ] = None,
-    am: Annotated[
-        str, typer.Option(help="Acoustic score without --config: am_norm (per token, default) or am (summed).")
-    ] = "am_norm",
-    context: ContextOpt = None,
+    flags: StageFlags[RerankOptions],
     context_file: ContextFileOpt = None,
-    previous: Annotated[
-        int | None, typer.Option(help="Condition on the N transcripts chosen before, in the same recording.")
-    ] = None,
-    threads: ThreadsOpt = 2,
-    batch_tokens: BatchOpt = 1024,
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
 ) -> None:
     """Add lm:<name> scores to every hypothesis and choose by am + sum(w_i * lm_i) + b * words."""
-    from pydantic import ValidationError
-
     from rescore.rerank.ranker import is_text_only
-    from rescore.stages import RerankOptions, RerankStage
+    from rescore.stages import RerankStage
 
-    ctx_text = read_text_option(context, context_file, "context")
-    opts = given(ctx, ["backend", "lm_weight", "length_bonus", "am", "previous", "threads", "batch_tokens"])
-    if lm:
-        opts["lm"] = list(lm)
-    if ctx_text is not None:
-        opts["context"] = ctx_text
-    if config is not None:
-        opts["weights"] = str(config)
+    options = flags.build(context=read_text_option(flags.values.get("context"), context_file, "context"))
     try:
-        stage = RerankStage(RerankOptions(**opts), warn=warn)
-    except (ValidationError, ValueError, OSError) as e:
+        stage = RerankStage(options, warn=warn)
+    except (ValueError, OSError) as e:
         raise fail(str(e).splitlines()[0]) from None
     records = read_records(file)
     check_writable(output, resume)
@@ -84,12 +49,11 @@ def rerank(
     run_stage_command(stage, records, output, resume=resume, label="rerank", summary=summary)
 
 
+@stage_flags(RerankOptions, only=LM_FLAGS, section="rerank")
 def tune(
     file: Annotated[Path, typer.Argument(help="Dev n-best JSONL with references.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Config file (JSON) for `rerank --config`.")],
-    lm: LMOpt = None,
-    backend: BackendOpt = "hf",
-    context: ContextOpt = None,
+    flags: StageFlags[RerankOptions],
     context_file: ContextFileOpt = None,
     reference: Annotated[Path | None, typer.Option(help="Manifest with the references, if not in the records.")] = None,
     folds: Annotated[int, typer.Option(help="k of the k-fold cross-validation that reports the result (0: none).")] = 5,
@@ -109,15 +73,13 @@ def tune(
     feature: Annotated[
         list[str] | None, typer.Option(help="--method learned: only these score keys (repeat; default: all shared).")
     ] = None,
-    threads: ThreadsOpt = 2,
-    batch_tokens: BatchOpt = 1024,
 ) -> None:
     """Fit rerank weights minimising dev WER (a grid search, or a learned reranker); report by k-fold CV."""
     from rescore.records import write_nbest
     from rescore.rerank.tuning import OverlapError, check_disjoint, tune_rerank, usable_for_tuning
-    from rescore.stages import RerankOptions, RerankStage
+    from rescore.stages import RerankStage
 
-    ctx_text = read_text_option(context, context_file, "context", "")
+    ctx_text = read_text_option(flags.values.get("context"), context_file, "context", "")
     dev, skipped = usable_for_tuning(load_records(file, reference), "dev")
     for m in skipped:
         warn(m)
@@ -134,11 +96,11 @@ def tune(
             raise fail(f"--report: {e} (--force)") from None
         if note:
             warn(f"--force: {note}")
-    stage = RerankStage(
-        RerankOptions(lm=list(lm or ["smollm2-135m"]), backend=backend, threads=threads, batch_tokens=batch_tokens),
-        warn=warn,
-    )
-    load_stage(stage, f"{', '.join(stage.plan.lms)} ({backend})")
+    try:
+        stage = RerankStage(flags.build(context=ctx_text or None), warn=warn)
+    except ValueError as e:
+        raise fail(str(e).splitlines()[0]) from None
+    load_stage(stage, f"{', '.join(stage.plan.lms)} ({stage.plan.backend})")
     from rescore.rerank.tuning import METHODS
 
     if method not in METHODS:
@@ -147,7 +109,7 @@ def tune(
         outcome = tune_rerank(
             dev,
             stage.load(),
-            backend=backend,
+            backend=stage.plan.backend,
             method=method,
             features=feature or None,
             context=ctx_text,

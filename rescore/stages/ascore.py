@@ -14,12 +14,18 @@ from rescore.stages.base import BaseStage, StageOptions
 class AScoreOptions(StageOptions):
     """See ``rescore ascore``: the models (each writes ``am:<model>`` and ``am_tokens:<model>``) and how they run."""
 
-    models: list[str] = ["whisper-base"]
-    device: str = "auto"
-    compute_type: str = "auto"
-    batch_size: int = Field(8, ge=1)
-    language: str = "en"
-    method: Literal["torch", "ct2"] = "torch"
+    models: list[str] = Field(
+        ["whisper-base"],
+        description="Whisper models to score with (a name or a CTranslate2 folder), each writing am:<model> and"
+        " am_tokens:<model>; on the command line, the flag repeated.",
+    )
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    compute_type: str = Field("auto", description="CTranslate2 compute type (auto: int8 on CPU).")
+    batch_size: int = Field(8, ge=1, description="Windows encoded together, hypotheses decoded together.")
+    language: str = Field("en", description="Language token of multilingual models.")
+    method: Literal["torch", "ct2"] = Field(
+        "torch", description="torch (fast: one decoder pass per window) or ct2 (CTranslate2 alone, slower)."
+    )
 
     @field_validator("models")
     @classmethod

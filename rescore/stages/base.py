@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,9 +16,17 @@ from rescore.records import NBest
 
 
 class StageOptions(BaseModel):
-    """Options of one stage: unknown keys are errors, the dump is the stage's cache identity."""
+    """Options of one stage: unknown keys are errors, the dump is the stage's cache identity. Each field's
+    ``Field(description=...)`` is its help, on the command line and in docs/cli.md."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class IsPath:
+    """Marks a string option that names a file or folder: the command line takes (and completes) a path."""
+
+
+PathStr = Annotated[str, IsPath()]
 
 
 class BaseStage:

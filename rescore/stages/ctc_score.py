@@ -14,9 +14,11 @@ from rescore.stages.base import BaseStage, StageOptions
 class CTCScoreOptions(StageOptions):
     """See ``rescore ctc score``: the head (a checkpoint or ``default``) and the score key it writes."""
 
-    model: str = "default"
-    key: str = "ctc"
-    batch_size: int = Field(8, ge=1)
+    model: str = Field(
+        "default", description="CTC head checkpoint, or default (the cache's trained head, else the shipped one)."
+    )
+    key: str = Field("ctc", description="Score key to write.")
+    batch_size: int = Field(8, ge=1, description="Utterances encoded together.")
 
 
 class CTCScoreStage(BaseStage):

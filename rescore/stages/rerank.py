@@ -5,32 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from rescore.records import NBest
 from rescore.registry import make_scorer
-from rescore.rerank.features import DERIVED_PREFIXES, add_derived
-from rescore.rerank.ranker import (
-    DEFAULT_KEYS,
-    DEFAULT_MIN_LENGTH_RATIO,
-    RANK_KEY,
-    RerankConfig,
-    Weights,
-    default_weights,
-    is_text_only,
-    lm_key,
-    rerank_iter,
-)
-from rescore.score import short_name
-from rescore.stages.base import BaseStage, StageOptions, file_digest
+from rescore.stages.base import BaseStage, PathStr, StageOptions, file_digest
+
+if TYPE_CHECKING:  # the ranker (numpy, rapidfuzz) loads with the stage: every CLI call reads these options
+    from rescore.rerank.ranker import Weights
 
 SHIPPED_RERANKER = Path(__file__).resolve().parents[1] / "data" / "reranker.json"
 
 
 def needs_derived(weights: Weights) -> bool:
     """Whether the weights use features :func:`rescore.rerank.features.add_derived` computes."""
+    from rescore.rerank.features import DERIVED_PREFIXES
+
     return any(k.startswith((*DERIVED_PREFIXES, "rank:")) for k in weights.scores)
 
 
@@ -43,19 +35,41 @@ class RerankOptions(StageOptions):
     """See ``rescore rerank``. ``weights`` is a file from ``rescore tune``; its LMs, backend, context and
     previous apply unless given here; ``lm_weight``/``length_bonus``/``am`` replace its (or the default) weights."""
 
-    enabled: bool = True
-    lm: list[str] = ["smollm2-135m"]
-    backend: str = "hf"
-    weights: str | None = None
-    context: str | None = None
-    previous: int | None = Field(None, ge=0)
-    lm_weight: list[float] | None = None
-    length_bonus: float | None = None
-    am: str = "am_norm"
-    # truncation guard (see rescore.rerank.ranker.Ranker); None: the tuned config's value, else off
-    min_length_ratio: float | None = Field(None, ge=0, le=1)
-    threads: int = Field(2, ge=1)
-    batch_tokens: int = Field(1024, ge=16)
+    enabled: bool = Field(True, description="Run this stage (`rescore run`).")
+    lm: list[str] = Field(
+        ["smollm2-135m"],
+        description="LM: smollm2-135m, qwen2.5-0.5b, a GGUF file or a transformers folder. Several (a list, or the"
+        " flag repeated): an ensemble.",
+    )
+    backend: str = Field("hf", description="LM backend: hf (transformers, batched) or llamacpp (GGUF).")
+    weights: PathStr | None = Field(
+        None,
+        description="Weights from `rescore tune` (also its LMs, backend, context and previous, unless given), or"
+        " shipped: the learned reranker in the package.",
+    )
+    context: str | None = Field(None, description="Domain prompt the LM conditions on: P(hypothesis | prompt).")
+    previous: int | None = Field(
+        None, ge=0, description="Condition on the N transcripts chosen before, in the same recording."
+    )
+    lm_weight: list[float] | None = Field(
+        None,
+        description="Weight of each LM, in order, in place of the tuned or default ones (default 0.016 with am_norm,"
+        " 0.1 with am).",
+    )
+    length_bonus: float | None = Field(
+        None,
+        description="Bonus per word, in place of the tuned or default one (default 0.05 with am_norm, 0.4 with am).",
+    )
+    am: str = Field("am_norm", description="Acoustic score of the default weights: am_norm (per token) or am (summed).")
+    min_length_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Truncation guard: never choose a hypothesis with fewer words than this share of the first"
+        " one's (0: off; default: the tuned weights' own, 0.5 with the default weights, else off).",
+    )
+    threads: int = Field(2, ge=1, description="CPU threads for the LM.")
+    batch_tokens: int = Field(1024, ge=16, description="Token budget of one forward pass (hf backend).")
 
 
 @dataclass
@@ -76,6 +90,17 @@ class RerankPlan:
 
 def plan_rerank(o: RerankOptions) -> RerankPlan:
     """Precedence: explicit options, then the tuned config file, then the defaults. ValueError if they clash."""
+    from rescore.rerank.ranker import (
+        DEFAULT_KEYS,
+        DEFAULT_MIN_LENGTH_RATIO,
+        RANK_KEY,
+        RerankConfig,
+        Weights,
+        default_weights,
+        lm_key,
+    )
+    from rescore.score import short_name
+
     cfg = RerankConfig.load(weights_file(o.weights)) if o.weights else None
     lm_given = "lm" in o.model_fields_set
     names = list(o.lm) if lm_given or cfg is None else [s.name for s in cfg.lms] or list(o.lm)
@@ -142,6 +167,9 @@ class RerankStage(BaseStage):
     def process(self, records: list[NBest]) -> list[NBest]:
         """Rerank with the plan's weights; records without its acoustic score but with their list rank (an
         imported text-only n-best) get the rank-prior weights instead, unless weights were given or tuned."""
+        from rescore.rerank.features import add_derived
+        from rescore.rerank.ranker import is_text_only, rerank_iter
+
         p = self.plan
         if needs_derived(p.weights):  # a learned reranker's features computed from the list itself
             add_derived(records)

@@ -37,21 +37,45 @@ class TranscribeOptions(StageOptions):
     """First pass (see ``rescore transcribe``). Options a backend does not take are left out when they are
     at their defaults and are an error when set explicitly."""
 
-    backend: str = "ctranslate2"
-    # None: the backend's own default (whisper-tiny.en for the Whisper backends); several: their n-best union
-    model: str | list[str] | None = None
-    nbest: int = Field(8, ge=1)
-    beam_size: int = Field(8, ge=1)
-    batch_size: int = Field(8, ge=1)
-    device: str = "auto"
-    compute_type: str = "auto"
-    language: str = "en"
-    word_lm: str | None = None  # ctc: pocketsphinx, an ARPA/binary LM file, or none
-    lm_weight: float | None = None  # ctc: weight of the word LM [default: tuned]
-    word_bonus: float | None = None  # ctc: score added per word [default: tuned]
-    distinct: bool = False  # ctranslate2: the n best hypotheses that differ after normalisation (wider beam)
-    # a union of ctranslate2 models: score every union hypothesis with every model, reusing its encoder output
-    ascore: bool = False
+    backend: str = Field(
+        "ctranslate2",
+        description="First-pass recognizer: ctranslate2, openai-whisper (same Whisper model), ctc (a CTC head over"
+        " Whisper encoder states; the package ships one, `model`: another checkpoint) or pocketsphinx.",
+    )
+    model: str | list[str] | None = Field(
+        None,
+        description="whisper-tiny.en (default of the Whisper backends), whisper-base, or a model folder/file."
+        " Several (a list, or the flag repeated): the n-best union of their lists (system combination, see"
+        " `rescore merge`).",
+    )
+    nbest: int = Field(8, ge=1, description="Hypotheses kept per utterance.")
+    beam_size: int = Field(8, ge=1, description="Beam width (at least `nbest`).")
+    batch_size: int = Field(8, ge=1, description="30 s windows decoded together.")
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    compute_type: str = Field("auto", description="auto (int8 on CPU, float16 on CUDA) or a CTranslate2 type.")
+    language: str = Field("en", description="Language code for multilingual models, or auto.")
+    word_lm: str | None = Field(
+        None,
+        description="ctc backend: word n-gram LM fused into the search: pocketsphinx (its en-US trigram, the"
+        " default), an LM file pocketsphinx reads (ARPA or binary), or none.",
+    )
+    lm_weight: float | None = Field(
+        None, description="ctc backend: weight of the word LM's log-probability (default: tuned)."
+    )
+    word_bonus: float | None = Field(
+        None, description="ctc backend: score added per word, offsetting the LM's cost (default: tuned)."
+    )
+    distinct: bool = Field(
+        False,
+        description="ctranslate2: keep the `nbest` best hypotheses that differ after normalisation (not only in"
+        " punctuation or case), from a beam twice as wide searched for 8 times more finished hypotheses (at most"
+        " 128).",
+    )
+    ascore: bool = Field(
+        False,
+        description="With several models (a ctranslate2 union): score every hypothesis of the union with every"
+        " model (am:<model>, by teacher forcing), reusing each model's encoder output from its own decoding.",
+    )
 
     @field_validator("model")
     @classmethod
