@@ -50,7 +50,9 @@ def _source(ctx: typer.Context, name: str) -> str:
 
 
 def pct(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.2f}"
+    from rescore.evaluate.metrics import percent  # lazily: the CLI starts without numpy
+
+    return percent(x, "n/a")
 
 
 class RateColumn(ProgressColumn):

@@ -220,9 +220,19 @@ def list_models() -> list[ModelInfo]:
     return rows
 
 
-def file_digest(path: Path, n_bytes: int = 1 << 20) -> str:
-    """A short fingerprint of a model file (size + first MiB), for cache keys and run metadata."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
-    with open(path, "rb") as f:
+def file_digest(path: str | Path | None, n_bytes: int = 1 << 20) -> str | None:
+    """A short fingerprint for cache keys and run metadata: a file's size and first MiB; a folder's (a retrained
+    adapter, a model) file names, sizes and times; None when there is no such path."""
+    if not path or not Path(path).exists():
+        return None
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p.rglob("*")):
+            if f.is_file():
+                h.update(f"{f.relative_to(p)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+    h = hashlib.sha256(str(p.stat().st_size).encode())
+    with open(p, "rb") as f:
         h.update(f.read(n_bytes))
     return h.hexdigest()[:16]

@@ -6,12 +6,11 @@ A stage is cheap to build and to pickle (Ray ships it to its actors); the models
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from rescore.io.models import file_digest  # noqa: F401 - re-exported: the stages hash their option files
 from rescore.records import NBest
 
 
@@ -57,20 +56,6 @@ class BaseStage:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_model": None}  # ship options, not loaded models
-
-
-def file_digest(path: str | Path | None) -> str | None:
-    """A file's content hash, or for a folder (a retrained adapter, a model) its files' sizes and times."""
-    if not path or not Path(path).exists():
-        return None
-    p = Path(path)
-    if p.is_file():
-        return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-    h = hashlib.sha256()
-    for f in sorted(p.rglob("*")):
-        if f.is_file():
-            h.update(f"{f.relative_to(p)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
 
 
 def make_verifier(judges: list[str], *, margin: float = 0.0, device: str = "auto") -> Any:
