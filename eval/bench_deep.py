@@ -1,235 +1,278 @@
-"""Deep-fusion checks: overfitting a few utterances, and time-boxed training runs per bridge mixer.
+"""Deep fusion's recipes against their gates-shut twins and the first pass, cross-fitted over librispeech-dev.
 
-``overfit``: the N shortest utterances of a set are trained until their greedy WER falls under a target
-(or a time budget runs out): the bridge, the LM prefix, the loss masking and decoding work together.
+librispeech-dev is split into ``--folds`` folds of whole speakers (in file order). For each fold every system is
+trained as `rescore deep train` trains it (``rescore.deep.recipes`` -> ``TrainConfig`` -> ``rescore.deep.train.train``)
+on the training sets' first-pass lists and on the librispeech-dev utterances outside the fold, then decodes the fold
+as `rescore run`'s deep stage does (``rescore.stages.deep.DeepStage``: decode auto, text guards, whisper-base
+verification). Every utterance is thus reported by models that never saw it.
 
-``mixers``: the conv bridge with each mixer is trained for the same time budget on the training sets and
-scored on the first utterances of librispeech-dev (dev loss during training, greedy WER at the end).
-Training and reported sets are disjoint (ARCTIC, AN4 and speechocean762 against LibriSpeech).
+Systems: ``prediction`` (the default recipe), ``no-audio`` (the same with its attention gates shut, `--no-audio`),
+``encoder`` (``--recipe encoder``), ``encoder-no-audio``, ``bridge`` (``--arch bridge``, the prefix projector; the
+stage takes its transcript as it is). Decisions: raw (the model's answer), guarded (the stage's text guards alone: no
+acoustic model in the decision, the clean audio ablation) and verified (as the deep stage decides).
 
-    python -m eval.bench_deep overfit [--n 20] [--budget 30] [--mixer summary]
-    python -m eval.bench_deep mixers [--budget 5] [--mixers attention,summary,gaussian] [--dev-limit 12]
+    python -m eval.bench_deep --minutes 20                      # 5 systems x 3 folds x 20 CPU minutes, plus lists
+    python -m eval.bench_deep --systems prediction,no-audio --minutes 0.05 --utterances 6 --train-limit 6 --no-write
+
+First-pass lists are made on first use (``eval.common.nbest_for``), models and decodes are kept under ``--out`` (a rerun
+skips what is done).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TRAIN_SETS = ["arctic-cathy", "an4-train", "speechocean-train"]
-
-
-def shortest_manifest(src: Path, n: int, out: Path) -> Path:
-    """A manifest of the n shortest utterances of src (absolute audio paths)."""
-    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
-    rows = sorted(rows, key=lambda r: (r.get("duration") or 0.0, r["id"]))[:n]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for r in rows:
-        r["audio"] = str((src.parent / r["audio"]).resolve())
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return out
+TRAIN_SETS = ("an4-train", "arctic-cathy", "speechocean-train")
+BASE_LISTS = {"an4-train": 120, "arctic-cathy": 80, "speechocean-train": 80}  # utterances with a whisper-base list too
+REPORT_SET = "librispeech-dev"
+TWINS = {"prediction": "no-audio", "encoder": "encoder-no-audio"}  # audio system -> its gates-shut twin
 
 
-def curve(log_path: Path, key: str) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    return [(r["step"], r[key]) for r in rows if key in r and not r.get("final")]
+@dataclass(frozen=True)
+class System:
+    """One trained system: its architecture, recipe, and whether its attention gates may open."""
+
+    arch: str
+    recipe: str
+    audio: bool = True
+
+    def model_config(self) -> Any:
+        from rescore.deep.recipes import RECIPES, bridge_config, xattn_config
+
+        recipe = RECIPES[self.recipe]
+        return xattn_config(recipe, audio=self.audio) if self.arch == "xattn" else bridge_config(recipe)
+
+    @property
+    def hyp_noise(self) -> float:
+        """The recipe's hypothesis noise (the bridge reads no hypotheses)."""
+        from rescore.deep.recipes import RECIPES
+
+        return RECIPES[self.recipe].hyp_noise if self.arch == "xattn" else 0.0
 
 
-def run_overfit(args: argparse.Namespace) -> str:
-    from rescore.deep.bridge import BridgeConfig
-    from rescore.deep.model import SpeechLLMConfig, build_model
-    from rescore.deep.train import TrainConfig, load_examples, train, transcribe_examples
-    from rescore.evaluate.metrics import error_rate
+SYSTEMS = {
+    "prediction": System("xattn", "prediction"),
+    "no-audio": System("xattn", "prediction", audio=False),
+    "encoder": System("xattn", "encoder"),
+    "encoder-no-audio": System("xattn", "encoder", audio=False),
+    "bridge": System("bridge", "encoder"),
+}
+DECISIONS = ("raw", "guarded", "verified")
 
-    out = Path(args.out)
-    manifest = shortest_manifest(DATA / args.set / "manifest.jsonl", args.n, out / "overfit.jsonl")
-    mcfg = SpeechLLMConfig(bridge=BridgeConfig(mixer=args.mixer, dropout=0.0, factor=args.factor))
+
+def write_list(path: Path, records: list) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records), encoding="utf-8")
+    return str(path)
+
+
+def first_pass(set_name: str, model: str, ids: list[str]) -> list:
+    """The set's first-pass records of ``model`` for ``ids``, in that order (made on first use)."""
+    from eval.common import nbest_for
+    from rescore.records import read_nbest
+
+    by_id = {r.id: r for r in read_nbest(nbest_for(set_name, model, ids=ids), strict=False) if r.ok}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def speaker_folds(records: list, k: int) -> list[list]:
+    """``k`` folds of whole speakers (LibriSpeech ids start with the speaker), contiguous in file order."""
+    speakers = list(dict.fromkeys(r.id.split("-")[0] for r in records))
+    if k < 2 or k > len(speakers):
+        raise SystemExit(f"--folds {k}: between 2 and the {len(speakers)} speakers")
+    cut = [round(i * len(speakers) / k) for i in range(k + 1)]
+    return [[r for r in records if r.id.split("-")[0] in set(speakers[a:b])] for a, b in itertools.pairwise(cut)]
+
+
+def training_lists(args: argparse.Namespace) -> dict[str, list]:
+    """The training sets' first-pass records: whisper-tiny.en lists of their (first ``--train-limit``) utterances,
+    whisper-base lists of the first few of each as well (a second system's hypotheses over the same audio)."""
+    from eval.common import dataset
+
+    lists: dict[str, list] = {"tiny": [], "base": []}
+    for name in TRAIN_SETS:
+        ids = [u.id for u in dataset(name).utterances]
+        ids = ids[: args.train_limit] if args.train_limit else ids
+        lists["tiny"] += first_pass(name, "whisper-tiny.en", ids)
+        lists["base"] += first_pass(name, "whisper-base", ids[: BASE_LISTS[name]])
+    return lists
+
+
+def train_system(name: str, folder: Path, files: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or find trained) one system of one fold; returns the training summary."""
+    from rescore.deep.train import TrainConfig, train
+
+    done = folder / "bench-summary.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    system = SYSTEMS[name]
+    model = system.model_config()
     cfg = TrainConfig(
-        train=[str(manifest)],
-        dev=str(manifest),
-        out=str(out / "model"),
-        model=mcfg,
+        train=files,
+        out=str(folder),
+        model=model,
         batch_size=args.batch_size,
-        lr=args.lr,
-        warmup_steps=20,
-        max_steps=args.max_steps,
-        budget_minutes=args.budget,
-        dev_limit=0,
-        eval_every=args.wer_every,
-        wer_every=args.wer_every,
-        stop_wer=args.target,
-        save_every=args.wer_every,
+        warmup_steps=args.warmup,
+        max_steps=100_000,
+        budget_minutes=args.minutes,
+        budget_clock="cpu",
+        eval_every=args.eval_every,
         threads=args.threads,
+        seed=args.seed,
+        keep_best=system.arch == "xattn",
+        hyp_noise=system.hyp_noise,
     )
-    ex = load_examples([str(manifest)], mcfg.encoder, on_issue=print)
-    model = build_model(mcfg)
-    t0 = time.time()
-    summary = train(cfg, model=model, examples=(ex, ex), on_step=lambda r: print(json.dumps(r), flush=True))
-    wall = time.time() - t0
-    refs, greedy, beam = [], [], []
-    for e, h in transcribe_examples(model, ex, args.batch_size, "cpu", beam_size=4, nbest=4):
-        refs.append(e.text)
-        beam.append(h[0][0])
-    for _, h in transcribe_examples(model, ex, args.batch_size, "cpu"):
-        greedy.append(h[0][0])
-    wer_g, wer_b = error_rate(refs, greedy).rate, error_rate(refs, beam).rate
-    wers = curve(Path(cfg.out) / "log.jsonl", "dev_wer")
-    losses = curve(Path(cfg.out) / "log.jsonl", "loss")
-    samples = "\n".join(f"| {r} | {b} |" for r, b in list(zip(refs, beam, strict=True))[:5])
-    command = "python -m eval.bench_deep " + " ".join(sys.argv[1:])
-    return f"""### Deep fusion: overfit check
-
-The {args.n} shortest utterances of {args.set} ({sum(e.states.shape[0] for e in ex) / 50:.0f} s of audio) trained
-until their greedy WER (Whisper normalizer) was under {100 * args.target:.0f} %: Whisper tiny.en encoder states
-(CTranslate2 int8, cached) -> conv bridge ({args.factor}x) with the {args.mixer} mixer (dropout off) -> SmolLM2-135M
-(frozen), batch {args.batch_size}, AdamW lr {args.lr}, {args.threads} CPU thread(s). Command: `{command}`
-
-- stopped by: {summary["stopped"]} after {summary["step"]} steps ({summary["epochs"]:.1f} epochs),
-  {summary["train_seconds"] / 60:.1f} min of training ({wall / 60:.1f} min wall with evaluations)
-- greedy WER during training (step: WER %): {", ".join(f"{s}: {100 * w:.1f}" for s, w in wers)}
-- training loss (nats/token, every 10th step): {", ".join(f"{s}: {v:.2f}" for s, v in losses[::10])}
-- final WER on the {args.n} utterances: greedy {100 * wer_g:.1f} %, beam 4 {100 * wer_b:.1f} %
-
-| reference | beam-4 output |
-|---|---|
-{samples}
-"""
+    summary = train(cfg, on_issue=lambda m: print(m, flush=True))
+    keep = {k: summary[k] for k in ("step", "stopped", "train_seconds", "best_dev_loss", "gates") if k in summary}
+    done.write_text(json.dumps(keep))
+    return keep
 
 
-def run_mixers(args: argparse.Namespace) -> str:
-    from rescore.deep.bridge import BridgeConfig
-    from rescore.deep.model import SpeechLLMConfig, build_model
-    from rescore.deep.train import TrainConfig, load_examples, train, transcribe_examples
-    from rescore.evaluate.metrics import error_rate
+def decode_fold(folder: Path, records: list, args: argparse.Namespace) -> dict[str, list[str]]:
+    """The fold's texts by decision, decoded as `rescore run`'s deep stage does (cached beside the model)."""
+    from rescore.stages.deep import DeepOptions, DeepStage
 
-    out = Path(args.out)
-    train_sets = [str(DATA / s / "manifest.jsonl") for s in args.train.split(",")]
-    dev = str(DATA / "librispeech-dev" / "manifest.jsonl")
-    mcfg0 = SpeechLLMConfig()
-    train_ex = load_examples(train_sets, mcfg0.encoder, limit=args.limit, max_frames=1500, on_issue=print)
-    dev_ex = load_examples([dev], mcfg0.encoder, limit=args.dev_limit, on_issue=print)
-    rows, curves = [], []
-    seen_by_mixer: list[tuple[str, int]] = []
-    for mixer in args.mixers.split(","):
-        bcfg = BridgeConfig(mixer=mixer, factor=args.factor, reducer=args.reducer)
-        if args.reducer == "ctc":
-            bcfg.ctc_head = "default"  # the head `rescore ctc train` saved (issue 5's recognizer)
-        mcfg = SpeechLLMConfig(bridge=bcfg)
-        cfg = TrainConfig(
-            train=train_sets,
-            dev=dev,
-            out=str(out / f"{args.reducer}-{mixer}"),
-            model=mcfg,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_steps=args.warmup,
-            max_steps=100_000,
-            budget_minutes=args.budget,
-            budget_clock=args.clock,
-            limit=args.limit,
-            dev_limit=args.dev_limit,
-            eval_every=args.eval_every,
-            save_every=25,
-            threads=args.threads,
-            seed=args.seed,
-        )
-        model = build_model(mcfg)
-        n_params = sum(p.numel() for p in model.bridge.parameters())
-        summary = train(
-            cfg, model=model, examples=(train_ex, dev_ex), on_step=lambda r: print(json.dumps(r), flush=True)
-        )
-        refs, hyps = [], []
-        for e, h in transcribe_examples(model, dev_ex, args.batch_size, "cpu"):
-            refs.append(e.text)
-            hyps.append(h[0][0])
-        wer = error_rate(refs, hyps).rate
-        print(f"{mixer}: dev WER {100 * wer:.1f} %", flush=True)
-        seen = summary["step"] * args.batch_size
-        seen_by_mixer.append((mixer, seen))
-        rows.append(
-            f"| {args.reducer} + {mixer} | {n_params / 1e6:.2f} M | {summary['step']} | {seen} | "
-            f"{summary['train_seconds'] / 60:.1f} | {summary['dev_loss']:.3f} | {100 * wer:.1f} |"
-        )
-        dl = curve(Path(cfg.out) / "log.jsonl", "dev_loss")
-        curves.append(f"- {args.reducer} + {mixer}: " + ", ".join(f"{s}: {v:.2f}" for s, v in dl))
-        example = next(((r, h) for r, h in zip(refs, hyps, strict=True)), ("", ""))
-        curves.append(f"  - e.g. reference `{example[0][:80]}` -> output `{example[1][:80]}`")
-    command = "python -m eval.bench_deep " + " ".join(sys.argv[1:])
-    hours = sum(e.states.shape[0] for e in train_ex) / 50 / 3600
-    epochs = ", ".join(f"{mixer} {n / max(len(train_ex), 1):.1f}" for mixer, n in seen_by_mixer) + " epochs"
-    return f"""### Deep fusion: {args.reducer} bridge with each mixer, equal CPU budget
+    cache = folder / "decoded.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    options = DeepOptions(enabled=True, checkpoint=str(folder), threads=args.threads, device="cpu", verify=True)
+    stage = DeepStage(options)
+    outs = stage.process(records)
+    texts: dict[str, list[str]] = {d: [] for d in DECISIONS}
+    for source, out in zip(records, outs, strict=True):
+        raw = out.hypotheses[0].text if out.ok and out.hypotheses else source.text()  # a failure keeps the first pass
+        c = out.correction or {}
+        texts["raw"].append(raw)
+        texts["guarded"].append(raw if c.get("guards_accepted", stage.source == "audio") else source.text())
+        texts["verified"].append(out.text() if c else raw)
+    cache.write_text(json.dumps(texts))
+    return texts
 
-Training: {len(train_ex)} utterances ({hours:.1f} h) of {args.train} (encoder states cached); each bridge got
-the same {args.budget:g} min of training ({args.clock} time) on this shared 2-core CPU ({args.threads} torch thread),
-batch {args.batch_size}, AdamW lr {args.lr} with {args.warmup} warm-up steps and cosine decay over the budget.
-Dev: the first {len(dev_ex)} utterances of librispeech-dev (dev loss in nats per transcript token; greedy WER,
-Whisper normalizer).
-Command: `{command}`
 
-| bridge | parameters | steps | utterances seen | train min | dev loss | dev WER % |
-|---|---:|---:|---:|---:|---:|---:|
+def pair(refs: list[str], base: list[str], hyps: list[str]) -> Any:
+    """Utterances ``hyps`` makes better / worse than ``base``, and the paired bootstrap p that it is not better."""
+    from eval.common import errors
+    from rescore.evaluate.metrics import paired_change
+
+    before, n = errors(refs, base)
+    return paired_change(before, errors(refs, hyps)[0], n)
+
+
+def run(args: argparse.Namespace) -> str:
+    import torch
+
+    from eval.common import ROW_HEAD, command, dataset, row
+    from rescore.deep.recognize import prompt_texts
+    from rescore.deep.word_sources import WORD_SOURCES_COLUMNS, WordSources
+    from rescore.io.models import cache_dir
+
+    torch.set_num_threads(args.threads)
+    systems = args.systems.split(",")
+    if unknown := set(systems) - set(SYSTEMS):
+        raise SystemExit(f"--systems: unknown {sorted(unknown)}; one of {', '.join(SYSTEMS)}")
+    # one folder per data and budget, so a run never reuses models trained on other data
+    tag = f"u{args.utterances}-t{args.train_limit}-f{args.folds}-m{args.minutes:g}-b{args.batch_size}-s{args.seed}"
+    out = (Path(args.out).expanduser() if args.out else cache_dir() / "deep" / "bench-deep") / tag
+    utts = dataset(REPORT_SET).utterances
+    ids = [u.id for u in (utts[: args.utterances] if args.utterances else utts)]
+    report = first_pass(REPORT_SET, "whisper-tiny.en", ids)
+    base_lists = {r.id: r for r in first_pass(REPORT_SET, "whisper-base", [r.id for r in report])}
+    train_lists = training_lists(args)
+    folds = speaker_folds(report, args.folds)
+    refs, first, texts, notes = [], [], {}, []
+    sources = {s: WordSources() for s in systems}
+    for k, fold in enumerate(folds, 1):
+        span = f"{fold[0].id}..{fold[-1].id}"
+        inside = {r.id for r in fold}
+        rest = [r for r in report if r.id not in inside]
+        lists = out / f"fold-{k}-of-{len(folds)}" / "lists"
+        tiny = [write_list(lists / "train-tiny.jsonl", train_lists["tiny"] + rest)]
+        base = [write_list(lists / "train-base.jsonl", train_lists["base"] + [base_lists[r.id] for r in rest])]
+        refs += [r.reference or "" for r in fold]
+        first += [r.text() for r in fold]
+        for name in systems:
+            folder = out / f"fold-{k}-of-{len(folds)}" / name
+            files = tiny + base if SYSTEMS[name].arch == "xattn" else tiny  # the bridge reads each audio once
+            summary = train_system(name, folder, files, args)
+            gates = ", ".join(f"{a:+.2f}/{f:+.2f}" for a, f in summary.get("gates", []))
+            dev = f", best held-out loss {summary['best_dev_loss']:.3f}" if "best_dev_loss" in summary else ""
+            notes.append(
+                f"- fold {k} ({span}, {len(fold)} utt.), {name}: {summary['step']} steps,"
+                f" {summary['train_seconds'] / 60:.1f} CPU min, stopped by {summary['stopped']}{dev}"
+                + (f"; gates attention/ffn {gates}" if gates else "")
+            )
+            decoded = decode_fold(folder, fold, args)
+            for d in DECISIONS:
+                texts.setdefault((name, d), []).extend(decoded[d])
+            for r, written in zip(fold, decoded["raw"], strict=True):
+                sources[name].add(r.reference or "", prompt_texts(r)[:4], written)
+    rows = [row("first pass (whisper-tiny.en 1-best)", refs, first)]
+    pairs = []
+    for name in systems:
+        decisions = ("raw",) if SYSTEMS[name].arch == "bridge" else DECISIONS
+        rows += [row(f"{name}, {d}", refs, texts[(name, d)], first) for d in decisions]
+        # an audio system against its own twin, else against the default recipe's (the bridge has none of its own)
+        twin = next((t for t in (TWINS.get(name), "no-audio") if t in systems), None) if SYSTEMS[name].audio else None
+        for d in decisions if twin else ():
+            c = pair(refs, texts[(twin, d)], texts[(name, d)])
+            pairs.append(f"- {name} vs {twin} ({d}): {c.better} better, {c.worse} worse, paired p {c.p:.3f}")
+    return f"""### Deep fusion: recipes against their gates-shut twins and the first pass, cross-fitted
+
+{len(refs)} librispeech-dev utterances in {len(folds)} speaker-grouped folds; each fold decoded by models trained on
+the training sets ({", ".join(TRAIN_SETS)}; {args.train_limit or "every"} utterance(s) each, tiny.en lists and
+whisper-base lists of the first ones) and the other folds' utterances, never on it. Training as `rescore deep train`
+(recipes of `rescore.deep.recipes`), {args.minutes:g} CPU min per model and fold, {args.threads} thread(s), batch
+{args.batch_size}; decoding as `rescore run`'s deep stage (decode auto). raw: the model's answer; guarded: through the
+stage's text guards only; verified: guards, then whisper-base verification (the stage's decision; the bridge is
+taken as it is). WER % (Whisper normalizer, 95 % bootstrap interval); better/worse and p (paired bootstrap, that
+the system is not better) against the first pass.
+Command: `{command("bench_deep")}`
+
+{ROW_HEAD}
+|---|---:|---:|---:|
 {chr(10).join(rows)}
 
-Dev loss during training (step: loss):
-{chr(10).join(curves)}
+{chr(10).join(pairs)}
 
-Steps differ at equal time when the shared machine's load changes between runs (the frozen LM's forward
-and backward dominate each step; the mixer's share is small): compare dev losses at equal steps in the curves.
-Honest reading: {args.budget:g} CPU minutes ({epochs}) on {hours:.1f} h of narrow training speech is far from
-the hours of GPU training on hundreds of hours that speech-LLM bridges get (SLAM-ASR trains on 960 h). The training
-loss falls; whether the LibriSpeech dev loss and WER follow is in the table. They are not a usable recognizer at
-this budget, and the WER says so.
+Where the raw answers' words come from (distinct words per utterance; the prompt's first 4 hypotheses):
+
+| {" | ".join(WORD_SOURCES_COLUMNS)} |
+|---|---:|---:|---:|---:|
+{chr(10).join(sources[s].row(s) for s in systems)}
+
+{chr(10).join(notes)}
 """
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="mode", required=True)
-    o = sub.add_parser("overfit")
-    o.add_argument("--set", default="arctic-cathy")
-    o.add_argument("--n", type=int, default=20)
-    o.add_argument("--mixer", default="summary")
-    o.add_argument("--factor", type=int, default=4)
-    o.add_argument("--batch-size", type=int, default=2)  # more updates per epoch
-    o.add_argument("--lr", type=float, default=2e-3)
-    o.add_argument("--max-steps", type=int, default=1500)
-    o.add_argument("--budget", type=float, default=30.0, help="training minutes")
-    o.add_argument("--wer-every", type=int, default=50)
-    o.add_argument("--target", type=float, default=0.10)
-    m = sub.add_parser("mixers")
-    m.add_argument("--train", default=",".join(TRAIN_SETS))
-    m.add_argument("--mixers", default="attention,summary,gaussian")
-    m.add_argument("--factor", type=int, default=4)
-    m.add_argument("--reducer", default="conv", choices=["conv", "stack", "ctc"], help="length reduction")
-    m.add_argument("--budget", type=float, default=5.0, help="training minutes per mixer")
-    m.add_argument("--clock", default="cpu", choices=["cpu", "wall"], help="what the budget counts")
-    m.add_argument("--batch-size", type=int, default=4)
-    m.add_argument("--lr", type=float, default=1e-3)
-    m.add_argument("--warmup", type=int, default=10)
-    m.add_argument("--limit", type=int, default=0)
-    m.add_argument("--dev-limit", type=int, default=12)
-    m.add_argument("--eval-every", type=int, default=25)
-    m.add_argument("--seed", type=int, default=0)
-    for p in (o, m):
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--out", default=None)
-        p.add_argument("--no-write", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated: {', '.join(SYSTEMS)}")
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--minutes", type=float, default=20.0, help="training CPU minutes per model and fold")
+    ap.add_argument("--utterances", type=int, default=0, help="the first N librispeech-dev utterances (0: all 110)")
+    ap.add_argument("--train-limit", type=int, default=0, help="first N utterances of each training set (0: all)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--out", default=None, help="models and decodes, kept for reruns (default: the cache's deep/bench-deep)"
+    )
+    ap.add_argument("--section", default="deep-fusion-folds", help="the eval/RESULTS.md section written")
+    ap.add_argument("--no-write", action="store_true", help="print only, leave eval/RESULTS.md alone")
     args = ap.parse_args()
-    if args.out is None:
-        from rescore.io.models import cache_dir
-
-        args.out = str(cache_dir() / "deep" / f"bench-{args.mode}")
-    md = run_overfit(args) if args.mode == "overfit" else run_mixers(args)
-    print(md)
+    markdown = run(args)
+    print(markdown)
     if not args.no_write:
         from eval.results import update_section
 
-        reducer = getattr(args, "reducer", "conv")
-        update_section(f"bench_deep_{args.mode}" + ("" if reducer == "conv" else f"_{reducer}"), md)
+        update_section(args.section, markdown)
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def test_normalize_target_whisper_writes_hypothesis_and_reference_alike():
 
 @pytest.fixture(scope="module")
 def tiny_examples(tiny_manifest):
-    from rescore.deep.train import load_examples
+    from rescore.deep.examples import load_examples
 
     issues: list[str] = []
     ex = load_examples([str(tiny_manifest)], "whisper-tiny.en", limit=4, on_issue=issues.append)
@@ -213,8 +213,9 @@ def tiny_examples(tiny_manifest):
 
 @pytest.mark.model
 def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_path):
+    from rescore.deep.inference import dev_loss
     from rescore.deep.model import SpeechLLMConfig, build_model, load_model
-    from rescore.deep.train import TrainConfig, dev_loss, train
+    from rescore.deep.train import TrainConfig, train
 
     torch.manual_seed(0)
     mcfg = SpeechLLMConfig(bridge=BridgeConfig(mixer="summary", layers=1))
@@ -234,7 +235,7 @@ def test_two_steps_lower_the_loss_and_save_load_round_trip(tiny_examples, tmp_pa
     assert dev_loss(loaded, tiny_examples, 3, "cpu") == pytest.approx(after, rel=1e-4)
 
     # batched (left-padded) beam search gives each utterance what it gets alone
-    from rescore.deep.train import transcribe_examples
+    from rescore.deep.inference import transcribe_examples
 
     batched = [h for _, h in transcribe_examples(loaded, tiny_examples, 3, "cpu", 2, 2, max_new_tokens=8)]
     alone = [h for _, h in transcribe_examples(loaded, tiny_examples[:1], 1, "cpu", 2, 2, max_new_tokens=8)]

@@ -52,7 +52,7 @@ def test_noise_is_reproducible_from_its_seed_and_rejects_bad_shares():
 
 
 def test_make_batch_corrupts_only_with_noise_and_the_same_way_for_one_seed():
-    from rescore.deep.train import Example, make_batch
+    from rescore.deep.examples import Example, make_batch
 
     states = np.zeros((3, 4), dtype=np.float16)
     ex = [Example("u0", states, "the cat sat", ["the cat sat", "the cat sad"])]

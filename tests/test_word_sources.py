@@ -1,6 +1,6 @@
-"""The word-source counts of eval.bench_xattn_folds: which written words came from the audio, not the prompt."""
+"""The word-source counts of a rewriting deep-fusion model: which written words came from the audio, not the prompt."""
 
-from eval.bench_xattn_folds import WORD_SOURCES_COLUMNS, WordSources
+from rescore.deep.word_sources import WORD_SOURCES_COLUMNS, WordSources
 
 
 def test_word_sources_counts_each_origin():

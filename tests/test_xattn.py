@@ -1,5 +1,6 @@
 """Deep fusion by gated cross-attention: closed gates leave the LM exactly as it is, the Whisper K/V start,
-beam-expanded memory, and on the real path the step-0 model equals the text-only prompt's LM."""
+beam-expanded memory, and on the real path the step-0 model equals the text-only prompt's LM; the prediction
+memory; decoding; training; the deep stage."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from rescore.deep.blocks import BlockMemory, GatedCrossAttention, init_from_whisper
 from rescore.deep.model import Batch, collate
-from rescore.deep.xattn import (
-    GatedCrossAttention,
-    XAttnConfig,
-    XAttnLM,
-    _Memory,
-    clean_reply,
-    init_from_whisper,
-    unique_hypotheses,
-)
+from rescore.deep.xattn import XAttnLM
+from rescore.deep.xattn_config import XAttnConfig, unique_hypotheses
+from rescore.deep.xattn_decode import clean_reply
 
 
 def block(dim: int = 24, enc: int = 16) -> GatedCrossAttention:
@@ -58,10 +54,10 @@ def test_padding_frames_do_not_reach_the_output():
 def test_memory_is_repeated_for_beams():
     blocks = torch.nn.ModuleList([block()])
     states, mask, _ = memory(blocks[0], [5, 2])
-    m = _Memory(blocks, states, mask)
+    m = BlockMemory(blocks, states, mask)
     k, v, mk = m.get(0, 6)  # 2 utterances x 3 beams, as generate expands them
     assert k.shape[0] == 6 and torch.equal(k[0], k[2]) and torch.equal(mk[3], mask[1])
-    assert _Memory(blocks, None, None).get(0, 6) is None
+    assert BlockMemory(blocks, None, None).get(0, 6) is None
 
 
 def test_whisper_kv_start_maps_layers_and_checks_shapes():
@@ -81,9 +77,10 @@ def test_fit_width_sizes_the_heads_to_the_whisper_weights():
     assert XAttnConfig(kv_init=None, heads=4).fit_width(512).heads == 4  # fresh K/V: the heads as configured
 
 
+@pytest.mark.model
 def test_whisper_base_kv_fit_base_width_blocks():
     """whisper-base states (512 wide) with K/V from base's decoder: the blocks take the real weights as they are."""
-    from rescore.deep.xattn import whisper_cross_kv
+    from rescore.deep.blocks import whisper_cross_kv
 
     layers = whisper_cross_kv("whisper-base")
     cfg = XAttnConfig(encoder="whisper-base", kv_init="whisper-base").fit_width(512)
@@ -114,12 +111,12 @@ def test_config_round_trip():
 
 def test_memory_counts_columns_over_calls():
     """A prompt of 5 columns, then one token per step: with attend_from 4 the blocks skip the first 4 columns."""
-    m = _Memory(torch.nn.ModuleList(), None, None, attend_from=4)
+    m = BlockMemory(torch.nn.ModuleList(), None, None, attend_from=4)
     m.begin_call(5)
     assert m.skipped(5) == 4
     m.begin_call(1)
     assert m.skipped(1) == 0
-    cached = _Memory(torch.nn.ModuleList(), None, None, attend_from=7, offset=7)  # the prompt in the LM's cache
+    cached = BlockMemory(torch.nn.ModuleList(), None, None, attend_from=7, offset=7)  # the prompt in the LM's cache
     cached.begin_call(3)
     assert cached.skipped(3) == 0
 
@@ -149,7 +146,7 @@ def audio_batch(real_model, tiny_manifest):
 
 
 def test_whisper_kv_are_the_start(real_model):
-    from rescore.deep.xattn import whisper_cross_kv
+    from rescore.deep.blocks import whisper_cross_kv
 
     layers = whisper_cross_kv("whisper-tiny.en")
     assert len(real_model.blocks) == 3 and real_model.where == [9, 19, 29]
@@ -307,7 +304,8 @@ def test_beam_search_from_the_cached_prompt_equals_one_over_the_whole_prompt(rea
 
 @pytest.mark.model
 def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
-    from rescore.deep.train import Example, TrainConfig, train
+    from rescore.deep.examples import Example
+    from rescore.deep.train import TrainConfig, train
     from rescore.deep.xattn import load_deep_model
 
     ex = [
@@ -332,7 +330,7 @@ def test_training_steps_and_save_load_round_trip(tmp_path, audio_batch):
 
 
 def test_held_out_keeps_utterances_whole():
-    from rescore.deep.train import Example, held_out
+    from rescore.deep.examples import Example, held_out
 
     z = np.zeros((2, 4), dtype=np.float16)
     ex = [Example(f"{lst}/u{i}", z, "t", ["t"], f"u{i}") for i in range(20) for lst in ("tiny", "base")]
@@ -464,7 +462,7 @@ def test_deep_stage_choosing_returns_the_first_pass_hypotheses(tmp_path, real_mo
 
 
 def test_length_floor_keeps_the_stop_tokens_away_until_the_floor():
-    from rescore.deep.xattn import LengthFloor
+    from rescore.deep.xattn_decode import LengthFloor
 
     floor = LengthFloor(prompt_length=5, floors=[3, 0], beams=2, stop_ids=[7, 9])
     scores = floor(torch.zeros(4, 6, dtype=torch.long), torch.zeros(4, 10))  # one token written
@@ -517,7 +515,8 @@ def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, 
     """The floor of the lowest held-out WER goes into the model's config, and the reloaded model decodes with it."""
     import json
 
-    from rescore.deep.train import Example, save_length_floor
+    from rescore.deep.examples import Example
+    from rescore.deep.length_floor import save_length_floor
     from rescore.deep.xattn import load_deep_model
     from rescore.io.datasets import load_dataset
     from rescore.whisper.encoder import WhisperEncoder
@@ -538,7 +537,7 @@ def test_real_length_floor_choice_is_saved_with_the_model(tmp_path, real_model, 
 def test_training_precision_names_its_autocast():
     from contextlib import nullcontext
 
-    from rescore.deep.train import autocast
+    from rescore.deep.inference import autocast
 
     assert isinstance(autocast("cpu"), nullcontext) and isinstance(autocast("cpu", "fp32"), nullcontext)
     ctx = autocast("cpu", "bf16")
@@ -592,8 +591,9 @@ def test_cli_train_rejects_a_hypothesis_noise_share_outside_0_1(tmp_path):
 def test_hypothesis_noise_changes_the_real_models_training_loss_only(real_model, audio_batch):
     """The real model reads the corrupted prompt in training (its loss changes); the held-out loss reads the
     hypotheses as they are, whatever noise the run trains with."""
+    from rescore.deep.examples import Example, make_batch
+    from rescore.deep.inference import dev_loss
     from rescore.deep.noise import HypothesisNoise
-    from rescore.deep.train import Example, dev_loss, make_batch
 
     refs = ["the cat sat on the mat", "hello world"]
     ex = [
@@ -611,106 +611,14 @@ def test_hypothesis_noise_changes_the_real_models_training_loss_only(real_model,
     assert held_out == pytest.approx(float(clean), rel=1e-4)
 
 
-def test_aux_loss_adds_what_the_blocks_read_in_training_only(real_model, audio_batch):
-    """``aux_weight``: in training the loss is the transcript's plus the weight times the blocks' read loss, whose
-    gradient reaches the attention's output projection while the gates are shut (the transcript loss gives it
-    none); the held-out loss (eval mode) is the transcript's alone, so it compares with models trained without."""
-    model = real_model
-    refs = ["the cat sat on the mat", "hello world"]
-    batch = collate(audio_batch.ids, list(audio_batch.states.numpy()), refs, HYPS)
-    try:
-        model.config.aux_weight = 0.5
-        model.train()
-        model.llm.eval()
-        train_loss, n = model.loss(batch)
-        train_loss.backward()
-        model.eval()
-        with torch.no_grad():
-            held_out, n_held = model.loss(batch)
-        assert n == n_held and model.last_aux is not None and model.last_aux > 0
-        assert float(train_loss.detach()) == pytest.approx(float(held_out) + 0.5 * model.last_aux, rel=1e-4)
-        out_grad = model.blocks[0].out.weight.grad
-        assert out_grad is not None and float(out_grad.abs().sum()) > 0
-        model.config.attend = "reply"
-        model.train()
-        with pytest.raises(ValueError, match="attend='all'"):
-            model.loss(batch)
-    finally:
-        model.config.aux_weight, model.config.attend = 0.0, "all"
-        model.zero_grad(set_to_none=True)
-        model.eval()
+# --------------------------------------------------------------------------- prediction memory (memory="prediction")
 
 
-def test_cli_aux_weight_maps_to_the_model_and_needs_audio(deep_train_cli):
-    run, seen = deep_train_cli.run, deep_train_cli.configs
-    assert "stopped before training" in run(["--recipe", "encoder", "--aux-weight", "0.1"]).output
-    assert [c.model.aux_weight for c in seen] == [0.1]
-    for bad in (
-        ["--recipe", "encoder", "--aux-weight", "0.1", "--no-audio"],
-        ["--recipe", "encoder", "--aux-weight", "0.1", "--attend", "reply"],
-        ["--aux-weight", "0.1"],  # the default recipe acts on the reply only
-        ["--aux-weight", "-1"],
-    ):
-        result = run(bad)
-        assert result.exit_code != 0 and "--aux-weight" in result.output
-
-
-def test_cli_choice_weight_maps_to_the_model(deep_train_cli):
-    run, seen = deep_train_cli.run, deep_train_cli.configs
-    assert "stopped before training" in run(["--choice-weight", "0.5"]).output
-    assert [c.model.choice_weight for c in seen] == [0.5]
-    for bad in (["--choice-weight", "-1"], ["--choice-weight", "1", "--arch", "bridge"]):
-        result = run(bad)
-        assert result.exit_code != 0 and "--choice-weight" in result.output
-
-
-def test_reference_tokens_are_classed_by_the_hypotheses():
-    from eval.bench_xattn_tokens import token_classes, word_classes
-
-    ref = ["the", "cat", "sat", "on", "a", "mat"]
-    hyps = [["the", "cat", "sat", "on", "the", "mat"], ["the", "hat", "sat", "on", "a", "mat"]]
-    assert word_classes(ref, hyps) == ["agreed", "contested", "agreed", "agreed", "contested", "agreed"]
-    assert word_classes(["zebra"], hyps) == ["missing"]
-    text = "the cat sat"
-    offsets = [(0, 3), (3, 5), (5, 7), (7, 11)]  # "the", " c", "at", " sat"
-    assert token_classes(offsets, text, ["agreed", "missing", "contested"]) == [
-        "agreed",
-        "missing",
-        "missing",
-        "contested",
-    ]
-
-
-def test_token_bench_scores_every_reference_token_of_the_real_model(real_model, audio_batch):
-    """The real model's teacher-forced loss, one class per scored token: the step-0 LM finds the agreed words (the
-    prompt spells them) far easier than the word no hypothesis has."""
-    from eval.bench_xattn_tokens import ClassLoss, score
-    from rescore.deep.train import Example
-
-    hyps = [["the cat sat on the mat", "the cat sat on a mat"], ["hello world", "hello word"]]
-    refs = ["the cat sat on the rug", "hello world"]
-    ex = [
-        Example(f"u{i}", audio_batch.states[i, : int(audio_batch.mask[i].sum())].numpy().astype(np.float16), t, h)
-        for i, (t, h) in enumerate(zip(refs, hyps, strict=True))
-    ]
-    losses, with_reads = ClassLoss(), ClassLoss()
-    score(real_model, ex, losses)
-    assert sum(losses.tokens["end"]) == 2 and sum(losses.tokens["missing"]) >= 1
-    assert losses.per_token("missing") > 3 * losses.per_token("agreed")
-    reads = [ClassLoss() for _ in real_model.blocks]  # the pass that keeps the reads scores the same tokens alike
-    score(real_model, ex, with_reads, reads)
-    assert with_reads.nats["agreed"] == pytest.approx(losses.nats["agreed"], rel=1e-4)
-    assert all(r.tokens == losses.tokens for r in reads)
-
-
-# --------------------------------------------------------------------------- decoder memory (memory="decoder")
-
-
-def test_aligned_mask_reads_the_latest_states_within_the_text_seen():
-    from rescore.deep.decoder_memory import aligned_mask
+def test_aligned_mask_reads_the_latest_state_within_the_text_seen():
+    from rescore.deep.prediction_memory import aligned_mask
 
     # Whisper states: before any text, after "the" (3), after " cat" (7); LM columns consumed 0, 2, 3, 7, 7 chars
-    mask = aligned_mask([0, 3, 7], [0, 2, 3, 7, 7], window=1, slots=4)
+    mask = aligned_mask([0, 3, 7], [0, 2, 3, 7, 7], slots=4)
     assert mask.tolist() == [
         [True, False, False, False],
         [True, False, False, False],  # "th" seen: the state after "the" would tell the rest of the word
@@ -718,35 +626,33 @@ def test_aligned_mask_reads_the_latest_states_within_the_text_seen():
         [False, False, True, False],
         [False, False, True, False],
     ]
-    two = aligned_mask([0, 3, 7], [0, 3, 7], window=2)
-    assert two.tolist() == [[True, False, False], [True, True, False], [False, True, True]]
-    with pytest.raises(ValueError, match="window"):
-        aligned_mask([0], [0], window=0)
 
 
 @pytest.fixture(scope="module")
-def decoder_model():
+def prediction_model():
     from rescore.deep.xattn import build_xattn
 
     torch.manual_seed(0)
-    cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="decoder", kv_init=None)
+    cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="prediction", kv_init=None)
     return build_xattn(cfg).eval()
 
 
-def test_decoder_memory_states_are_whispers_next_token_view(decoder_model, audio_batch):
-    """The memory is Whisper's decoder on the transcript: its states times the token embeddings give back the
-    teacher-forced log-probs the acoustic scorer computes (up to the scorer's suppressed tokens), and each state's
-    text offset ends where its token does."""
-    model = decoder_model
+def test_prediction_memory_reads_whispers_decoder_on_the_transcript(prediction_model, audio_batch):
+    """Whisper's decoder states on the transcript times its token embeddings give back the teacher-forced log-probs
+    the acoustic scorer computes (up to the scorer's suppressed tokens), and each state's text offset ends where its
+    token does."""
+    model = prediction_model
     text = "the cat sat on the mat"
     model.reply_memory(Batch(audio_batch.ids[:1], audio_batch.states[:1], audio_batch.mask[:1], [text], HYPS[:1]), 1)
-    memory = model._decoder_memory
+    memory = model._predictions
     assert memory is not None
     scorer = memory.scorer
     tokens = scorer.tokenize(text)
     n = int(audio_batch.mask[0].sum())
-    states, ends = memory.states(audio_batch.ids[0], audio_batch.states[0, :n], text)
-    assert states.shape == (len(tokens) + 1, memory.width) and ends == [0, 3, 7, 11, 14, 18, 22]
+    rows, ends = memory.states(audio_batch.ids[0], audio_batch.states[0, :n], text)
+    assert rows.shape == (len(tokens) + 1, memory.width) and ends == [0, 3, 7, 11, 14, 18, 22]
+    states = scorer.decoder.final_states(audio_batch.states[0, :n].numpy(), scorer.prompt + tokens)
+    states = states[len(scorer.prompt) - 1 :]
     emb = scorer.decoder.w["token_embedding.weight"].float()
     logp = (states @ emb.T).log_softmax(-1)
     ours = logp.gather(1, torch.tensor([*tokens, scorer.eot])[:, None])[:, 0]
@@ -754,10 +660,10 @@ def test_decoder_memory_states_are_whispers_next_token_view(decoder_model, audio
     torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0.02)
 
 
-def test_decoder_memory_is_causal_and_closed_gates_are_the_text_only_lm(decoder_model, audio_batch):
-    """Open gates: two transcripts alike up to a word score alike up to it (no position reads Whisper's states on
-    text it has not consumed), and differ after it; shut gates: the plain LM's log-probs."""
-    model = decoder_model
+def test_prediction_memory_is_causal_and_closed_gates_are_the_text_only_lm(prediction_model, audio_batch):
+    """Open gates: two transcripts alike up to a word score alike up to it (no position reads Whisper's prediction
+    on text it has not consumed), and differ after it; shut gates: the plain LM's log-probs."""
+    model = prediction_model
     texts = ["the cat sat on the mat", "the cat ran on the mat"]
     batch = Batch(
         audio_batch.ids[:1] * 2,
@@ -786,19 +692,19 @@ def test_decoder_memory_is_causal_and_closed_gates_are_the_text_only_lm(decoder_
     assert not torch.allclose(a[:same], logits[rows == 0][:same], atol=1e-3)  # the audio reaches them
 
 
-def test_decoder_memory_model_chooses_and_refuses_to_write(decoder_model, audio_batch):
-    model = decoder_model
+def test_prediction_memory_model_chooses_and_refuses_to_write(prediction_model, audio_batch):
+    model = prediction_model
     assert not model.writes
     ranked = model.choose(audio_batch, nbest=8)
     assert [sorted(h.text for h in r) for r in ranked] == [sorted(h) for h in HYPS]
     with pytest.raises(ValueError, match="choosing"):
         model.generate(audio_batch, beam_size=1, nbest=1, max_new_tokens=4)
     with pytest.raises(ValueError, match="attend='reply'"):
-        XAttnLM(XAttnConfig(memory="decoder", kv_init=None), model.llm, model.tokenizer)
+        XAttnLM(XAttnConfig(memory="prediction", kv_init=None), model.llm, model.tokenizer)
 
 
-def test_decoder_memory_training_step_opens_the_gates(decoder_model, audio_batch):
-    model = decoder_model
+def test_prediction_memory_training_step_opens_the_gates(prediction_model, audio_batch):
+    model = prediction_model
     before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
     texts = ["the cat sat on the mat", "hello world"]
     batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, texts, HYPS)
@@ -817,43 +723,8 @@ def test_decoder_memory_training_step_opens_the_gates(decoder_model, audio_batch
     assert n == sum(len(model.target_ids(t)) for t in batch.texts)
 
 
-def test_cli_memory_maps_to_the_model_and_needs_reply_without_kv(deep_train_cli):
-    run, seen = deep_train_cli.run, deep_train_cli.configs
-    ok = ["--memory", "decoder", "--attend", "reply", "--kv-init", "none", "--memory-window", "2"]
-    assert "stopped before training" in run(ok).output
-    assert "stopped before training" in run(["--memory", "prediction", *ok[2:]]).output
-    assert [(c.model.memory, c.model.memory_window, c.model.kv_init) for c in seen] == [
-        ("decoder", 2, None),
-        ("prediction", 2, None),
-    ]
-    for bad in (
-        ["--memory", "decoder", "--kv-init", "none", "--attend", "all"],
-        ["--memory", "decoder", "--attend", "reply", "--kv-init", "encoder"],  # K/V from the encoder's
-        ["--recipe", "encoder", "--memory", "decoder", "--attend", "reply"],  # the same, by the recipe
-        [*ok, "--mixer", "summary"],
-        ["--memory", "frames"],
-        [*ok[:6], "--memory-window", "0"],
-        ["--memory", "prediction", "--kv-init", "none", "--attend", "all"],
-        ["--memory", "decoder", "--arch", "bridge"],
-    ):
-        result = run(bad)
-        assert result.exit_code != 0 and "--memory" in result.output
-
-
-# --------------------------------------------------------------------------- prediction memory (memory="prediction")
-
-
-@pytest.fixture(scope="module")
-def prediction_model():
-    from rescore.deep.xattn import build_xattn
-
-    torch.manual_seed(0)
-    cfg = XAttnConfig(every=10, max_hypotheses=3, attend="reply", memory="prediction", kv_init=None)
-    return build_xattn(cfg).eval()
-
-
 def test_whisper_tokens_map_to_the_lm_tokens_that_start_them(prediction_model):
-    from rescore.deep.decoder_memory import whisper_to_lm_tokens
+    from rescore.deep.prediction_memory import whisper_to_lm_tokens
 
     tok = prediction_model.tokenizer
 
@@ -880,7 +751,7 @@ def test_prediction_memory_carries_whispers_next_word_into_the_lm(prediction_mod
     refs = [normalize_target(u.reference or "", "lower") for u in utts]
     batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, refs, HYPS)
     model.reply_memory(batch, 1)
-    memory = model._decoder_memory
+    memory = model._predictions
     scorer = memory.scorer
     hits = words = 0
     for i, ref in enumerate(refs):
@@ -932,18 +803,18 @@ def test_deep_stage_chooses_by_default_with_a_model_that_cannot_write(tmp_path, 
     assert sorted(h.text for h in out.hypotheses) == sorted(texts)
 
 
-def test_cli_default_recipe_is_the_benchmarks_prediction_model(deep_train_cli):
-    """No options: the ``prediction`` recipe, the model the benchmark trains as ``base-pred``; an option given
-    explicitly wins over the recipe; the bridge starts from the ``encoder`` recipe; an unknown recipe is refused."""
-    from eval.bench_xattn import variant_config
-    from rescore.deep.recipes import RECIPES
+def test_cli_default_recipe_is_the_prediction_model_the_benchmark_trains(deep_train_cli):
+    """No options: the ``prediction`` recipe, built as eval/bench_deep.py builds it (``recipes.xattn_config``); an
+    option given explicitly wins over the recipe; the bridge starts from the ``encoder`` recipe; an unknown recipe is
+    refused."""
+    from rescore.deep.recipes import RECIPES, xattn_config
 
     run, seen = deep_train_cli.run, deep_train_cli.configs
     assert "stopped before training" in run([]).output
     (cfg,) = seen
-    bench = variant_config("base-pred", window="own", text_norm="whisper")
+    assert cfg.model.to_dict() == xattn_config(RECIPES["prediction"]).to_dict()
     fields = ("memory", "encoder", "encoder_window", "attend", "kv_init", "text_norm")
-    assert [getattr(cfg.model, f) for f in fields] == [getattr(bench, f) for f in fields]
+    assert [getattr(cfg.model, f) for f in fields] == ["prediction", "whisper-base", "own", "reply", None, "whisper"]
     assert cfg.hyp_noise == 0.5 and cfg.model.audio
 
     seen.clear()
@@ -958,33 +829,48 @@ def test_cli_default_recipe_is_the_benchmarks_prediction_model(deep_train_cli):
     assert result.exit_code != 0 and "--recipe" in result.output
 
 
-def test_choice_loss_pulls_the_scores_towards_the_fewest_error_hypothesis(prediction_model, audio_batch):
-    """The choosing loss is a softmax over the shown hypotheses' scores towards the fewest-error one: it is zero
-    only where that one wins outright, skips an utterance whose hypotheses tie, and a step on it alone raises the
-    best hypothesis's share (a gradient reaches the gates)."""
-    model = prediction_model
-    refs = ["the cat sat on the mat", "hello world"]
-    batch = Batch(audio_batch.ids, audio_batch.states, audio_batch.mask, refs, HYPS)
-    tied = Batch(audio_batch.ids[:1], audio_batch.states[:1], audio_batch.mask[:1], ["one dog"], [["a dog", "the dog"]])
-    assert model.choice_loss(tied) is None  # one error each: nothing to choose between
-    before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    model.train()
-    model.llm.eval()
-    try:
-        first = model.choice_loss(batch)
-        assert first is not None and float(first) > 0
-        first.backward()
-        assert float(model.blocks[-1].attn_gate.grad.abs()) > 0
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        second = model.choice_loss(batch)
-        assert second is not None and float(second) < float(first)
-        model.config.choice_weight = 0.5  # loss() adds it in training, and logs it
-        loss, _ = model.loss(batch)
-        assert model.last_choice is not None
-    finally:
-        model.config.choice_weight = 0.0
-        model.eval()
-        model.load_trainable_state_dict(before)
-        model.last_choice = None
+def test_cli_prediction_recipe_refuses_options_made_for_encoder_frames(deep_train_cli):
+    """Whisper's predictions are aligned to the reply's text: the blocks act on the reply only, with fresh K/V and no
+    mixer; the model's own rule refuses the rest, naming the recipe."""
+    run, seen = deep_train_cli.run, deep_train_cli.configs
+    for bad in (["--attend", "all"], ["--kv-init", "encoder"], ["--mixer", "summary"]):
+        result = run(bad)
+        assert result.exit_code != 0 and "--recipe prediction" in result.output and "attend='reply'" in result.output
+    assert "stopped before training" in run(["--recipe", "encoder", "--mixer", "summary"]).output
+    assert [c.model.mixer for c in seen] == ["summary"]
+    for removed in (["--q-init"], ["--aux-weight", "0.1"], ["--choice-weight", "1"], ["--memory", "decoder"]):
+        assert run(removed).exit_code != 0
+
+
+def test_configs_saved_with_removed_variants_off_load_and_those_with_them_on_are_refused():
+    """A deep-config.json written before the variants were removed holds their fields at the values that meant off:
+    it loads as it was; one that asks for a removed variant is refused in one line that names the field."""
+    saved = {**XAttnConfig(attend="reply").to_dict(), "q_init": False, "aux_weight": 0.0, "choice_weight": 0.0}
+    saved["memory_window"] = 1
+    assert XAttnConfig.from_dict(saved) == XAttnConfig(attend="reply")
+    for key, value in (("q_init", True), ("aux_weight", 0.1), ("choice_weight", 1.0), ("memory_window", 2)):
+        with pytest.raises(ValueError, match=f"{key}={value!r}: that variant was removed") as e:
+            XAttnConfig.from_dict({**saved, key: value})
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="memory='decoder': that variant was removed"):
+        XAttnConfig.from_dict({**saved, "memory": "decoder", "kv_init": None})
+
+
+def test_a_model_saved_with_removed_variants_off_loads(tmp_path, real_model):
+    """The whole folder: a config file holding the removed fields at their neutral values loads and decodes as saved;
+    one asking for a removed variant fails to load, naming the field."""
+    import json
+
+    from rescore.deep.xattn import load_deep_model
+
+    real_model.save(tmp_path / "m")
+    path = tmp_path / "m" / "deep-config.json"
+    config = json.loads(path.read_text())
+    config["xattn"].update(q_init=False, aux_weight=0.0, choice_weight=0.0, memory_window=1)
+    path.write_text(json.dumps(config))
+    loaded = load_deep_model(tmp_path / "m")
+    assert loaded.config == real_model.config
+    config["xattn"]["aux_weight"] = 0.1
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="aux_weight=0.1"):
+        load_deep_model(tmp_path / "m")

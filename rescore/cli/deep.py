@@ -1,20 +1,30 @@
 """``rescore deep ...``: train a deep-fusion model and transcribe with it.
 
 Default architecture: gated cross-attention from a frozen causal LM (reading the first-pass n-best) into
-Whisper encoder states (``--arch xattn``); ``--arch bridge``: the prefix bridge (encoder -> bridge -> LM prefix).
+Whisper's view of the audio (``--arch xattn``, its recipes in :mod:`rescore.deep.recipes`); ``--arch bridge``: the
+prefix bridge (encoder -> bridge -> LM prefix). docs/deep-fusion.md is the user's guide.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
-from rescore.deep import ATTEND, PRECISIONS, TEXT_NORMS
-from rescore.deep.recipes import BRIDGE_RECIPE, DEFAULT_RECIPE, RECIPES, resolve_recipe
+from rescore.deep import ATTEND, TEXT_NORMS
+from rescore.deep.recipes import (
+    BRIDGE_RECIPE,
+    DEFAULT_LLM,
+    DEFAULT_RECIPE,
+    RECIPES,
+    bridge_config,
+    resolve_recipe,
+    xattn_config,
+)
+from rescore.train.scaffold import PRECISIONS
 
 deep_app = typer.Typer(
     no_args_is_help=True,
@@ -41,10 +51,9 @@ def train(
     ],
     dev: Annotated[
         str | None,
-        typer.Option(help="Dev set (same kind as --train) for the dev loss; xattn default: a held-out share."),
+        typer.Option(help="Dev set (same kind as --train) for the dev loss; xattn default: a tenth held out."),
     ] = None,
     arch: Annotated[str, typer.Option(help="xattn (gated cross-attention, default) or bridge (prefix).")] = "xattn",
-    every: Annotated[int, typer.Option(help="xattn: a cross-attention block after every k-th LM layer.")] = 6,
     recipe: Annotated[
         str | None,
         typer.Option(
@@ -54,11 +63,25 @@ def train(
         ),
     ] = None,
     audio: Annotated[bool, typer.Option(help="xattn: --no-audio forces the attention gates shut (ablation).")] = True,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Model folder (default: the cache's deep/model).")
+    ] = None,
+    llm: Annotated[str, typer.Option(help="Causal LM: smollm2-135m, qwen2.5-0.5b, a GGUF or HF folder.")] = DEFAULT_LLM,
+    encoder: Annotated[
+        str | None, typer.Option(help="Whisper model whose states are the input (default: the recipe's).")
+    ] = None,
+    encoder_window: Annotated[
+        str | None,
+        typer.Option(
+            help="padded (Whisper's 30 s windows) or own (each utterance at its own length: about a tenth of the"
+            " encoding time; the model keeps the choice for decoding) (default: the recipe's)."
+        ),
+    ] = None,
     attend: Annotated[
         str | None,
         typer.Option(
             help="xattn: where the blocks act: all (every position) or reply (from the prompt's last token on: the"
-            " prompt read as text, 0.6 of the cost per step) (default: the recipe's)."
+            " prompt read as text) (default: the recipe's)."
         ),
     ] = None,
     kv_init: Annotated[
@@ -68,75 +91,6 @@ def train(
             " model's own), a model name, or none (default: the recipe's)."
         ),
     ] = None,
-    q_init: Annotated[
-        bool,
-        typer.Option(
-            help="xattn: before step 1, fit the blocks' queries to the K/V model's decoder cross-attention queries"
-            " on the training examples (needs K/V from the --encoder model)."
-        ),
-    ] = False,
-    aux_weight: Annotated[
-        float,
-        typer.Option(
-            help="xattn: weight of an auxiliary loss in which each block's read of the audio alone predicts the next"
-            " transcript token (0: none; needs --attend all and audio)."
-        ),
-    ] = 0.0,
-    choice_weight: Annotated[
-        float,
-        typer.Option(
-            help="xattn: weight of a loss on choosing: the shown hypotheses' scores, softmaxed as --decode choose"
-            " ranks them, towards the ones with the fewest word errors (0: none)."
-        ),
-    ] = 0.0,
-    memory: Annotated[
-        str | None,
-        typer.Option(
-            help="xattn: what the blocks attend over: encoder (Whisper's encoder states), decoder (the --encoder"
-            " model's own decoder states on the transcript being scored, aligned to it) or prediction (those states'"
-            " next-token predictions as LM token embeddings); decoder and prediction need --attend reply and"
-            " --kv-init none, and such a model decodes by choosing among the hypotheses only (default: the"
-            " recipe's)."
-        ),
-    ] = None,
-    memory_window: Annotated[
-        int,
-        typer.Option(
-            help="xattn, --memory decoder/prediction: aligned decoder states each position reads (the latest)."
-        ),
-    ] = 1,
-    max_hypotheses: Annotated[int, typer.Option(help="xattn: distinct hypotheses in the prompt.")] = 4,
-    dev_fraction: Annotated[float, typer.Option(help="xattn without --dev: utterances held out.")] = 0.1,
-    patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Model folder (default: the cache's deep/model).")
-    ] = None,
-    llm: Annotated[
-        str, typer.Option(help="Causal LM: smollm2-135m, qwen2.5-0.5b, a GGUF or HF folder.")
-    ] = "smollm2-135m",
-    encoder: Annotated[
-        str | None, typer.Option(help="Whisper model whose states are the input (default: the recipe's).")
-    ] = None,
-    encoder_window: Annotated[
-        str | None,
-        typer.Option(
-            help="xattn: padded (Whisper's 30 s windows) or own (each utterance at its own length: about a tenth of"
-            " the encoding time, other states; the model keeps the choice for decoding) (default: the recipe's)."
-        ),
-    ] = None,
-    reducer: Annotated[str, typer.Option(help="Length reduction: conv, stack or ctc.")] = "conv",
-    factor: Annotated[int, typer.Option(help="Frame-rate reduction of conv (power of 2) and stack.")] = 4,
-    mixer: Annotated[
-        str | None,
-        typer.Option(help="Token mixer: none, attention, summary or gaussian (default: none for xattn, summary)."),
-    ] = None,
-    layers: Annotated[int | None, typer.Option(help="Mixer blocks (default: 1 for xattn, 2).")] = None,
-    dim: Annotated[int, typer.Option(help="Width inside the bridge.")] = 512,
-    ctc_head: Annotated[
-        str, typer.Option(help="CTC head for --reducer ctc: a checkpoint path or 'default'.")
-    ] = "default",
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank on the LM's q/v projections (0: LM frozen).")] = 0,
-    instruction: Annotated[str | None, typer.Option(help="Text between the speech prefix and the transcript.")] = None,
     text_norm: Annotated[
         str | None,
         typer.Option(
@@ -148,19 +102,26 @@ def train(
         float | None,
         typer.Option(
             help="xattn: share of training examples whose hypotheses get look-alike words in place of some of"
-            " theirs, alike in every hypothesis, so the audio is needed to put them right (0: none; default: the"
-            " recipe's)."
+            " theirs, alike in every hypothesis, so the audio is needed to put them right (default: the recipe's)."
         ),
     ] = None,
+    mixer: Annotated[
+        str | None,
+        typer.Option(help="Token mixer: none, attention, summary or gaussian (default: none for xattn, summary)."),
+    ] = None,
+    layers: Annotated[int | None, typer.Option(help="Mixer blocks (default: 1 for xattn, 2).")] = None,
+    reducer: Annotated[str, typer.Option(help="bridge: length reduction: conv, stack or ctc.")] = "conv",
+    factor: Annotated[int, typer.Option(help="bridge: frame-rate reduction of conv (power of 2) and stack.")] = 4,
+    ctc_head: Annotated[
+        str, typer.Option(help="bridge, --reducer ctc: the CTC head, a checkpoint path or 'default'.")
+    ] = "default",
+    lora_rank: Annotated[int, typer.Option(help="bridge: LoRA rank on the LM's q/v projections (0: LM frozen).")] = 0,
     batch_size: Annotated[int, typer.Option()] = 8,
-    grad_accum: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    warmup: Annotated[int, typer.Option(help="Warm-up steps.")] = 50,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
     minutes: Annotated[float, typer.Option(help="Training time budget (0: none); the schedule anneals over it.")] = 0.0,
     eval_every: Annotated[int, typer.Option(help="Steps between dev-loss evaluations.")] = 100,
-    wer_every: Annotated[int, typer.Option(help="Steps between greedy dev WER evaluations (0: never).")] = 0,
-    save_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 50,
+    patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement (0: never).")] = 0,
     limit: Annotated[int, typer.Option(help="First N utterances of each training set (0: all).")] = 0,
     dev_limit: Annotated[int, typer.Option(help="First N dev utterances (0: all).")] = 40,
     device: Annotated[str, typer.Option(help="auto (CUDA with bf16 autocast if present), cpu or cuda.")] = "auto",
@@ -172,12 +133,9 @@ def train(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train the new modules (LM frozen); rerunning with the same --output resumes."""
-    from rescore.deep.bridge import BridgeConfig
-    from rescore.deep.model import DEFAULT_INSTRUCTION, LoraConfig, SpeechLLMConfig
     from rescore.deep.noise import HypothesisNoise
     from rescore.deep.train import TrainConfig
     from rescore.deep.train import train as run_training
-    from rescore.deep.xattn import XAttnConfig
     from rescore.io.models import ModelNotFoundError
     from rescore.whisper.encoder import WINDOWS
 
@@ -190,7 +148,6 @@ def train(
     if arch == "xattn":
         console.print(f"recipe {name}: {base.summary} (options given explicitly override it)")
     chosen = base.overridden(
-        memory=memory,
         encoder=encoder,
         encoder_window=encoder_window,
         attend=attend,
@@ -198,73 +155,39 @@ def train(
         text_norm=text_norm,
         hyp_noise=hyp_noise,
     )
-    memory, encoder, encoder_window, attend = chosen.memory, chosen.encoder, chosen.encoder_window, chosen.attend
-    kv_init, text_norm, hyp_noise = chosen.kv_init, chosen.text_norm, chosen.hyp_noise
     for s in [*train_sets, *([dev] if dev else [])]:
         if not Path(s).exists():
             raise fail(f"dataset not found: {s}")
-    if attend not in ATTEND:
-        raise fail(f"--attend must be {' or '.join(ATTEND)}, not {attend!r}")
+    if chosen.attend not in ATTEND:
+        raise fail(f"--attend must be {' or '.join(ATTEND)}, not {chosen.attend!r}")
     if precision not in PRECISIONS:
         raise fail(f"--precision must be {', '.join(PRECISIONS)}, not {precision!r}")
-    if encoder_window not in WINDOWS:
-        raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {encoder_window!r}")
-    if text_norm not in TEXT_NORMS:
-        raise fail(f"--text-norm must be {', '.join(TEXT_NORMS)}, not {text_norm!r}")
+    if chosen.encoder_window not in WINDOWS:
+        raise fail(f"--encoder-window must be {' or '.join(WINDOWS)}, not {chosen.encoder_window!r}")
+    if chosen.text_norm not in TEXT_NORMS:
+        raise fail(f"--text-norm must be {', '.join(TEXT_NORMS)}, not {chosen.text_norm!r}")
     try:  # the shares' bounds live in HypothesisNoise
-        HypothesisNoise(examples=hyp_noise)
+        HypothesisNoise(examples=chosen.hyp_noise)
     except ValueError as e:
-        raise fail(f"--hyp-noise {hyp_noise}: {e}") from None
-    if q_init and (arch != "xattn" or {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init) != encoder):
-        raise fail(
-            "--q-init fits the queries to the decoder whose K/V the blocks have: --arch xattn, --kv-init encoder"
-        )
-    if aux_weight < 0 or (aux_weight > 0 and (arch != "xattn" or attend != "all" or not audio)):
-        raise fail(f"--aux-weight {aux_weight}: a weight >= 0, and above 0 only with --arch xattn, --attend all, audio")
-    kv_model = {"none": None, "encoder": encoder}.get(kv_init.lower(), kv_init)
-    if choice_weight < 0 or (choice_weight > 0 and arch != "xattn"):
-        raise fail(f"--choice-weight {choice_weight}: a weight >= 0, and above 0 only with --arch xattn")
-    if arch != "xattn" and memory != "encoder":
-        raise fail(f"--memory {memory}: --arch xattn only")
+        raise fail(f"--hyp-noise {chosen.hyp_noise}: {e}") from None
     out = output or _default_output()
-    model_cfg: XAttnConfig | SpeechLLMConfig
+    model_cfg: Any
     if arch == "xattn":
-        model_cfg = XAttnConfig(
-            encoder=encoder,
-            encoder_window=encoder_window,
-            llm=llm,
-            every=every,
-            kv_init=kv_model,
-            q_init=q_init,
-            aux_weight=aux_weight,
-            choice_weight=choice_weight,
-            memory=memory,
-            memory_window=memory_window,
-            mixer=mixer or "none",
-            mixer_layers=layers or 1,
-            audio=audio,
-            attend=attend,
-            max_hypotheses=max_hypotheses,
-            text_norm=text_norm,
-        )
-        problem = model_cfg.memory_problem()
-        if problem:  # the model's own rule, in its field names (--memory, --attend, --kv-init, ...)
-            raise fail(f"--memory {memory}: {problem}")
+        model_cfg = xattn_config(chosen, llm=llm, audio=audio, mixer=mixer or "none", mixer_layers=layers or 1)
+        problem = model_cfg.problem()
+        if problem:  # the model's own rule, in its field names (--attend, --kv-init, --mixer)
+            raise fail(f"--recipe {name} with these options: {problem}")
     else:
-        model_cfg = SpeechLLMConfig(
-            encoder=encoder,
+        mixer, layers = mixer or "summary", layers or 2
+        model_cfg = bridge_config(
+            chosen,
             llm=llm,
-            bridge=BridgeConfig(
-                reducer=reducer,
-                factor=factor,
-                mixer=mixer or "summary",
-                layers=layers or 2,
-                dim=dim,
-                ctc_head=ctc_head if reducer == "ctc" else None,
-            ),
-            lora=LoraConfig(rank=lora_rank),
-            instruction=instruction if instruction is not None else DEFAULT_INSTRUCTION,
-            text_norm=text_norm,
+            reducer=reducer,
+            factor=factor,
+            mixer=mixer,
+            layers=layers,
+            ctc_head=ctc_head,
+            lora_rank=lora_rank,
         )
     cfg = TrainConfig(
         train=list(train_sets),
@@ -272,24 +195,19 @@ def train(
         out=str(out),
         model=model_cfg,
         batch_size=batch_size,
-        grad_accum=grad_accum,
         lr=lr,
-        warmup_steps=warmup,
         max_steps=max_steps,
         budget_minutes=minutes,
         eval_every=eval_every,
-        wer_every=wer_every,
-        save_every=save_every,
         limit=limit,
         dev_limit=dev_limit,
         device=device,
         threads=threads,
         precision=precision,
         seed=seed,
-        dev_fraction=dev_fraction,
         keep_best=arch == "xattn",
         patience=patience,
-        hyp_noise=hyp_noise if arch == "xattn" else 0.0,
+        hyp_noise=chosen.hyp_noise if arch == "xattn" else 0.0,
     )
     issues: list[str] = []
 
@@ -310,8 +228,6 @@ def train(
             if "dev_loss" in r:
                 desc += f" dev {r['dev_loss']:.3f}"
             bar.update(task, completed=r["step"], description=desc)
-        if "dev_wer" in r:
-            console.print(f"step {r['step']}: dev WER {100 * r['dev_wer']:.1f} %")
 
     t0 = time.perf_counter()
     try:

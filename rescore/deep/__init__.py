@@ -1,5 +1,5 @@
-"""Deep fusion: a frozen causal LM fed Whisper encoder states, by gated cross-attention (``xattn``, the default)
-or as a bridged prefix (``model``); see docs/design.md.
+"""Deep fusion: a frozen causal LM fed Whisper's view of the audio, by gated cross-attention (``xattn``, the
+default) or as a bridged prefix (``model``); see docs/deep-fusion.md.
 
 The model folder's names live here, torch-free, so that ``rescore.stages.deep`` can tell the architectures apart
 without importing torch.
@@ -10,7 +10,9 @@ XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("
 # where the cross-attention blocks act (XAttnConfig.attend); the first is the default and what a model saved before
 # the field had: every position
 ATTEND = ("all", "reply")
-PRECISIONS = ("auto", "bf16", "fp32")  # training's autocast (rescore.deep.train.autocast)
+# what the cross-attention blocks read (XAttnConfig.memory): Whisper's encoder frames, or whisper's next-token
+# predictions on the transcript as LM embeddings (rescore.deep.prediction_memory)
+MEMORIES = ("encoder", "prediction")
 # the style of targets and prompt hypotheses (rescore.deep.model.normalize_target); the first is the default
 TEXT_NORMS = ("lower", "whisper", "none")
 

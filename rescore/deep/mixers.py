@@ -2,7 +2,7 @@
 
 ``mask`` is True on real frames and False on padding. Every mixer gives each utterance of a padded batch
 the same output on its real frames as it would get alone, and zeros on padding, so batching never changes
-what the LLM sees. Three ways to let frames see each other, compared in eval/bench_mixers.py:
+what the LLM sees. Three ways to let frames see each other (compared in docs/experiments/deep-fusion.md):
 
 - :class:`SelfAttentionMixer`: multi-head dot-product attention, quadratic in T.
 - :class:`SummaryMixing` (Parcollet et al., arXiv 2307.07421): a per-frame transform combined with the mean

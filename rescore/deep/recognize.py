@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not with this mod
 STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]`` per stage
 # write: beam search writes the transcript; choose: the model scores the prompt's own hypotheses (XAttnLM.choose:
 # one utterance's candidates, each ending in eos). Both rank by the log-prob per step, the records' am_norm. auto:
-# write where the model can, else choose (a model over Whisper's decoder states needs the transcript: it only chooses)
+# write where the model can, else choose (a model over Whisper's predictions needs the transcript: it only chooses)
 DecodeMode = Literal["auto", "write", "choose"]
 DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 
@@ -37,7 +37,8 @@ def _hypothesis(h: BeamHypothesis) -> Hypothesis:
 
 
 class DeepFusionRecognizer:
-    """Whisper encoder states (cached) -> bridge -> LLM beam search, one :class:`NBest` per utterance."""
+    """A trained deep-fusion model over cached Whisper encoder states, one :class:`NBest` per utterance: the
+    cross-attention model rewrites first-pass records, the bridge transcribes audio."""
 
     def __init__(
         self,
@@ -52,13 +53,13 @@ class DeepFusionRecognizer:
     ) -> None:
         import torch
 
-        from rescore.deep.train import resolve_device
         from rescore.deep.xattn import XAttnLM, load_deep_model
+        from rescore.train.scaffold import training_device
         from rescore.whisper.encoder import WhisperEncoder
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = resolve_device(device)
+        self.device = training_device(device)
         self.model = load_deep_model(Path(model), self.device)
         self.reads_nbest = isinstance(self.model, XAttnLM)
         writes = getattr(self.model, "writes", True)  # the bridge always writes
@@ -68,7 +69,7 @@ class DeepFusionRecognizer:
             raise ValueError(f"decode {decode!r}: one of {', '.join(DECODE_MODES)} ('choose' needs an xattn model)")
         if decode == "write" and not writes:
             raise ValueError(
-                f"{model}: the model reads Whisper's decoder states on the transcript (memory decoder) and can only "
+                f"{model}: the model reads Whisper's predictions on the transcript (memory prediction) and can only "
                 "choose among the first-pass hypotheses: decode 'choose'"
             )
         self.decode = decode
@@ -86,8 +87,7 @@ class DeepFusionRecognizer:
         }
         if self.reads_nbest:
             self.info["decode"] = decode
-        if self.reads_nbest:
-            self.info["architecture"] = f"xattn every {cfg.every}, mixer {cfg.mixer}" + (
+            self.info["architecture"] = f"xattn every {cfg.every}, memory {cfg.memory}, mixer {cfg.mixer}" + (
                 "" if cfg.audio else ", no audio"
             )
         else:
@@ -95,7 +95,7 @@ class DeepFusionRecognizer:
 
     def _decode(self, items: list[tuple[Utterance, np.ndarray]], first: list[NBest] | None = None) -> Iterator[NBest]:
         from rescore.deep.model import collate
-        from rescore.deep.train import autocast
+        from rescore.train.scaffold import autocast
 
         t0 = time.perf_counter()
         hyps = [prompt_texts(r) for r in first] if first else None

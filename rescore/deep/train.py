@@ -12,33 +12,26 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from rescore.deep import CONFIG_FILE, PRECISIONS, XATTN_KEY
-from rescore.deep.model import Batch, BeamHypothesis, SpeechLLM, SpeechLLMConfig, collate
+from rescore.deep import CONFIG_FILE
+from rescore.deep.examples import Example, batches, held_out, load_examples, load_nbest_examples, make_batch
+from rescore.deep.inference import dev_loss, dev_wer
+from rescore.deep.length_floor import save_length_floor
+from rescore.deep.model import SpeechLLM, SpeechLLMConfig
 from rescore.deep.noise import HypothesisNoise
-from rescore.deep.xattn import XAttnConfig, XAttnLM, build_deep_model
+from rescore.deep.xattn import XAttnLM, build_deep_model
+from rescore.deep.xattn_config import XAttnConfig
+from rescore.train.scaffold import autocast, training_device
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
-
-
-@dataclass
-class Example:
-    id: str
-    states: np.ndarray  # [T, D] float16
-    text: str
-    hypotheses: list[str] = field(default_factory=list)  # first-pass n-best, best first (cross-attention model)
-    group: str = ""  # the utterance (one per audio, whichever n-best list): held-out splits keep it whole
 
 
 @dataclass
@@ -99,144 +92,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available")
-    return device
-
-
-def autocast(device: str, precision: str = "auto") -> Any:
-    """bf16 autocast on CUDA, float32 on CPU (``auto``: CPU bf16 matmuls are slower on most machines); ``bf16``
-    on CPU too, for CPUs with bf16 matrix units (AMX: a training step in about 0.75 of the time, eval/RESULTS.md)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device == "cuda"):
-        return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def load_examples(
-    sources: Sequence[str],
-    encoder: str,
-    *,
-    limit: int = 0,
-    max_frames: int = 0,
-    window: str = "padded",
-    on_issue: Callable[[str], None],
-) -> list[Example]:
-    """Encoder states (from the cache, computing missing ones) and references of the utterances of sources.
-
-    Utterances without a reference, with unreadable audio, or longer than ``max_frames`` are reported
-    through ``on_issue`` (one line naming the item) and left out.
-    """
-    from rescore.io.datasets import load_dataset
-    from rescore.whisper.encoder import WhisperEncoder
-
-    enc = WhisperEncoder(encoder, window=window)
-    examples: list[Example] = []
-    for src in sources:
-        ds = load_dataset(src)
-        for issue in ds.issues:
-            on_issue(f"{src}: {issue}")
-        utts = ds.utterances[:limit] if limit else ds.utterances
-        with_ref = [u for u in utts if u.reference and u.reference.strip()]
-        for u in utts:
-            if u not in with_ref:
-                on_issue(f"{u.id}: no reference transcript, not used for training")
-        for utt, states, error in enc.states(with_ref):
-            if states is None:
-                on_issue(f"{utt.id}: {error}")
-            elif max_frames and states.shape[0] > max_frames:
-                on_issue(f"{utt.id}: {states.shape[0]} frames, longer than --max-frames {max_frames}; skipped")
-            else:
-                examples.append(Example(utt.id, states.astype(np.float16), utt.reference or ""))
-    return examples
-
-
-def load_nbest_examples(
-    files: Sequence[str],
-    encoder: str,
-    *,
-    limit: int = 0,
-    max_frames: int = 0,
-    window: str = "padded",
-    on_issue: Callable[[str], None],
-) -> list[Example]:
-    """One example per record of the n-best files (first-pass hypotheses, reference, encoder states).
-
-    The same utterance in several lists (tiny.en and base) gives one example per list, sharing its states
-    and its ``group``. Records without a reference, hypotheses or readable audio are reported and left out.
-    """
-    from rescore.io.datasets import Utterance
-    from rescore.records import read_nbest
-    from rescore.whisper.encoder import WhisperEncoder
-
-    enc = WhisperEncoder(encoder, window=window)
-    records = []
-    for f in files:
-        recs = list(read_nbest(f, strict=False))
-        for r in recs[:limit] if limit else recs:
-            if not r.ok or not r.hypotheses or not (r.reference or "").strip() or not r.audio:
-                on_issue(f"{f}: {r.id}: no reference, hypotheses or audio; not used")
-            else:
-                records.append((f, r))
-    utts: dict[str, Utterance] = {}
-    for _, r in records:
-        utts.setdefault(r.audio, Utterance(id=r.id, audio=r.audio, reference=r.reference, duration=r.duration))
-    states: dict[str, np.ndarray] = {}
-    for utt, s, error in enc.states(list(utts.values())):
-        if s is None:
-            on_issue(f"{utt.id}: {error}")
-        elif max_frames and s.shape[0] > max_frames:
-            on_issue(f"{utt.id}: {s.shape[0]} frames, longer than --max-frames {max_frames}; skipped")
-        else:
-            states[utt.audio] = s.astype(np.float16)
-    return [
-        Example(f"{Path(f).stem}/{r.id}", states[r.audio], r.reference or "", [h.text for h in r.hypotheses], r.audio)
-        for f, r in records
-        if r.audio in states
-    ]
-
-
-def held_out(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """``(train, dev)``: a random ``fraction`` of the utterances (whole groups) held out for early stopping."""
-    groups = sorted({e.group or e.id for e in examples})
-    rng = random.Random(seed)
-    rng.shuffle(groups)
-    dev = set(groups[: max(1, round(fraction * len(groups)))]) if fraction > 0 and len(groups) > 1 else set()
-    return [e for e in examples if (e.group or e.id) not in dev], [e for e in examples if (e.group or e.id) in dev]
-
-
-def batches(examples: Sequence[Example], batch_size: int, seed: int) -> list[list[int]]:
-    """One epoch of batches of similar length (less padding), in random order."""
-    rng = random.Random(seed)
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    pool = batch_size * 32
-    out: list[list[int]] = []
-    for s in range(0, len(order), pool):
-        chunk = sorted(order[s : s + pool], key=lambda i: examples[i].states.shape[0])
-        out.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(out)
-    return out
-
-
-def make_batch(
-    examples: Sequence[Example], idx: Sequence[int], noise: HypothesisNoise | None = None, seed: str = ""
-) -> Batch:
-    """The examples ``idx`` as one batch; with ``noise``, their hypotheses corrupted, drawn from ``seed`` (the
-    run's seed and the batch's place in it, so a resumed run draws the same noise)."""
-    ex = [examples[i] for i in idx]
-    states = [e.states.astype(np.float32) for e in ex]
-    hyps = [e.hypotheses for e in ex]
-    if noise is not None and noise.active:
-        rng = random.Random(seed)
-        hyps = [noise(h, rng) for h in hyps]
-    return collate([e.id for e in ex], states, [e.text for e in ex], hyps)
-
-
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """Warm-up, then cosine decay to ``min_lr_ratio`` over steps or time, whichever is further along."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -246,128 +101,6 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
     progress = min(1.0, progress)
     cos = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * warm * cos
-
-
-@torch.no_grad()
-def dev_loss(model: SpeechLLM | XAttnLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
-    """Token-weighted mean cross-entropy (nats per token) over the examples."""
-    was = model.training
-    model.eval()
-    total = tokens = 0.0
-    order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
-    for s in range(0, len(order), batch_size):
-        with autocast(device):
-            loss, n = model.loss(make_batch(examples, order[s : s + batch_size]))
-        total += float(loss) * n
-        tokens += n
-    model.train(was)
-    return total / max(tokens, 1.0)
-
-
-def transcribe_examples(
-    model: SpeechLLM | XAttnLM,
-    examples: Sequence[Example],
-    batch_size: int,
-    device: str,
-    beam_size: int = 1,
-    nbest: int = 1,
-    max_new_tokens: int | None = None,
-    min_length_ratio: float | None = None,
-    decode: str = "write",
-) -> Iterator[tuple[Example, list[BeamHypothesis]]]:
-    """Beam search over examples (sorted by length for less padding), yielding each with its n-best.
-
-    ``min_length_ratio``: the cross-attention model's length floor (None: the model's own). ``decode="choose"``:
-    the cross-attention model ranks each example's own hypotheses instead (:meth:`XAttnLM.choose`)."""
-    was = model.training
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: examples[i].states.shape[0])
-    floor = {} if min_length_ratio is None else {"min_length_ratio": min_length_ratio}  # the bridge has none
-    try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            with autocast(device):
-                if decode == "choose":
-                    hyps = model.choose(make_batch(examples, idx), nbest)  # type: ignore[union-attr]
-                else:
-                    hyps = model.generate(make_batch(examples, idx), beam_size, nbest, max_new_tokens, **floor)
-            for i, h in zip(idx, hyps, strict=True):
-                yield examples[i], h
-    finally:
-        model.train(was)
-
-
-def dev_wer(model: SpeechLLM | XAttnLM, examples: Sequence[Example], batch_size: int, device: str) -> float:
-    """Greedy-decoding corpus WER (Whisper normalizer) on the examples."""
-    from rescore.evaluate.metrics import error_rate
-
-    refs, hyps = [], []
-    for ex, h in transcribe_examples(model, examples, batch_size, device):
-        refs.append(ex.text)
-        hyps.append(h[0][0] if h else "")
-    return error_rate(refs, hyps).rate
-
-
-LENGTH_FLOORS = (0.0, 0.5, 0.7, 0.8, 0.9)
-
-
-def floored(
-    model: XAttnLM, examples: Sequence[Example], base: dict[str, str], ratio: float, batch_size: int, device: str
-) -> dict[str, str]:
-    """Greedy outputs under a length floor, from the outputs ``base`` without one: a floor changes only the
-    outputs shorter than it, so only those are decoded again."""
-    out = dict(base)
-    if ratio <= 0:
-        return out
-    short = [
-        ex
-        for ex in examples
-        if len(model.tokenizer(base[ex.id], add_special_tokens=False)["input_ids"])
-        < model.length_floors([ex.hypotheses], ratio)[0]
-    ]
-    for ex, h in transcribe_examples(model, short, batch_size, device, 1, 1, None, ratio):
-        out[ex.id] = h[0].text if h else ""
-    return out
-
-
-def choose_length_floor(
-    model: XAttnLM, examples: Sequence[Example], batch_size: int, device: str, ratios: Sequence[float] = LENGTH_FLOORS
-) -> tuple[float, dict[float, float]]:
-    """The length floor (``XAttnConfig.min_length_ratio``) of the lowest greedy WER on ``examples``, which must
-    be held-out training or dev examples, never a reported set; ties go to the lower floor. Returns it and
-    the WER of each."""
-    from rescore.evaluate.metrics import error_rate
-
-    examples = list(examples)
-    decoded = transcribe_examples(model, examples, batch_size, device, 1, 1, None, 0.0)
-    base = {ex.id: (h[0].text if h else "") for ex, h in decoded}
-    refs = [ex.text for ex in examples]
-    wer: dict[float, float] = {}
-    for r in ratios:
-        hyps = floored(model, examples, base, r, batch_size, device)
-        wer[r] = error_rate(refs, [hyps[ex.id] for ex in examples]).rate
-    best = min(ratios, key=lambda r: (round(wer[r], 6), r))
-    return best, wer
-
-
-def start_queries(model: XAttnLM, examples: Sequence[Example], cfg: TrainConfig, record: Callable) -> float:
-    """Fit the blocks' queries to Whisper's (rescore.deep.query_init) before step 1; returns the seconds it took
-    on the budget's clock, which count against the training budget."""
-    from rescore.deep.query_init import fit_queries
-
-    clock = cfg.clock()
-    t0 = clock()
-    fits = fit_queries(model, examples, seed=cfg.seed)
-    seconds = clock() - t0
-    record(
-        {
-            "step": 0,
-            "q_init_r2": [round(f.r2, 4) for f in fits],
-            "q_init_alpha": [f.alpha for f in fits],
-            "elapsed": round(seconds, 1),
-        }
-    )
-    return seconds
 
 
 def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -403,7 +136,7 @@ def train(
     ``on_start(start_step, max_steps)`` and ``on_step(record)`` drive a progress display; every record is
     also appended to ``out/log.jsonl``. ``model`` and ``examples`` may be given to reuse loaded ones.
     """
-    device = resolve_device(cfg.device)
+    device = training_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -469,8 +202,6 @@ def train(
             info = {"train": cfg.to_dict(), "steps": step, "train_seconds": elapsed, "dev_loss": best}
             model.save(out, info)
 
-    if step == 0 and isinstance(model, XAttnLM) and model.config.q_init and model.config.audio:
-        elapsed = start_queries(model, train_ex, cfg, record)
     if on_start:
         on_start(step, cfg.max_steps)
     budget = 60 * cfg.budget_minutes if cfg.budget_minutes > 0 else math.inf
@@ -511,10 +242,6 @@ def train(
                 "lr": opt.param_groups[0]["lr"],
                 "elapsed": round(elapsed, 1),
             }
-            if getattr(model, "last_aux", None) is not None:
-                rec["aux"] = model.last_aux  # type: ignore[union-attr]
-            if getattr(model, "last_choice", None) is not None:
-                rec["choice"] = model.last_choice  # type: ignore[union-attr]
             improved = False
             if dev_ex and cfg.eval_every and step % cfg.eval_every == 0:
                 rec["dev_loss"] = dev_loss(model, dev_ex, cfg.batch_size, device)
@@ -535,7 +262,7 @@ def train(
                 summary["stopped"] = "patience"
                 break
     finally:
-        save(not cfg.keep_best or not (out / "deep-config.json").exists())
+        save(not cfg.keep_best or not (out / CONFIG_FILE).exists())
     summary.update(step=step, epochs=epoch + pos / max(1, len(order)), train_seconds=elapsed)
     summary["train_utterances"], summary["dev_utterances"] = len(train_ex), len(dev_ex)
     if dev_ex:
@@ -550,18 +277,3 @@ def train(
         if dev_ex and cfg.floor_examples and model.writes:  # the floor bounds writing; a choosing model has none
             summary.update(save_length_floor(out, dev_ex[: cfg.floor_examples], cfg.batch_size, device))
     return summary
-
-
-def save_length_floor(folder: Path, examples: Sequence[Example], batch_size: int, device: str) -> dict[str, Any]:
-    """Choose the saved model's length floor on ``examples`` (held-out training or dev examples) and write it
-    into its config; returns what was chosen and the WER of each floor, for the run's summary."""
-    from rescore.deep.xattn import load_deep_model
-
-    model = load_deep_model(folder, device)
-    ratio, wers = choose_length_floor(model, examples, batch_size, device)
-    path = Path(folder) / CONFIG_FILE
-    config = json.loads(path.read_text())
-    config[XATTN_KEY]["min_length_ratio"] = ratio
-    config["length_floor"] = {"chosen_on": f"{len(examples)} dev/held-out examples", "dev_wer": wers}
-    path.write_text(json.dumps(config, indent=2))
-    return {"min_length_ratio": ratio, "floor_dev_wer": wers}

@@ -72,7 +72,8 @@ def deep_model_dir(o: DeepOptions) -> Path:
 
 
 class DeepStage(BaseStage):
-    """Decodes the utterances of placeholder records with the speech-LLM (its own n-best records)."""
+    """A trained deep-fusion model as a stage: the cross-attention model rewrites the previous stage's records (its
+    answer verified as a correction), the prefix bridge decodes the utterances' audio."""
 
     name = "deep"
 

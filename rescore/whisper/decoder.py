@@ -160,9 +160,8 @@ class TeacherForcedDecoder:
         counts = [len(q) - first for q in seqs]
         return list(np.split(out.numpy(), np.cumsum(counts)[:-1]))
 
-    def _layers(self, x: Any, attn_mask: Any, kv: list[tuple[Any, Any]], queries: list[Any] | None = None) -> Any:
-        """The decoder blocks over token states ``x [1, n, d]`` (``attn_mask [n, n]``: who sees whom); each
-        block's cross-attention query ``[n, d]`` is appended to ``queries`` when given."""
+    def _layers(self, x: Any, attn_mask: Any, kv: list[tuple[Any, Any]]) -> Any:
+        """The decoder blocks over token states ``x [1, n, d]`` (``attn_mask [n, n]``: who sees whom)."""
         import torch.nn.functional as F
 
         n = x.shape[1]
@@ -176,43 +175,30 @@ class TeacherForcedDecoder:
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(1, n, d)
             x = x + self._lin(a, f"{b}.attn.out")
             y = self._ln(x, f"{b}.cross_attn_ln")
-            q = self._lin(y, f"{b}.cross_attn.query")
-            if queries is not None:
-                queries.append(q[0])
-            q = q.view(1, n, h, dh).transpose(1, 2)
+            q = self._lin(y, f"{b}.cross_attn.query").view(1, n, h, dh).transpose(1, 2)
             a = F.scaled_dot_product_attention(q, ck, cv).transpose(1, 2).reshape(1, n, d)
             x = x + self._lin(a, f"{b}.cross_attn.out")
             y = self._ln(x, f"{b}.mlp_ln")
             x = x + self._lin(F.gelu(self._lin(y, f"{b}.mlp.0")), f"{b}.mlp.2")
         return x
 
-    def _teacher_forced(self, memory: np.ndarray, seq: list[int], queries: list[Any] | None = None) -> Any:
-        """The decoder blocks' output ``[1, len(seq), d]`` over one teacher-forced token sequence (causal), each
-        block's cross-attention query appended to ``queries`` when given; call under ``torch.inference_mode``."""
+    def _teacher_forced(self, memory: np.ndarray, seq: list[int]) -> Any:
+        """The decoder blocks' output ``[1, len(seq), d]`` over one teacher-forced token sequence (causal); call
+        under ``torch.inference_mode``."""
         import torch
 
         dev, n = self.device, len(seq)
         x = self.w["token_embedding.weight"][torch.tensor(seq, device=dev)]
         x = (x + self.w["positional_embedding"][:n])[None]
         causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-        return self._layers(x, causal, self.cross_kv(memory), queries)
+        return self._layers(x, causal, self.cross_kv(memory))
 
     def final_states(self, memory: np.ndarray, seq: list[int]) -> Any:
         """The decoder's last states ``[len(seq), d]`` (after its final norm) of one teacher-forced token sequence over
         ``memory``: each position's state times the token embeddings is its next-token logits, so it is what the
-        audio and the text before it say comes next (``rescore.deep.decoder_memory``)."""
+        audio and the text before it say comes next (``rescore.deep.prediction_memory``)."""
         import torch
 
         with torch.inference_mode():
             x = self._ln(self._teacher_forced(memory, seq), "ln")[0]
         return x.float().cpu()
-
-    def cross_queries(self, memory: np.ndarray, seq: list[int]) -> list[Any]:
-        """Per decoder layer, the cross-attention query ``[len(seq), d]`` of each position of one teacher-forced
-        token sequence over ``memory``: where Whisper's decoder looks for the token each position predicts."""
-        import torch
-
-        queries: list[Any] = []
-        with torch.inference_mode():
-            self._teacher_forced(memory, seq, queries)
-        return [q.float().cpu() for q in queries]
