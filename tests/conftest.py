@@ -92,7 +92,7 @@ def deep_train_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNam
 
 # Fixtures that load real weights: a test asking for one is a `model` test wherever it is (the quick subset,
 # `pytest -m "not model and not slow"`, must not load a model by way of a fixture).
-REAL_MODEL_FIXTURES = {"real_model", "audio_batch", "decoder_model", "prediction_model", "tiny_record"}
+REAL_MODEL_FIXTURES = {"real_model", "audio_batch", "prediction_model", "tiny_record"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -31,22 +31,27 @@ from rescore.stages.transcribe import record_utterance
 class DeepOptions(StageOptions):
     """Deep fusion decoding from a trained model folder (see ``rescore deep``)."""
 
-    enabled: bool = False
-    checkpoint: str | None = None
-    beam_size: int = Field(4, ge=1)
-    nbest: int = Field(4, ge=1)
-    # write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses it reads;
-    # auto: write where the model can, else choose (the default recipe's model only chooses)
-    decode: DecodeMode = "auto"
-    batch_size: int = Field(4, ge=1)
-    device: str = "auto"
-    threads: int = Field(0, ge=0)
-    # the model's output verified as a correction is (see CorrectOptions): guards, then the audio's judges
-    verify: bool = True
-    verify_with: list[str] = ["whisper-base"]
-    verify_margin: float = 0.0
-    max_edit_ratio: float = 0.3
-    max_novel_words: int = 1
+    enabled: bool = Field(False, description="Run the deep-fusion stage (off unless a model is trained).")
+    checkpoint: str | None = Field(
+        None, description="Model folder from `rescore deep train` (default: the cache's deep folder)."
+    )
+    beam_size: int = Field(4, ge=1, description="Beam width when the model writes the transcript.")
+    nbest: int = Field(4, ge=1, description="Hypotheses kept per utterance when it writes.")
+    decode: DecodeMode = Field(
+        "auto",
+        description="write: the model writes the transcript (beam search); choose: it ranks the first-pass hypotheses"
+        " it reads; auto: write where the model can, else choose.",
+    )
+    batch_size: int = Field(4, ge=1, description="Utterances decoded together.")
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    threads: int = Field(0, ge=0, description="PyTorch threads (0: the default).")
+    verify: bool = Field(
+        True, description="Verify the model's output as a correction: the guards, then the audio's judges."
+    )
+    verify_with: list[str] = Field(["whisper-base"], description="Acoustic models that judge the model's output.")
+    verify_margin: float = Field(0.0, description="How much better the output must score to replace the first pass.")
+    max_edit_ratio: float = Field(0.3, description="Guard: largest share of words the output may change (<0: off).")
+    max_novel_words: int = Field(1, description="Guard: words not in any hypothesis the output may add (<0: off).")
 
 
 def default_model_dir() -> Path:
