@@ -113,3 +113,33 @@ def test_truncation_guard_never_picks_a_cut_hypothesis() -> None:
     assert Ranker(w, min_length_ratio=0.5).rank(r).chosen == 2
     assert plan_rerank(RerankOptions(weights="shipped")).min_length_ratio == 0.5
     assert plan_rerank(RerankOptions(weights="shipped", min_length_ratio=0.0)).min_length_ratio == 0.0
+
+
+def test_signs_bound_the_weights_and_record_weights_count() -> None:
+    """A feature that misleads on these lists gets a negative weight free, zero when bounded to +; the length
+    bonus bounded to + cannot reward the short hypothesis."""
+    recs = constructed(60)
+    for r in recs:
+        for h in r.hypotheses:
+            h.scores["misleading"] = -h.scores["good"]
+    assert fit_weights(recs, ["misleading"]).scores["misleading"] < 0
+    bounded = fit_weights(recs, ["good", "misleading"], signs={"misleading": 1, "words": 1})
+    assert bounded.scores["misleading"] == 0.0 and bounded.length_bonus >= 0.0 and bounded.scores["good"] > 0
+    # a set weighted 0 teaches nothing: the fit equals the fit on the others alone (but for the standardisation,
+    # which sees every pair)
+    half = len(recs) // 2
+    weighted = fit_weights(recs, ["good", "noise"], record_weights=[1.0] * half + [0.0] * (len(recs) - half))
+    alone = fit_weights(recs[:half], ["good", "noise"])
+    assert weighted.scores["good"] == pytest.approx(alone.scores["good"], rel=0.02)
+
+
+def test_first_pass_feature_is_a_margin() -> None:
+    from rescore.rerank.features import FIRST_PASS
+    from rescore.rerank.learned import rerank_copy
+    from rescore.rerank.ranker import Weights
+
+    r = NBest(id="u", hypotheses=[Hypothesis("a b", scores={"s": 1.0}), Hypothesis("a c", scores={"s": 1.4})])
+    add_derived([r])
+    assert [h.scores[FIRST_PASS] for h in r.hypotheses] == [1.0, 0.0]
+    assert rerank_copy([r], Weights({"s": 1.0}))[0].chosen == 1
+    assert rerank_copy([r], Weights({"s": 1.0, FIRST_PASS: 0.5}))[0].chosen == 0  # 0.4 better is not enough

@@ -9,7 +9,9 @@ linear :class:`rescore.rerank.ranker.Weights` over them is the whole model:
   hypothesis it did propose);
 - ``mbr:<model>``: minus the expected number of word errors of the hypothesis against the others, under the
   posterior ``softmax(am:<model>)`` over the list (minimum-Bayes-risk consensus: a hypothesis that agrees
-  with the probable ones scores high).
+  with the probable ones scores high);
+- ``first_pass``: 1 on the list's first hypothesis (the first pass's own 1-best), 0 elsewhere. Its weight is a
+  margin: another hypothesis is chosen only where it beats the first pass by more than that.
 
 The word count is not a score key: :class:`~rescore.rerank.ranker.Weights` has its ``length_bonus`` for it.
 """
@@ -25,7 +27,8 @@ from rapidfuzz.distance import Levenshtein
 from rescore.evaluate.metrics import normalize
 from rescore.records import NBest
 
-DERIVED_PREFIXES = ("am_norm:", "mbr:")
+FIRST_PASS = "first_pass"
+DERIVED_PREFIXES = ("am_norm:", "mbr:", FIRST_PASS)
 NOT_FEATURES = {"total", "am_tokens"}  # bookkeeping, not evidence
 
 
@@ -82,6 +85,8 @@ def add_derived(records: Iterable[NBest], *, mbr: bool = True) -> list[NBest]:
         for s in systems:
             for h in r.hypotheses:
                 h.scores.setdefault(f"rank:{s}", float(len(r.hypotheses)))
+        for j, h in enumerate(r.hypotheses):
+            h.scores[FIRST_PASS] = 1.0 if j == 0 else 0.0
     return records
 
 

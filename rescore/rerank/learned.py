@@ -39,11 +39,15 @@ def feature_matrix(record: NBest, features: Sequence[str]) -> np.ndarray:
 
 
 def pairwise_examples(
-    records: Sequence[NBest], features: Sequence[str], normalizer: str = "whisper"
+    records: Sequence[NBest],
+    features: Sequence[str],
+    normalizer: str = "whisper",
+    record_weights: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Feature differences of hypothesis pairs, labels (1: the first is better) and weights (error gap)."""
+    """Feature differences of hypothesis pairs, labels (1: the first is better) and weights (the error gap,
+    times the record's weight when ``record_weights`` are given)."""
     xs, ys, ws = [], [], []
-    for r in records:
+    for n, r in enumerate(records):
         errors = hypothesis_errors(r, normalizer)
         x = feature_matrix(r, features)
         i, j = np.triu_indices(len(errors), 1)
@@ -54,6 +58,8 @@ def pairwise_examples(
         d = x[i] - x[j]
         label = (errors[i] < errors[j]).astype(int)
         gap = np.abs(errors[i] - errors[j]).astype(float)
+        if record_weights is not None:
+            gap = gap * record_weights[n]
         xs += [d, -d]
         ys += [label, 1 - label]
         ws += [gap, gap]
@@ -62,17 +68,48 @@ def pairwise_examples(
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
-def fit_weights(records: Sequence[NBest], features: Sequence[str], *, c: float = 1.0) -> Weights:
-    """Pairwise logistic regression on standardised differences, returned as rerank weights."""
-    from sklearn.linear_model import LogisticRegression
+def fit_weights(
+    records: Sequence[NBest],
+    features: Sequence[str],
+    *,
+    c: float = 1.0,
+    record_weights: Sequence[float] | None = None,
+    signs: dict[str, int] | None = None,
+) -> Weights:
+    """Pairwise logistic regression on standardised differences, returned as rerank weights.
 
-    x, y, w = pairwise_examples(records, features)
+    ``signs`` (feature -> +1 or -1; ``words`` for the length bonus) bounds a weight to that sign: a length bonus
+    that cannot go negative cannot reward a truncated hypothesis, whatever short utterances taught. With
+    ``signs`` the fit is a bounded L-BFGS (scipy) of the same objective as scikit-learn's."""
+    x, y, w = pairwise_examples(records, features, record_weights=record_weights)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=c, fit_intercept=False, max_iter=2000)
-    model.fit(x / scale, y, sample_weight=w)
-    coef = model.coef_[0] / scale
+    if signs:
+        coef = _bounded_logistic(x / scale, y, w, c, [signs.get(f, 0) for f in [*features, "words"]]) / scale
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=c, fit_intercept=False, max_iter=2000)
+        model.fit(x / scale, y, sample_weight=w)
+        coef = model.coef_[0] / scale
     return Weights({f: float(v) for f, v in zip(features, coef[:-1], strict=True)}, float(coef[-1]))
+
+
+def _bounded_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, signs: Sequence[int]) -> np.ndarray:
+    """argmin_b  C * sum_i w_i log(1 + exp(-s_i x_i.b)) + |b|^2 / 2, each b_k of the sign ``signs[k]`` (0: free)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    s = 2.0 * y - 1.0
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        m = s * (x @ b)
+        value = c * float(w @ np.logaddexp(0.0, -m)) + 0.5 * float(b @ b)
+        grad = -c * (x.T @ (w * s * expit(-m))) + b
+        return value, grad
+
+    bounds = [(0.0, None) if k > 0 else (None, 0.0) if k < 0 else (None, None) for k in signs]
+    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
 def _folds(n: int, k: int, seed: int) -> list[list[int]]:
