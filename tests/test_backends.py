@@ -122,10 +122,10 @@ def test_ctc_backend_trained_here(utts, tmp_path) -> None:
 def test_ctc_default_head_on_tiny(tiny_manifest, tmp_path, monkeypatch) -> None:
     """The head shipped with the package (trained on an4-train, arctic-cathy and speechocean-train, never
     on the tiny set) reads real speech on a fresh install: no head in the cache, nothing to train."""
-    from rescore.recognize import ctc
+    from rescore.recognize import ctc_head
 
     # as on a fresh install: no head trained into the cache (its encoder states may stay cached)
-    monkeypatch.setattr(ctc, "default_checkpoint", lambda: tmp_path / "ctc" / "head.pt")
+    monkeypatch.setattr(ctc_head, "default_checkpoint", lambda: tmp_path / "ctc" / "head.pt")
     assert shipped_checkpoint().exists()
     utts = load_dataset(tiny_manifest).utterances
     rec = make_recognizer("ctc", model="default")
