@@ -98,6 +98,7 @@ def test_cli_run_and_compare(tiny_manifest, tmp_path):
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_ray_engine_matches_local(tiny_manifest, tmp_path):
     """Transcription and reranking through Ray Data actors write the same records as the local engine."""
     pytest.importorskip("ray")
