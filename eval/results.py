@@ -33,10 +33,9 @@ HEADLINES: dict[str, list[str]] = {
         "union-scoring",
     ],
     "acoustic scoring": ["ascore-librispeech-dev"],
-    "rerank (default weights, learned reranker, shipped weights)": [
+    "rerank (the default's reranker, default weights, learned reranker)": [
+        "rerank-loso",
         "rerank-defaults-bounded",
-        "rerank-learned",
-        "rerank-shipped-librispeech-dev",
     ],
     "correction with acoustic verification": [
         "verify-librispeech-dev-41-110",
@@ -45,7 +44,7 @@ HEADLINES: dict[str, list[str]] = {
         "correct-an4-test-spelling-distinct",
     ],
     "HyPoradise (text-only lists)": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
-    "`rescore run` end to end": ["pipeline-default-tiny", "pipeline-union-tiny"],
+    "`rescore run` end to end": ["pipeline-default-tiny"],
     "deep fusion": ["deep-fusion-notes"],
     "speed": ["speed", "speed-correct"],
 }

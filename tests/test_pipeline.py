@@ -157,9 +157,21 @@ def test_changing_a_later_stage_reruns_only_that_stage(tiny_manifest, tmp_path):
 
 
 @pytest.mark.model
-def test_default_preset_runs_every_stage(tiny_manifest, tmp_path):
+def test_default_preset_is_the_union_and_the_shipped_reranker(tiny_manifest, tmp_path):
+    over = {"output": str(tmp_path), "name": "u", "limit": 2, "transcribe": {"nbest": 4}}
+    results, summary = run_pipeline(load_config(input=str(tiny_manifest), overrides=over))
+    assert [r.name for r in results] == ["transcribe", "rerank"]
+    for rec in results[-1].records:
+        assert rec.recognizer["backend"] == "union" and rec.chosen is not None
+        assert {"am:whisper-tiny.en", "am:whisper-base", "lm:smollm2-135m"} <= set(rec.hypotheses[0].scores)
+        assert "am:whisper-base" in rec.extra["rerank"]["weights"]
+    assert [s.stage for s in summary.stages] == ["transcribe", "rerank"]
+
+
+@pytest.mark.model
+def test_correct_preset_runs_every_stage(tiny_manifest, tmp_path):
     over = {"output": str(tmp_path), "name": "d", "limit": 1, "transcribe": {"nbest": 4}}
-    results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="default", overrides=over))
+    results, summary = run_pipeline(load_config(input=str(tiny_manifest), preset="correct", overrides=over))
     assert [r.name for r in results] == ["transcribe", "rerank", "correct"]
     (rec,) = results[-1].records
     assert rec.corrected and rec.correction["llm"] == "qwen2.5-0.5b" and "accepted" in rec.correction

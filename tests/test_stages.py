@@ -68,11 +68,12 @@ def test_deep_model_folder_is_recognised_by_the_file_training_writes(tmp_path: P
 
 
 def test_pipeline_sets_guard_thresholds_and_checks_stage_options(tmp_path: Path) -> None:
-    cfg = load_config(input="data/tiny", overrides={"correct": {"max_edit_ratio": 0.5, "max_novel_words": -1}})
+    over = {"correct": {"max_edit_ratio": 0.5, "max_novel_words": -1}}
+    cfg = load_config(input="data/tiny", preset="correct", overrides=over)
     stage = next(s for s in build_stages(cfg) if s.name == "correct")
     assert stage.config.guards.max_edit_ratio == 0.5 and stage.config.guards.max_novel_words is None
     with pytest.raises(ConfigError, match="no default weights"):
-        build_stages(load_config(input="data/tiny", overrides={"rerank": {"am": "ctc"}}))
+        build_stages(load_config(input="data/tiny", preset="fast", overrides={"rerank": {"am": "ctc"}}))
     assert [s.name for s in build_stages(load_config(input="data/tiny", preset="first-pass"))] == ["transcribe"]
 
 

@@ -13,7 +13,9 @@ from rescore.cli.console import console, fail, out, progress_bar, record_progres
 
 def run(
     source: Annotated[str, typer.Argument(help="A config .toml, or an input (folder/manifest) with --preset.")],
-    preset: Annotated[str | None, typer.Option(help="default, fast, first-pass or spelling.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="default, correct, fast, first-pass or spelling (union: the default's old name).")
+    ] = None,
     output: Annotated[str | None, typer.Option(help="Folder that holds run folders (default: runs).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: the input's name).")] = None,
     engine: Annotated[str | None, typer.Option(help="local or ray.")] = None,
@@ -38,8 +40,8 @@ def run(
     if output_format is not None:
         overrides["output_format"] = [f.strip() for f in output_format.split(",") if f.strip()]
     try:
-        if source.endswith(".toml"):
-            cfg = load_config(source, preset=preset, overrides=overrides)
+        if source.endswith(".toml"):  # the file says what differs from the preset (default: the default preset)
+            cfg = load_config(source, preset=preset or "default", overrides=overrides)
         else:
             cfg = load_config(input=source, preset=preset or "default", overrides=overrides)
         stage_plan(cfg)
