@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ from rescore.deep.model import SpeechLLM, SpeechLLMConfig
 from rescore.deep.noise import HypothesisNoise
 from rescore.deep.xattn import XAttnLM, build_deep_model
 from rescore.deep.xattn_config import XAttnConfig
-from rescore.train.scaffold import autocast, training_device
+from rescore.train.scaffold import atomic_write, autocast, training_device
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
@@ -104,9 +103,8 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
 
 
 def _save_checkpoint(path: Path, model: SpeechLLM | XAttnLM, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"trainable": model.trainable_state_dict(), "optimizer": opt.state_dict(), **state}, tmp)
-    os.replace(tmp, path)
+    checkpoint = {"trainable": model.trainable_state_dict(), "optimizer": opt.state_dict(), **state}
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def check_same_model(out: Path, model: Any) -> None:
