@@ -46,7 +46,7 @@ HEADLINES: dict[str, list[str]] = {
     "HyPoradise (text-only lists)": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
     "`rescore run` end to end": ["pipeline-default-tiny"],
     "deep fusion": ["deep-fusion-notes"],
-    "speed": ["speed", "speed-correct"],
+    "speed": ["speed-default-librispeech-dev", "speed", "speed-correct"],
 }
 
 
