@@ -349,7 +349,8 @@ def test_rerank_stage_uses_rank_weights_for_records_without_acoustic_scores() ->
     assert "rank" in out[1].extra["rerank"]["weights"] and "am_norm" in out[0].extra["rerank"]["weights"]
     explicit = RerankStage(RerankOptions(lm=["fake"], am="am_norm"))  # asked for am_norm: no fallback
     explicit._model = [LengthScorer()]
-    assert "no am_norm" in explicit.process(import_records("kaldi", FIX / "kaldi/nbest.txt"))[0].error
+    (passed, *_) = explicit.process(import_records("kaldi", FIX / "kaldi/nbest.txt"))
+    assert passed.ok and passed.chosen is None and "no am_norm" in passed.extra["rerank"]["skipped"]
 
 
 @pytest.mark.model

@@ -115,11 +115,15 @@ def test_rerank_iter_previous_on_long_form_windows() -> None:
     assert ("P\none", "too") in s.calls and ("P", "one") in s.calls
 
 
-def test_rerank_iter_records_missing_scores_as_errors_and_goes_on() -> None:
+def test_rerank_iter_passes_records_it_cannot_score_through_and_goes_on() -> None:
+    """A record the weights cannot judge (a score they need is missing) keeps its first pass, with the reason."""
+    from rescore.rerank.ranker import SKIPPED_KEY
+
     good = rec("g", ["a", "b"], am=[-1.0, 0.0])
     bad = NBest(id="b", hypotheses=[Hypothesis("no scores")])
     out = list(rerank_iter([bad, good], [CountingScorer()], Weights({"am": 1.0, "lm:fake": 0.1})))
-    assert out[0].error and "b: hypothesis 0 has no am" in out[0].error and out[0].hypotheses
+    assert out[0].ok and out[0].chosen is None and out[0].text("rerank") == "no scores"
+    assert "b: hypothesis 0 has no am" in out[0].extra[SKIPPED_KEY] and "total" not in out[0].hypotheses[0].scores
     assert out[1].ok and out[1].chosen == 1
 
 

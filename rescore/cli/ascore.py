@@ -36,9 +36,8 @@ def ascore(
         skipped = 0
         for r in written:
             mark = r.extra.get(SKIP_KEY)
-            if isinstance(mark, dict) and "skipped" in mark:
+            if isinstance(mark, dict) and "skipped" in mark:  # named as it passed (console.record_progress)
                 skipped += 1
-                warn(f"{r.id}: not scored: {mark['skipped']}")
             for issue in r.extra.get(ISSUES_KEY) or []:
                 warn(f"{r.id}: {issue}")
         note = f", {skipped} passed through unscored" if skipped else ""

@@ -79,6 +79,12 @@ def progress_bar() -> Progress:
     )
 
 
+def passed_through(record: Any) -> list[tuple[str, str]]:
+    """(stage, reason) for each stage that let the record through as it came (``extra[stage] = {"skipped": why}``:
+    input a stage cannot judge, such as a text-only list under an acoustic reranker)."""
+    return [(k, v["skipped"]) for k, v in record.extra.items() if isinstance(v, dict) and v.get("skipped")]
+
+
 def record_progress(bar: Progress, task: Any, known_failures: set[str] | None = None) -> Callable[[Any], None]:
     """A runner ``on_record`` callback: advances ``task`` (with the audio seconds done, for the real-time
     factor) and names each failed record once: ``known_failures`` holds the ids already named, and the callbacks
@@ -89,6 +95,10 @@ def record_progress(bar: Progress, task: Any, known_failures: set[str] | None = 
     def advance(record: Any) -> None:
         if record.ok:
             audio[0] += record.duration or 0.0
+            for stage, why in passed_through(record):
+                if f"{record.id}\0{stage}" not in reported:
+                    reported.add(f"{record.id}\0{stage}")
+                    warn(f"{record.id}: not scored by {stage}, passed through unchanged: {why}")
         elif record.id not in reported:
             reported.add(record.id)
             console.print(f"[red]failed[/] {record.id}: {record.error}", highlight=False)

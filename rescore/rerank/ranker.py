@@ -77,6 +77,9 @@ def is_text_only(record: NBest, acoustic: str) -> bool:
 CONTEXT_KEY = "lm_context"  # record.extra[CONTEXT_KEY][score key] = the context the LM score was taken after
 
 
+SKIPPED_KEY = "rerank_skipped"  # record.extra[SKIPPED_KEY]: why the record passed through unreranked
+
+
 class MissingScoreError(ValueError):
     """A hypothesis lacks a score the weights need (names the record, hypothesis and key)."""
 
@@ -328,8 +331,11 @@ def _score_and_rank(records: list[NBest], scorers: Sequence[LMScorer], ranker: R
     for i in live:
         try:
             ranker.rank(records[i])
-        except MissingScoreError as e:
-            records[i].error = f"rerank: {e}"
+        except MissingScoreError as e:  # input the weights cannot judge: the first pass stands, with the reason
+            records[i].chosen = None
+            for h in records[i].hypotheses:
+                h.scores.pop("total", None)
+            records[i].extra[SKIPPED_KEY] = str(e)
     for i in live:  # the chunk's time, shared by its records
         records[i].timing["rerank"] = round((time.perf_counter() - t0) / max(1, len(live)), 4)
     return records

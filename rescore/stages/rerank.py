@@ -168,7 +168,7 @@ class RerankStage(BaseStage):
         """Rerank with the plan's weights; records without its acoustic score but with their list rank (an
         imported text-only n-best) get the rank-prior weights instead, unless weights were given or tuned."""
         from rescore.rerank.features import add_derived
-        from rescore.rerank.ranker import is_text_only, rerank_iter
+        from rescore.rerank.ranker import SKIPPED_KEY, is_text_only, rerank_iter
 
         p = self.plan
         if needs_derived(p.weights):  # a learned reranker's features computed from the list itself
@@ -194,6 +194,10 @@ class RerankStage(BaseStage):
                 )
             )
             for r in done:
+                skipped = r.extra.pop(SKIPPED_KEY, None)
+                if skipped:  # passed through with its first pass: nothing of these weights applies to it
+                    r.extra["rerank"] = {"skipped": skipped}
+                    continue
                 r.extra["rerank"] = {
                     "weights": weights.describe(),
                     "backend": p.backend,
