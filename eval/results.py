@@ -43,7 +43,7 @@ HEADLINES: dict[str, list[str]] = {
         "verify-notes",
         "correct-an4-test-spelling-distinct",
     ],
-    "HyPoradise (text-only lists)": ["hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
+    "HyPoradise (text-only lists)": ["rerank-loso-text", "hyporadise", "hyporadise-qwen1.5b", "hyporadise-lora"],
     "`rescore run` end to end": ["pipeline-default-tiny"],
     "deep fusion": ["deep-fusion-notes"],
     "speed": ["speed-default-librispeech-dev", "speed", "speed-correct"],

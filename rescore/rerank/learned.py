@@ -75,13 +75,14 @@ def fit_weights(
     c: float = 1.0,
     record_weights: Sequence[float] | None = None,
     signs: dict[str, int] | None = None,
+    normalizer: str = "whisper",
 ) -> Weights:
     """Pairwise logistic regression on standardised differences, returned as rerank weights.
 
     ``signs`` (feature -> +1 or -1; ``words`` for the length bonus) bounds a weight to that sign: a length bonus
     that cannot go negative cannot reward a truncated hypothesis, whatever short utterances taught. With
     ``signs`` the fit is a bounded L-BFGS (scipy) of the same objective as scikit-learn's."""
-    x, y, w = pairwise_examples(records, features, record_weights=record_weights)
+    x, y, w = pairwise_examples(records, features, normalizer, record_weights=record_weights)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
     if signs:

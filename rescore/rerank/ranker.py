@@ -49,8 +49,8 @@ def default_weights(lm_keys: Sequence[str], am: str = "am_norm") -> Weights:
     """Weights for `rerank` without a tuned config, for the acoustic score ``am`` (its scale sets theirs).
 
     ``am_norm``: + 0.016 per LM + 0.05 per word; ``am`` (summed): + 0.1 per LM + 0.4 per word; ``rank``
-    (text-only lists, no acoustic score: the list's order as a prior, -1 per position): + 0.23 per LM +
-    2.2 per word. Another key has no defaults: ValueError (give the weights, or a config from ``rescore tune``).
+    (text-only lists, no acoustic score: the list's order as a prior, -1 per position): + 0.176 per LM +
+    1.75 per word. Another key has no defaults: ValueError (give the weights, or a config from ``rescore tune``).
     """
     if am == "am_norm":
         return Weights({"am_norm": 1.0, **{k: DEFAULT_NORM_LM_WEIGHT for k in lm_keys}}, DEFAULT_NORM_LENGTH_BONUS)
