@@ -143,3 +143,18 @@ def test_first_pass_feature_is_a_margin() -> None:
     assert [h.scores[FIRST_PASS] for h in r.hypotheses] == [1.0, 0.0]
     assert rerank_copy([r], Weights({"s": 1.0}))[0].chosen == 1
     assert rerank_copy([r], Weights({"s": 1.0, FIRST_PASS: 0.5}))[0].chosen == 0  # 0.4 better is not enough
+
+
+def test_cross_validation_folds_hold_a_speaker_out_whole() -> None:
+    from rescore.rerank.learned import _folds
+
+    recs = constructed(30)
+    for i, r in enumerate(recs):
+        r.extra["speaker"] = f"spk{i % 6}"
+    folds = _folds(recs, 5, seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(30))
+    for f in folds:
+        speakers = {recs[i].extra["speaker"] for i in f}
+        assert all(recs[j].extra["speaker"] not in speakers for g in folds if g is not f for j in g)
+    plain = constructed(30)  # no speakers: by utterance, as before
+    assert [len(f) for f in _folds(plain, 5, seed=0)] == [6] * 5

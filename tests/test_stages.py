@@ -101,3 +101,15 @@ def test_cli_option_a_backend_does_not_take_is_one_line(tiny_manifest: Path, tmp
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["transcribe", str(tiny_manifest), "-o", str(tmp_path / "o.jsonl"), "--backend", "x"])
     assert res.exit_code == 2 and "unknown recognizer backend 'x'" in res.output
+
+
+@pytest.mark.model
+def test_transcription_keeps_the_manifests_speaker(tmp_path: Path, tiny_dir: Path, tiny_rows: list[dict]) -> None:
+    from rescore.io.datasets import load_dataset
+    from rescore.stages.transcribe import TranscribeOptions, TranscribeStage, utterance_record
+
+    row = dict(tiny_rows[0], speaker="reader-1", audio=str(tiny_dir / tiny_rows[0]["audio"]))
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    (utt,) = load_dataset(tmp_path / "manifest.jsonl").utterances
+    (rec,) = TranscribeStage(TranscribeOptions(nbest=2, beam_size=2)).process([utterance_record(utt)])
+    assert rec.ok and rec.extra["speaker"] == "reader-1"

@@ -113,10 +113,18 @@ def _bounded_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, sig
     return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", bounds=bounds).x
 
 
-def _folds(n: int, k: int, seed: int) -> list[list[int]]:
-    order = list(range(n))
+def _folds(records: Sequence[NBest], k: int, seed: int) -> list[list[int]]:
+    """``k`` folds of record indices; a speaker's records (``extra["speaker"]``, as transcription keeps the
+    manifest's) stay in one fold, so a figure is never fitted on the voice it is reported on."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(str(r.extra.get("speaker") or r.id), []).append(i)
+    order = list(groups)
     random.Random(seed).shuffle(order)
-    return [order[i::k] for i in range(k)]
+    if len(order) < k:  # too few speakers to fold by: by utterance
+        order, groups = [str(i) for i in range(len(records))], {str(i): [i] for i in range(len(records))}
+        random.Random(seed).shuffle(order)
+    return [[i for g in order[f::k] for i in groups[g]] for f in range(k)]
 
 
 def rerank_copy(records: Sequence[NBest], weights: Weights, *, min_length_ratio: float = 0.0) -> list[NBest]:
@@ -166,7 +174,7 @@ def train_reranker(
     records = [r for r in records if r.ok and r.hypotheses and r.reference is not None]
     if len(records) < max(2, folds):
         raise ValueError(f"{len(records)} usable records: too few to train and cross-validate on")
-    parts = _folds(len(records), folds, seed) if folds >= 2 else []
+    parts = _folds(records, folds, seed) if folds >= 2 else []
     by_c: dict[float, int] = {}
     held_out: dict[float, list[NBest]] = {}
     for c in c_grid if parts else ():

@@ -21,6 +21,9 @@ from rescore.stages.base import BaseStage, StageOptions
 UTTERANCE_KEY = "utterance"  # placeholder record -> the utterance (audio span, reference) to recognize
 
 
+SPEAKER_KEY = "speaker"  # record.extra[SPEAKER_KEY]: the manifest's speaker of the utterance
+
+
 def utterance_record(u: Utterance) -> NBest:
     """A placeholder record that carries an utterance into the first stage (and through Ray as JSON)."""
     return NBest(id=u.id, audio=u.audio, reference=u.reference, duration=u.duration, extra={UTTERANCE_KEY: asdict(u)})
@@ -158,4 +161,10 @@ class TranscribeStage(BaseStage):
         return dict(self.load().info)
 
     def process(self, records: list[NBest]) -> list[NBest]:
-        return list(self.load().recognize([record_utterance(r) for r in records]))
+        utterances = [record_utterance(r) for r in records]
+        out = list(self.load().recognize(utterances))
+        speakers = {u.id: u.speaker for u in utterances if u.speaker}
+        for r in out:  # kept so that cross-validation can hold a speaker out whole (rescore tune)
+            if r.id in speakers:
+                r.extra.setdefault(SPEAKER_KEY, speakers[r.id])
+        return out
