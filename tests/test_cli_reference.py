@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from rescore.cli import app
 from rescore.cli.reference import DOC, REGENERATE, plain, reference, stage_commands
 from rescore.cli.stage_flags import StageFlags, stage_flags
-from rescore.stages import AScoreOptions, CorrectOptions, CTCScoreOptions, RerankOptions, TranscribeOptions
+from rescore.stages import (
+    AScoreOptions,
+    CorrectOptions,
+    CTCScoreOptions,
+    DeepOptions,
+    RerankOptions,
+    TranscribeOptions,
+)
 from rescore.stages.base import PathStr, StageOptions
 
 runner = CliRunner()
@@ -32,6 +39,7 @@ COMMANDS = {
     ),
     "correct run": (CorrectOptions, {"enabled"}, {"file", "output", "domain_file", "resume", "limit"}),
     "ctc score": (CTCScoreOptions, set(), {"nbest", "output", "resume"}),
+    "deep transcribe": (DeepOptions, {"enabled"}, {"input", "output", "resume", "limit"}),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from rescore.cli.console import console, fail, progress_bar, warn
+from rescore.cli.stage_flags import StageFlags, stage_flags
 from rescore.deep import ATTEND, TEXT_NORMS
 from rescore.deep.recipes import (
     BRIDGE_RECIPE,
@@ -24,6 +25,7 @@ from rescore.deep.recipes import (
     resolve_recipe,
     xattn_config,
 )
+from rescore.stages import DeepOptions
 from rescore.train.scaffold import PRECISIONS
 
 deep_app = typer.Typer(
@@ -261,6 +263,7 @@ def train(
 
 
 @deep_app.command("transcribe")
+@stage_flags(DeepOptions, names={"checkpoint": ("--model",)}, section="deep")
 def transcribe(
     input: Annotated[
         str,
@@ -270,41 +273,15 @@ def transcribe(
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="n-best JSONL to write (appended to on resume).")],
-    model: Annotated[Path | None, typer.Option(help="Trained model folder (default: the cache's deep/model).")] = None,
-    beam_size: Annotated[int, typer.Option(help="Beam width.")] = 4,
-    nbest: Annotated[int, typer.Option(help="Hypotheses kept per utterance (at most --beam-size).")] = 4,
-    decode: Annotated[
-        str,
-        typer.Option(
-            help="write: the model writes the transcript (beam search); choose: it ranks the first-pass"
-            " hypotheses it reads (xattn model; cannot skip, repeat or invent words); auto: write where the model"
-            " can, else choose."
-        ),
-    ] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 4,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    threads: Annotated[int, typer.Option(help="Torch CPU threads (0: torch's default).")] = 0,
+    flags: StageFlags[DeepOptions],
     resume: Annotated[bool, typer.Option(help="Skip ids already in the output.")] = True,
     limit: Annotated[int, typer.Option(help="Only the first N utterances (0: all).")] = 0,
 ) -> None:
-    """Beam search from a trained deep-fusion model; one n-best record per utterance (score/rerank/correct apply)."""
+    """Decode with a trained deep-fusion model; one n-best record per utterance (score/rerank/correct apply)."""
     from rescore.cli.transcribe import transcribe_dataset
-    from rescore.deep.recognize import DECODE_MODES
-    from rescore.stages import DeepOptions, DeepStage
+    from rescore.stages import DeepStage
 
-    if decode not in DECODE_MODES:
-        raise fail(f"--decode {decode!r}: one of {', '.join(DECODE_MODES)}")
-    options = DeepOptions(
-        enabled=True,
-        checkpoint=str(model) if model else None,
-        beam_size=beam_size,
-        nbest=nbest,
-        decode=decode,
-        batch_size=batch_size,
-        device=device,
-        threads=threads,
-    )
-    stage = DeepStage(options)
+    stage = DeepStage(flags.build(enabled=True))
     if stage.source == "audio":
         transcribe_dataset(stage, input, output, resume=resume, limit=limit, label="deep transcribe")
         return

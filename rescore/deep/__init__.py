@@ -5,6 +5,8 @@ The model folder's names live here, torch-free, so that ``rescore.stages.deep`` 
 without importing torch.
 """
 
+from typing import Literal, get_args
+
 CONFIG_FILE = "deep-config.json"  # what `rescore deep train` writes into its model folder
 XATTN_KEY = "xattn"  # the config file's key of a gated cross-attention model ("speech_llm": the prefix bridge)
 # where the cross-attention blocks act (XAttnConfig.attend); the first is the default and what a model saved before
@@ -20,3 +22,9 @@ TEXT_NORMS = ("lower", "whisper", "none")
 def saved_attend(config: dict) -> str:
     """Where a saved cross-attention model's blocks act (its ``xattn`` config; saved before the field: all)."""
     return config.get("attend", ATTEND[0])
+
+
+# how the deep stage decodes (``[deep] decode``): write (beam search), choose (rank the first-pass hypotheses it
+# reads) or auto (write where the model can, else choose); here, torch- and numpy-free, for the option model
+DecodeMode = Literal["auto", "write", "choose"]
+DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)

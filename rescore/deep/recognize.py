@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rescore.deep import DECODE_MODES, DecodeMode  # noqa: F401 - DecodeMode re-exported
 from rescore.io.datasets import Utterance
 from rescore.records import Hypothesis, NBest
 
@@ -26,8 +27,6 @@ STAGE = "deep"  # the pipeline stage's name: the run report sums ``timing[stage]
 # write: beam search writes the transcript; choose: the model scores the prompt's own hypotheses (XAttnLM.choose:
 # one utterance's candidates, each ending in eos). Both rank by the log-prob per step, the records' am_norm. auto:
 # write where the model can, else choose (a model over Whisper's predictions needs the transcript: it only chooses)
-DecodeMode = Literal["auto", "write", "choose"]
-DECODE_MODES: tuple[str, ...] = get_args(DecodeMode)
 
 
 def _hypothesis(h: BeamHypothesis) -> Hypothesis:

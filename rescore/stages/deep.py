@@ -19,12 +19,11 @@ from typing import Any
 from pydantic import Field
 
 from rescore.deep import CONFIG_FILE as MODEL_CONFIG
-from rescore.deep import XATTN_KEY
-from rescore.deep.recognize import DecodeMode
+from rescore.deep import XATTN_KEY, DecodeMode
 from rescore.io.models import cache_dir
 from rescore.records import NBest
 from rescore.registry import make_recognizer
-from rescore.stages.base import BaseStage, StageOptions, file_digest, make_verifier, option_guards
+from rescore.stages.base import BaseStage, PathStr, StageOptions, file_digest, make_verifier, option_guards
 from rescore.stages.transcribe import record_utterance
 
 
@@ -32,7 +31,7 @@ class DeepOptions(StageOptions):
     """Deep fusion decoding from a trained model folder (see ``rescore deep``)."""
 
     enabled: bool = Field(False, description="Run the deep-fusion stage (off unless a model is trained).")
-    checkpoint: str | None = Field(
+    checkpoint: PathStr | None = Field(
         None, description="Model folder from `rescore deep train` (default: the cache's deep folder)."
     )
     beam_size: int = Field(4, ge=1, description="Beam width when the model writes the transcript.")
