@@ -199,3 +199,10 @@ def test_cli_run_names_each_failed_item_once(tmp_path, speech):
         assert len(lines) == 1, res.output
     (result,) = [line for line in res.output.splitlines() if line.startswith("rerank:")]
     assert "2 failed" in result, res.output  # the good file went through both stages
+
+
+def test_cli_run_takes_the_rerank_config_before_loading_any_model(tmp_path):
+    args = ["run", "data/tiny", "--rerank-config", str(tmp_path / "none.json"), "--output", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "none.json: not a rerank config" in res.output
+    assert not (tmp_path / "tiny").exists()  # refused before the run started

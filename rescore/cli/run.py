@@ -26,6 +26,10 @@ def run(
             help="Final transcripts written into the run folder: some of txt,tsv,json,srt,vtt [default: txt,tsv]."
         ),
     ] = None,
+    rerank_config: Annotated[
+        str | None,
+        typer.Option(help="Rerank weights from `rescore tune` (a JSON config; shipped: the default's own)."),
+    ] = None,
     profile: Annotated[
         bool, typer.Option("--profile", help="Write each stage's wall time, CPU time and peak RSS into summary.json.")
     ] = False,
@@ -37,6 +41,8 @@ def run(
     overrides: dict[str, Any] = {
         k: v for k, v in {"output": output, "name": name, "engine": engine, "limit": limit}.items() if v is not None
     }
+    if rerank_config is not None:
+        overrides["rerank"] = {"weights": rerank_config}
     if output_format is not None:
         overrides["output_format"] = [f.strip() for f in output_format.split(",") if f.strip()]
     try:
