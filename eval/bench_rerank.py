@@ -263,6 +263,7 @@ def shipped(args: argparse.Namespace) -> tuple[str, str]:
 
 # --- loso: a default for speech nobody tuned on ----------------------------------------------------------
 
+GRID_C = (0.01, 0.1, 1.0)  # the regularisation strengths leave-one-set-out chooses among
 # sign of each feature family's weight (+: more is better): a fit on short utterances cannot turn them round
 SIGNS = {"am:": 1, "am_norm:": 1, "mbr:": 1, "lm:": 1, "rank:": -1}
 
@@ -280,37 +281,58 @@ def set_weights(sets: dict[str, list[NBest]]) -> list[float]:
     return out
 
 
-def fit_pooled(sets: dict[str, list[NBest]], features: list[str], c: float, margin: float) -> Any:
+def with_margin(w: Any, margin: float) -> Any:
+    """The weights with ``margin`` on the first pass (:data:`rescore.rerank.features.FIRST_PASS`)."""
     from rescore.rerank.features import FIRST_PASS
+    from rescore.rerank.ranker import Weights
+
+    return Weights(dict(w.scores) | {FIRST_PASS: margin}, w.length_bonus) if margin else w
+
+
+def fit_pooled(
+    sets: dict[str, list[NBest]],
+    features: list[str],
+    c: float,
+    margin: float = 0.0,
+    *,
+    signs: dict[str, int] | None = None,
+    normalizer: str = "whisper",
+) -> Any:
+    """One sign-bounded pairwise fit over every set's records, each set weighing the same."""
     from rescore.rerank.learned import fit_weights
 
     recs = [r for v in sets.values() for r in v]
-    w = fit_weights(recs, features, c=c, record_weights=set_weights(sets), signs=feature_signs(features))
-    if margin:
-        w.scores[FIRST_PASS] = margin
-    return w
+    signs = signs or feature_signs(features)
+    w = fit_weights(recs, features, c=c, record_weights=set_weights(sets), signs=signs, normalizer=normalizer)
+    return with_margin(w, margin)
 
 
-def errors_of(recs: list[NBest]) -> int:
-    from rescore.rerank.learned import hypothesis_errors
+def choose_c_and_margin(
+    sets: dict[str, list[NBest]],
+    features: list[str],
+    grid_c: tuple[float, ...],
+    grid_m: tuple[float, ...] = (0.0,),
+    *,
+    guard: float = GUARD,
+    signs: dict[str, int] | None = None,
+    normalizer: str = "whisper",
+) -> tuple[float, float]:
+    """C and the margin by leave-one-set-out inside ``sets``: each left-out set's errors relative to its first
+    pass, summed over the sets (ties: the earlier in the grids)."""
+    from rescore.rerank.learned import errors_of_choice
 
-    return int(sum(hypothesis_errors(r)[r.chosen or 0] for r in recs))
-
-
-def choose_c_and_margin(sets: dict[str, list[NBest]], features: list[str], grid_c, grid_m) -> tuple[float, float]:
-    """C and the margin by leave-one-set-out inside ``sets`` (each set's errors relative to its first pass, summed)."""
     best, choice = None, (1.0, 0.0)
-    names = list(sets)
     for c in grid_c:
-        fits = {s: fit_pooled({k: v for k, v in sets.items() if k != s}, features, c, 0.0) for s in names}
+        fits = {
+            s: fit_pooled({k: v for k, v in sets.items() if k != s}, features, c, signs=signs, normalizer=normalizer)
+            for s in sets
+        }
         for m in grid_m:
             cost = 0.0
-            for s in names:
-                w = fits[s]
-                if m:
-                    w = type(w)(dict(w.scores) | {"first_pass": m}, w.length_bonus)
-                first = errors_of(sets[s])
-                cost += (errors_of(rerank_copy(sets[s], w, min_length_ratio=GUARD)) - first) / max(1, first)
+            for s, recs in sets.items():
+                first = errors_of_choice(recs, normalizer, first_pass=True)
+                chosen = rerank_copy(recs, with_margin(fits[s], m), min_length_ratio=guard)
+                cost += (errors_of_choice(chosen, normalizer) - first) / max(1, first)
             if best is None or cost < best - 1e-9:
                 best, choice = cost, (c, m)
     return choice
@@ -357,7 +379,7 @@ def loso(args: argparse.Namespace) -> tuple[str, str]:
     sets, reports = load_lists(args.lists), load_lists(args.report)
     names = feature_names([r for v in sets.values() for r in v])
     features = [f for f in names if f.split(":")[0] in {"am", "am_norm", "mbr", "lm", "rank"} and ":" in f]
-    grid_c, grid_m = (0.01, 0.1, 1.0), (0.0, 0.5, 1.0, 2.0)
+    grid_c, grid_m = GRID_C, (0.0, 0.5, 1.0, 2.0)
     lines = [
         "### Rerank: a default for speech nobody tuned on (union + learned, leave one set out)",
         "",
@@ -447,10 +469,10 @@ PAPER_LM_RANK = {"wsj": 4.3, "atis": 6.9, "chime4": 11.0}  # HyPoradise's LM_ran
 def loso_text(args: argparse.Namespace) -> tuple[str, str]:
     """Text-only weights (rank prior, LM, length) fitted across lists, each list reported left out of the fit."""
     from rescore.evaluate.metrics import bootstrap_ci, edit_counts, normalize, paired_change
-    from rescore.rerank.learned import fit_weights
-    from rescore.rerank.ranker import Weights, default_weights, lm_key
+    from rescore.rerank.ranker import Weights
 
     norm = "hyporadise"
+
     def load_lists(specs: list[str]) -> dict[str, list[NBest]]:
         named = (spec.split("=", 1) for spec in specs)
         return {name: [r for r in read_nbest(path) if r.ok and r.reference] for name, path in named}
@@ -459,12 +481,12 @@ def loso_text(args: argparse.Namespace) -> tuple[str, str]:
     feats = list(TEXT_FEATURES)
     signs = {"rank": -1, "lm:smollm2-135m": 1, "words": 1}
 
-    def fit(train: dict[str, list[NBest]], c: float) -> Weights:
-        recs = [r for v in train.values() for r in v]
-        weights = [1.0 / len(v) for v in train.values() for _ in v]
-        w = fit_weights(recs, feats, c=c, record_weights=weights, signs=signs, normalizer=norm)
-        scale = -1.0 / w.scores["rank"] if w.scores["rank"] < 0 else 1.0  # on the defaults' scale: rank weighs -1
-        return Weights({k: v * scale for k, v in w.scores.items()}, w.length_bonus * scale)
+    def fit(train: dict[str, list[NBest]]) -> tuple[Weights, float]:
+        """The weights with C chosen by leave-one-list-out in ``train``, on the defaults' scale (rank at -1)."""
+        c, _ = choose_c_and_margin(train, feats, GRID_C, guard=0.0, signs=signs, normalizer=norm)
+        w = fit_pooled(train, feats, c, signs=signs, normalizer=norm)
+        scale = -1.0 / w.scores["rank"] if w.scores["rank"] < 0 else 1.0
+        return Weights({k: v * scale for k, v in w.scores.items()}, w.length_bonus * scale), c
 
     def errors(recs: list[NBest], w: Weights | None) -> tuple[Any, Any]:
         chosen = rerank_copy(recs, w) if w is not None else recs
@@ -472,18 +494,7 @@ def loso_text(args: argparse.Namespace) -> tuple[str, str]:
         c = edit_counts(refs, [normalize(r.text("rerank" if w is not None else "first-pass"), norm) for r in chosen])
         return c.errors, c.ref
 
-    def relative_cost(train: dict[str, list[NBest]], c: float) -> float:
-        cost = 0.0
-        for s in train:
-            w = fit({k: v for k, v in train.items() if k != s}, c)
-            first = errors(train[s], None)[0].sum()
-            cost += (errors(train[s], w)[0].sum() - first) / max(1, first)
-        return cost
-
-    def choose_c(train: dict[str, list[NBest]]) -> float:
-        return min((0.01, 0.1, 1.0), key=lambda c: relative_cost(train, c))
-
-    old = default_weights([lm_key("smollm2-135m")], am="rank")
+    old = Weights({"rank": -1.0, "lm:smollm2-135m": 0.23}, 2.2)  # the earlier defaults, fitted on ATIS train alone
     lines = [
         "### Rerank: text-only lists, leave one list out (HyPoradise)",
         "",
@@ -496,16 +507,12 @@ def loso_text(args: argparse.Namespace) -> tuple[str, str]:
         " away), C chosen by leave-one-list-out among the others. Each list is reported left out of the fit; ATIS"
         " test was never fitted on. `hyporadise` normalizer; better/worse and p against the list's 1-best.",
         "",
-        "| list (utterances) | 1-best | today's text-only defaults (ATIS train only) | leave-one-list-out fit |"
+        "| list (utterances) | 1-best | earlier defaults (ATIS train only: 0.23, 2.2) | leave-one-list-out fit |"
         " better/worse | p | paper LM_rank |",
         "|---|---|---|---|---|---|---|",
     ]
-    fits = {}
-    for s in sets:
-        rest = {k: v for k, v in sets.items() if k != s}
-        fits[s] = fit(rest, choose_c(rest))
-    final_c = choose_c(sets)
-    final = fit(sets, final_c)
+    fits = {s: fit({k: v for k, v in sets.items() if k != s})[0] for s in sets}
+    final, final_c = fit(sets)
     for s, recs in [*sets.items(), *reports.items()]:
         w = fits.get(s, final)
         e0, n = errors(recs, None)
@@ -521,7 +528,8 @@ def loso_text(args: argparse.Namespace) -> tuple[str, str]:
         )
     lines += [
         "",
-        f"The fit on all lists (C {final_c:g}): " + ", ".join(f"{k} {v:+.3g}" for k, v in final.scores.items())
+        f"The fit on all lists (C {final_c:g}): "
+        + ", ".join(f"{k} {v:+.3g}" for k, v in final.scores.items())
         + f", words {final.length_bonus:+.3g}.",
     ]
     return "\n".join(lines), "rerank-loso-text"

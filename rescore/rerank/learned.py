@@ -138,8 +138,9 @@ def rerank_copy(records: Sequence[NBest], weights: Weights, *, min_length_ratio:
     return out
 
 
-def _errors_of_choice(records: Sequence[NBest]) -> int:
-    return int(sum(hypothesis_errors(r)[r.chosen or 0] for r in records))
+def errors_of_choice(records: Sequence[NBest], normalizer: str = "whisper", *, first_pass: bool = False) -> int:
+    """Word errors of the chosen hypotheses (with ``first_pass``: of each list's first, whatever was chosen)."""
+    return int(sum(hypothesis_errors(r, normalizer)[0 if first_pass else r.chosen or 0] for r in records))
 
 
 @dataclass
@@ -183,7 +184,7 @@ def train_reranker(
             test = set(part)
             w = fit_weights([r for i, r in enumerate(records) if i not in test], features, c=c)
             chosen += rerank_copy([records[i] for i in part], w)
-        by_c[c] = _errors_of_choice(chosen)
+        by_c[c] = errors_of_choice(chosen)
         held_out[c] = chosen
     best_c = min(by_c, key=lambda c: (by_c[c], c_grid.index(c))) if by_c else 1.0  # ties: the stronger prior
     cv = rerank_comparison(held_out[best_c]) if held_out else None
