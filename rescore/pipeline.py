@@ -103,11 +103,13 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # it was measured on it changed little and cost most of the run time.
 UNION = {"transcribe": {"model": ["whisper-tiny.en", "whisper-base"], "ascore": True}, "rerank": {"weights": "shipped"}}
 
+DEFAULT = _merge(UNION, {"correct": {"enabled": False}})
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": _merge(UNION, {"correct": {"enabled": False}}),
+    "default": DEFAULT,
     # the default, then the LLM corrector (guards, whisper-base verification)
     "correct": UNION,
-    "union": _merge(UNION, {"correct": {"enabled": False}}),  # the default's earlier name
+    "union": DEFAULT,  # the default's earlier name
     # whisper-tiny.en alone and LM rescoring with the default weights: seconds, not minutes
     "fast": {"correct": {"enabled": False}},
     "first-pass": {"rerank": {"enabled": False}, "correct": {"enabled": False}},

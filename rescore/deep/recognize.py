@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rescore.deep import DECODE_MODES, DecodeMode  # noqa: F401 - DecodeMode re-exported
+from rescore.deep import DECODE_MODES
 from rescore.io.datasets import Utterance
 from rescore.records import Hypothesis, NBest
 

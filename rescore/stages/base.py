@@ -10,7 +10,6 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from rescore.io.models import file_digest  # noqa: F401 - re-exported: the stages hash their option files
 from rescore.records import NBest
 
 

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from rescore.io.models import file_digest
 from rescore.records import NBest, read_nbest
 from rescore.registry import make_llm
 from rescore.runner import record_errors
-from rescore.stages.base import BaseStage, PathStr, StageOptions, file_digest, make_verifier, option_guards
+from rescore.stages.base import BaseStage, PathStr, StageOptions, make_verifier, option_guards
 
 if TYPE_CHECKING:  # the corrector (numpy, jinja2, fuzzy matching) loads with the stage: every CLI call reads
     # these options to make its flags, and only `correct` needs the library

@@ -20,10 +20,10 @@ from pydantic import Field
 
 from rescore.deep import CONFIG_FILE as MODEL_CONFIG
 from rescore.deep import XATTN_KEY, DecodeMode
-from rescore.io.models import cache_dir
+from rescore.io.models import cache_dir, file_digest
 from rescore.records import NBest
 from rescore.registry import make_recognizer
-from rescore.stages.base import BaseStage, PathStr, StageOptions, file_digest, make_verifier, option_guards
+from rescore.stages.base import BaseStage, PathStr, StageOptions, make_verifier, option_guards
 from rescore.stages.transcribe import record_utterance
 
 

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from rescore.io.models import file_digest
 from rescore.records import NBest
 from rescore.registry import make_scorer
-from rescore.stages.base import BaseStage, PathStr, StageOptions, file_digest
+from rescore.stages.base import BaseStage, PathStr, StageOptions
 
 if TYPE_CHECKING:  # the ranker (numpy, rapidfuzz) loads with the stage: every CLI call reads these options
     from rescore.rerank.ranker import Weights
