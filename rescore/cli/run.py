@@ -46,10 +46,8 @@ def run(
     if output_format is not None:
         overrides["output_format"] = [f.strip() for f in output_format.split(",") if f.strip()]
     try:
-        if source.endswith(".toml"):  # the file says what differs from the preset (default: the default preset)
-            cfg = load_config(source, preset=preset or "default", overrides=overrides)
-        else:
-            cfg = load_config(input=source, preset=preset or "default", overrides=overrides)
+        config = source if source.endswith(".toml") else None  # a config file says what differs from the preset
+        cfg = load_config(config, input=None if config else source, preset=preset or "default", overrides=overrides)
         stage_plan(cfg)
     except ConfigError as e:
         raise fail(str(e)) from None
