@@ -36,7 +36,7 @@ class Budget:
     minutes: float = 0.0
     max_steps: int = 0
     clock: str = "wall"  # wall: elapsed time; cpu: this process's CPU time (fair on a shared machine)
-    _start: float = field(default=0.0, repr=False)
+    _start: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
